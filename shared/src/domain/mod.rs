@@ -1,0 +1,53 @@
+//! Entities and the rules that move them. Everything here is pure: no I/O, time passed in.
+
+pub mod customer;
+pub mod dunning;
+pub mod invoice;
+pub mod ledger;
+pub mod payment_method;
+pub mod subscription;
+
+pub use customer::Customer;
+pub use invoice::{Invoice, InvoiceStatus, Transaction, TransactionStatus};
+pub use ledger::CardLedger;
+pub use payment_method::{PaymentMethod, PaymentMethodStatus};
+pub use subscription::{Subscription, SubscriptionStatus};
+
+use crate::ids::TransactionId;
+
+/// Why a domain rule refused an action. Each variant has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("the invoice is {0}; only open or errored invoices can be charged")]
+    InvoiceNotChargeable(&'static str),
+    #[error("the invoice is already paid")]
+    InvoiceAlreadyPaid,
+    #[error("a charge of this invoice is already in progress; try again shortly")]
+    ChargeInProgress,
+    #[error("transaction {0} is not pending")]
+    TransactionNotPending(TransactionId),
+    #[error("cannot {action} a {entity} that is {state}")]
+    InvalidTransition { entity: &'static str, state: &'static str, action: &'static str },
+    #[error("{field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+    #[error(transparent)]
+    Removal(#[from] payment_method::RemovalRefused),
+}
+
+impl DomainError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::InvoiceNotChargeable(_) => "invoice_not_chargeable",
+            DomainError::InvoiceAlreadyPaid => "invoice_already_paid",
+            DomainError::ChargeInProgress => "charge_in_progress",
+            DomainError::TransactionNotPending(_) => "transaction_not_pending",
+            DomainError::InvalidTransition { .. } => "invalid_state_transition",
+            DomainError::InvalidInput { .. } => "invalid_request",
+            DomainError::Removal(r) => r.code(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        DomainError::InvalidInput { field, reason: reason.into() }
+    }
+}

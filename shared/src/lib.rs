@@ -1,0 +1,24 @@
+//! Recoup's domain crate: what a payment method, an invoice and a subscription are, how a
+//! failed payment is classified and retried under card-network rules, and the ports
+//! (store, payment gateway, event publisher, clock, mailer) the Lambda functions and the
+//! local product plug adapters into.
+//!
+//! The core has no AWS or Lambda dependency; the DynamoDB, EventBridge and SQS adapters sit
+//! behind the `aws` feature and the embedded store behind `embedded`.
+
+pub mod card;
+pub mod decline;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod ids;
+pub mod mail;
+pub mod money;
+pub mod policy;
+pub mod services;
+pub mod store;
+pub mod time;
+
+#[cfg(feature = "aws")]
+pub mod aws;

@@ -1,0 +1,171 @@
+//! Money as integer minor units of an ISO 4217 currency.
+//!
+//! Amounts are never floats: `1050 USD` is ten dollars fifty, `500 JPY` is five hundred
+//! yen (JPY has no minor unit), `1500 KWD` is one dinar and five hundred fils.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The largest amount one invoice may carry, in minor units. Card networks and PSPs cap a
+/// single charge at eight digits (Stripe: 99,999,999 of the minor unit).
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("currency must be a supported three-letter ISO 4217 code, got {0:?}")]
+    UnknownCurrency(String),
+    #[error("amount must be a whole number of minor units between 1 and {MAX_AMOUNT}, got {0}")]
+    OutOfRange(i64),
+}
+
+/// A supported ISO 4217 currency. Stored and sent as its upper-case code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency {
+    code: [u8; 3],
+    exponent: u8,
+}
+
+/// Currencies Recoup accepts, with the number of digits after the decimal point.
+/// Zero- and three-decimal currencies are the ones that break float-and-cents code.
+const CURRENCIES: &[(&str, u8)] = &[
+    ("AED", 2), ("AUD", 2), ("BGN", 2), ("BHD", 3), ("BIF", 0), ("BRL", 2), ("CAD", 2),
+    ("CHF", 2), ("CLP", 0), ("CNY", 2), ("CZK", 2), ("DJF", 0), ("DKK", 2), ("EUR", 2),
+    ("GBP", 2), ("GNF", 0), ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2),
+    ("ISK", 0), ("JOD", 3), ("JPY", 0), ("KMF", 0), ("KRW", 0), ("KWD", 3), ("MGA", 0),
+    ("MXN", 2), ("MYR", 2), ("NOK", 2), ("NZD", 2), ("OMR", 3), ("PHP", 2), ("PLN", 2),
+    ("PYG", 0), ("RON", 2), ("RWF", 0), ("SAR", 2), ("SEK", 2), ("SGD", 2), ("THB", 2),
+    ("TND", 3), ("TRY", 2), ("TWD", 2), ("UGX", 0), ("USD", 2), ("VND", 0), ("VUV", 0),
+    ("XAF", 0), ("XOF", 0), ("XPF", 0), ("ZAR", 2),
+];
+
+impl Currency {
+    /// Parses a code case-insensitively (`"usd"` and `"USD"` are the same currency).
+    pub fn parse(code: &str) -> Result<Self, MoneyError> {
+        let upper = code.trim().to_ascii_uppercase();
+        CURRENCIES
+            .iter()
+            .find(|(c, _)| *c == upper)
+            .map(|(c, exponent)| {
+                let b = c.as_bytes();
+                Currency { code: [b[0], b[1], b[2]], exponent: *exponent }
+            })
+            .ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
+    }
+
+    pub fn code(&self) -> &str {
+        // Codes come from the ASCII table above.
+        std::str::from_utf8(&self.code).unwrap_or("XXX")
+    }
+
+    /// Digits after the decimal point: 0 for JPY, 2 for USD, 3 for KWD.
+    pub fn exponent(&self) -> u8 {
+        self.exponent
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Currency::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A positive amount in minor units of one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    amount: i64,
+    currency: Currency,
+}
+
+impl Money {
+    pub fn new(amount: i64, currency: Currency) -> Result<Self, MoneyError> {
+        if !(1..=MAX_AMOUNT).contains(&amount) {
+            return Err(MoneyError::OutOfRange(amount));
+        }
+        Ok(Money { amount, currency })
+    }
+
+    /// Amount in minor units (cents for USD, yen for JPY).
+    pub fn amount(&self) -> i64 {
+        self.amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+}
+
+/// Human form for emails and logs: `10.50 USD`, `500 JPY`, `1.500 KWD`.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exp = u32::from(self.currency.exponent);
+        if exp == 0 {
+            return write!(f, "{} {}", self.amount, self.currency);
+        }
+        let unit = 10_i64.pow(exp);
+        write!(
+            f,
+            "{}.{:0width$} {}",
+            self.amount / unit,
+            self.amount % unit,
+            self.currency,
+            width = exp as usize
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_codes_are_case_insensitive_and_normalised_to_upper_case() {
+        let c = Currency::parse("usd").unwrap();
+        assert_eq!(c.code(), "USD");
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"USD\"");
+    }
+
+    #[test]
+    fn unknown_currencies_are_refused() {
+        assert!(matches!(Currency::parse("XYZ"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(Currency::parse("").is_err());
+    }
+
+    #[test]
+    fn zero_decimal_currencies_display_without_a_fraction() {
+        let jpy = Money::new(500, Currency::parse("JPY").unwrap()).unwrap();
+        assert_eq!(jpy.to_string(), "500 JPY");
+        let usd = Money::new(1050, Currency::parse("USD").unwrap()).unwrap();
+        assert_eq!(usd.to_string(), "10.50 USD");
+        let kwd = Money::new(1500, Currency::parse("KWD").unwrap()).unwrap();
+        assert_eq!(kwd.to_string(), "1.500 KWD");
+    }
+
+    #[test]
+    fn amounts_must_be_positive_and_bounded() {
+        let usd = Currency::parse("USD").unwrap();
+        assert!(Money::new(0, usd).is_err());
+        assert!(Money::new(-5, usd).is_err());
+        assert!(Money::new(MAX_AMOUNT + 1, usd).is_err());
+        assert!(Money::new(MAX_AMOUNT, usd).is_ok());
+    }
+
+    #[test]
+    fn fractional_amounts_do_not_deserialize() {
+        let err = serde_json::from_str::<Money>(r#"{"amount": 10.5, "currency": "USD"}"#);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! The charge engine. One protocol for every kind of charge (initial, scheduled retry,
+//! manual, customer, new card):
+//!
+//! 1. **Claim**: append a pending transaction to the invoice and a pending entry to the
+//!    card's ledger, in one transaction conditioned on both versions (and on the card
+//!    being unchanged). Only one claimant wins; the loser never calls the PSP.
+//! 2. **Charge** the PSP with the transaction's idempotency key.
+//! 3. **Settle**: record the answer, plan the next attempt, and write the events, again in
+//!    one transaction. An unknown answer leaves the transaction pending; the invoice comes
+//!    due for reconciliation, which asks the PSP by the same key (and, if the PSP never
+//!    saw it, sends the identical request again — the key makes that safe).
+//!
+//! Together with the invoice's own rule that nothing else may touch it while an attempt
+//! is pending, this makes a second successful charge of an invoice impossible.
+
+use crate::card::Network;
+use crate::decline::{HardReason, RetryClass, mastercard_retry_after};
+use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
+use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
+use crate::domain::ledger::{CardLedger, LedgerEntry, LedgerOutcome};
+use crate::domain::PaymentMethod;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gateway::ChargeRequest;
+use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
+use crate::store::StoreError;
+use crate::store::repo::{Tx, Versioned};
+use crate::time::Timestamp;
+
+use super::{OPTIMISTIC_RETRIES, Services};
+
+/// Which card to charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardChoice {
+    Default,
+    Specific(PaymentMethodId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Paid,
+    Declined,
+    /// No answer from the PSP yet; reconciled by idempotency key. Never charged again
+    /// blindly, never reported as failed.
+    Pending,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChargeReport {
+    pub invoice: Invoice,
+    pub transaction: Transaction,
+    pub outcome: ChargeOutcome,
+}
+
+/// What processing a due invoice did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DueOutcome {
+    /// The invoice is gone or no longer due (a duplicate or stale message).
+    NotDue,
+    Charged(ChargeOutcome),
+    Reconciled(Option<ChargeOutcome>),
+    Parked,
+    Skipped { next: Option<Timestamp>, reason: SkipReason },
+}
+
+/// The outcome of one new-card recovery charge.
+#[derive(Debug, Clone)]
+pub struct RecoveryAttempt {
+    pub invoice_id: InvoiceId,
+    pub outcome: std::result::Result<ChargeOutcome, Error>,
+}
+
+enum Step<T> {
+    Done(T),
+    /// Another writer changed what we read; read again.
+    Raced,
+}
+
+fn refusal(r: ChargeRefusal) -> Error {
+    match r {
+        ChargeRefusal::Domain(e) => e.into(),
+        ChargeRefusal::PaymentMethodUpdateRequired(error_type) => Error::conflict(
+            "payment_method_update_required",
+            "this card declined the payment for a reason retrying cannot fix; the customer must add a new card or register this one again",
+        )
+        .with("error_type", error_type.for_customer().as_str()),
+        ChargeRefusal::CustomerAuthenticationRequired => Error::conflict(
+            "customer_authentication_required",
+            "the issuer requires the cardholder to authenticate; the customer must pay from their billing page",
+        ),
+        ChargeRefusal::NetworkLimit(block) => Error::conflict(
+            "network_retry_limit",
+            format!("not attempted: {}", block.rule.describe()),
+        )
+        .with("rule", serde_json::to_value(block.rule).unwrap_or_default())
+        .with("retry_after", block.until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    }
+}
+
+/// Hard declines that prove the card itself unusable (rather than this payment).
+fn invalidates_card(class: Option<RetryClass>) -> bool {
+    match class {
+        Some(RetryClass::Hard { reason }) => match reason {
+            HardReason::Expired
+            | HardReason::InvalidDetails
+            | HardReason::LostOrStolen
+            | HardReason::DoNotTryAgain
+            | HardReason::VisaCategory1
+            | HardReason::MastercardAdvice => true,
+            HardReason::Fraud | HardReason::NotSupported => false,
+        },
+        Some(RetryClass::Soft | RetryClass::NeedsCustomer) | None => false,
+    }
+}
+
+fn outcome_of(txn: &Transaction) -> ChargeOutcome {
+    match txn.status {
+        TransactionStatus::Succeeded => ChargeOutcome::Paid,
+        TransactionStatus::Failed => ChargeOutcome::Declined,
+        TransactionStatus::Pending => ChargeOutcome::Pending,
+    }
+}
+
+fn request_for(invoice: &Invoice, txn: &Transaction) -> ChargeRequest {
+    ChargeRequest {
+        idempotency_key: txn.idempotency_key.clone(),
+        psp_token: txn.card.psp_token.clone(),
+        amount: invoice.amount,
+        customer_id: invoice.customer_id.clone(),
+        off_session: !txn.trigger.on_session(),
+        description: invoice.description.clone(),
+    }
+}
+
+fn exhausted() -> Error {
+    Error::new(ErrorKind::Conflict, "concurrent_update", "the invoice kept changing while being charged; retry")
+}
+
+impl Services {
+    async fn card(&self, customer: &CustomerId, choice: &CardChoice) -> Result<Versioned<PaymentMethod>> {
+        let id = match choice {
+            CardChoice::Specific(id) => id.clone(),
+            CardChoice::Default => {
+                let c = self.customer(customer).await?;
+                c.default_payment_method_id().cloned().ok_or_else(|| {
+                    Error::conflict("no_payment_method", "the customer has no default card; they must add one first")
+                })?
+            }
+        };
+        self.repo.payment_method(customer, &id).await?.ok_or_else(|| Error::not_found("payment method"))
+    }
+
+    async fn ledger_for(&self, card: &PaymentMethod) -> Result<Versioned<CardLedger>> {
+        Ok(self
+            .repo
+            .ledger(&card.fingerprint)
+            .await?
+            .unwrap_or_else(|| Versioned::new(CardLedger::new(card.fingerprint.clone(), card.network()))))
+    }
+
+    /// Charges an invoice now, on request (merchant, customer, initial, new card).
+    pub async fn charge_invoice(&self, invoice_id: &InvoiceId, choice: CardChoice, trigger: AttemptTrigger) -> Result<ChargeReport> {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
+            let card = self.card(&inv.customer_id, &choice).await?;
+            let ledger = self.ledger_for(&card).await?;
+            let plan = plan_charge(&inv, &card, Some(&ledger), trigger, self.now()).map_err(refusal)?;
+            let step = match plan {
+                ChargePlan::Attempt => self.attempt(inv, card, ledger, trigger).await?,
+                ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger).await?,
+            };
+            if let Step::Done(report) = step {
+                return Ok(report);
+            }
+        }
+        Err(exhausted())
+    }
+
+    /// Claim, charge, settle.
+    async fn attempt(
+        &self,
+        mut inv: Versioned<Invoice>,
+        card: Versioned<PaymentMethod>,
+        mut ledger: Versioned<CardLedger>,
+        trigger: AttemptTrigger,
+    ) -> Result<Step<ChargeReport>> {
+        let now = self.now();
+        let txn = inv.begin_attempt(&card.snapshot(), trigger, now, now + self.policy.reconcile_after)?;
+        ledger.record(LedgerEntry {
+            at: now,
+            transaction_id: txn.id.clone(),
+            payment: inv.id.to_string(),
+            payment_method_id: card.id.clone(),
+            reattempt: txn.reattempt,
+            outcome: LedgerOutcome::Pending,
+        });
+        let mut tx = Tx::new();
+        tx.save(&inv)?;
+        tx.save(&ledger)?;
+        tx.check(&card);
+        match self.repo.commit(tx).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Ok(Step::Raced),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(
+            invoice_id = %inv.id, transaction_id = %txn.id, attempt = txn.number,
+            reattempt = txn.reattempt, trigger = ?trigger, card = %card.id, "charging"
+        );
+        let outcome = self.gateway.charge(&request_for(&inv, &txn)).await;
+        self.settle(&inv.id, &txn, outcome).await.map(Step::Done)
+    }
+
+    /// Records the PSP's answer. Retries on contention: an answer once received is
+    /// recorded unless the store itself is down (then reconciliation finds it later).
+    async fn settle(&self, invoice_id: &InvoiceId, claimed: &Transaction, outcome: AttemptOutcome) -> Result<ChargeReport> {
+        for _ in 0..OPTIMISTIC_RETRIES * 2 {
+            let mut inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::internal("settling a missing invoice"))?;
+            let Some(current) = inv.transactions().iter().find(|t| t.id == claimed.id).cloned() else {
+                return Err(Error::internal("settling an unknown transaction"));
+            };
+            if current.status != TransactionStatus::Pending {
+                // Settled already (by reconciliation racing us): report what is recorded.
+                let outcome = outcome_of(&current);
+                return Ok(ChargeReport { invoice: inv.into_inner(), transaction: current, outcome });
+            }
+            let now = self.now();
+            let retry_not_before = match (&outcome, current.card.network()) {
+                (AttemptOutcome::Declined(d), Network::Mastercard) => {
+                    d.advice_code.as_deref().and_then(mastercard_retry_after).map(|wait| now + wait)
+                }
+                _ => None,
+            };
+            let events = inv.settle(&current.id, outcome.clone(), &self.policy, retry_not_before, now)?;
+            let settled = inv.transactions().iter().find(|t| t.id == current.id).cloned().unwrap_or(current.clone());
+
+            let mut ledger = self
+                .repo
+                .ledger(&current.card.fingerprint)
+                .await?
+                .unwrap_or_else(|| Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network())));
+            let ledger_outcome = match &outcome {
+                AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
+                AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
+                AttemptOutcome::Unknown => LedgerOutcome::Pending,
+            };
+            ledger.settle(&current.id, ledger_outcome, retry_not_before);
+
+            let mut card_update = None;
+            if let AttemptOutcome::Declined(d) = &outcome
+                && invalidates_card(settled.retry_class)
+                && let Some(mut pm) = self.repo.payment_method(&inv.customer_id, &current.card.payment_method_id).await?
+                && pm.fingerprint == current.card.fingerprint
+                && pm.verified_at <= current.created_at
+            {
+                pm.invalidate(d.error_type, now);
+                card_update = Some(pm);
+            }
+
+            let mut tx = Tx::new();
+            tx.save(&inv)?;
+            tx.save(&ledger)?;
+            if let Some(pm) = &card_update {
+                tx.save(pm)?;
+            }
+            tx.emit(events, now)?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    let outcome = outcome_of(&settled);
+                    tracing::info!(
+                        invoice_id = %inv.id, transaction_id = %settled.id, outcome = ?outcome,
+                        error_type = ?settled.error_type(), next_attempt_at = ?inv.next_attempt_at(), "attempt settled"
+                    );
+                    return Ok(ChargeReport { invoice: inv.into_inner(), transaction: settled, outcome });
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(exhausted())
+    }
+
+    async fn record_expired(&self, mut inv: Versioned<Invoice>, card: &PaymentMethod, trigger: AttemptTrigger) -> Result<Step<ChargeReport>> {
+        let now = self.now();
+        let (txn, events) = inv.record_expired_card(&card.snapshot(), trigger, &self.policy, now)?;
+        let mut tx = Tx::new();
+        tx.save(&inv)?;
+        tx.emit(events, now)?;
+        match self.repo.commit(tx).await {
+            Ok(events) => {
+                self.publish(events).await;
+                tracing::info!(invoice_id = %inv.id, card = %card.id, "expired card: attempt recorded without calling the PSP");
+                Ok(Step::Done(ChargeReport { invoice: inv.into_inner(), transaction: txn, outcome: ChargeOutcome::Declined }))
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(Step::Raced),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Settles an attempt that never got its answer: asks the PSP by idempotency key, and
+    /// if the PSP never saw the request, sends the identical request again.
+    pub async fn reconcile(&self, invoice_id: &InvoiceId) -> Result<Option<ChargeReport>> {
+        let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(None) };
+        let Some(txn) = inv.pending_transaction().cloned() else { return Ok(None) };
+        let outcome = match self.gateway.lookup(&txn.idempotency_key).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => self.gateway.charge(&request_for(&inv, &txn)).await,
+            Err(e) => {
+                tracing::warn!(invoice_id = %inv.id, error = %e, "reconciliation lookup failed");
+                AttemptOutcome::Unknown
+            }
+        };
+        tracing::info!(invoice_id = %inv.id, transaction_id = %txn.id, "reconciling an unanswered attempt");
+        self.settle(&inv.id, &txn, outcome).await.map(Some)
+    }
+
+    /// The charge worker's job: look at an invoice that came due and do what the policy
+    /// says. Safe to run twice for the same message.
+    pub async fn process_due(&self, invoice_id: &InvoiceId) -> Result<DueOutcome> {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let Some(mut inv) = self.repo.invoice(invoice_id).await? else { return Ok(DueOutcome::NotDue) };
+            let now = self.now();
+            if !inv.next_attempt_at().is_some_and(|at| at <= now) {
+                return Ok(DueOutcome::NotDue);
+            }
+            let subscription_status = match inv.subscription_id() {
+                Some(sid) => self.repo.subscription(sid).await?.map(|s| s.status()),
+                None => None,
+            };
+            let customer = self.customer(&inv.customer_id).await?;
+            let card = match customer.default_payment_method_id() {
+                Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
+                None => None,
+            };
+            let ledger = match &card {
+                Some(c) => Some(self.ledger_for(c).await?),
+                None => None,
+            };
+            let decision = decide_due(&DueContext {
+                invoice: &inv,
+                card: card.as_deref(),
+                ledger: ledger.as_deref(),
+                subscription_status,
+                policy: &self.policy,
+                now,
+            });
+            let trigger = if inv.attempt_count() == 0 { AttemptTrigger::Initial } else { AttemptTrigger::Retry };
+            match decision {
+                DueDecision::NotDue => return Ok(DueOutcome::NotDue),
+                DueDecision::Reconcile(_) => {
+                    return Ok(DueOutcome::Reconciled(self.reconcile(invoice_id).await?.map(|r| r.outcome)));
+                }
+                DueDecision::Park => {
+                    inv.park();
+                    let mut tx = Tx::new();
+                    tx.save(&inv)?;
+                    match self.repo.commit(tx).await {
+                        Ok(_) => return Ok(DueOutcome::Parked),
+                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                DueDecision::Attempt => {
+                    let (Some(card), Some(ledger)) = (card, ledger) else {
+                        return Err(Error::internal("attempt decided without a card"));
+                    };
+                    if let Step::Done(report) = self.attempt(inv, card, ledger, trigger).await? {
+                        return Ok(DueOutcome::Charged(report.outcome));
+                    }
+                }
+                DueDecision::RecordExpired => {
+                    let Some(card) = card else { return Err(Error::internal("expiry decided without a card")) };
+                    if let Step::Done(report) = self.record_expired(inv, &card, trigger).await? {
+                        return Ok(DueOutcome::Charged(report.outcome));
+                    }
+                }
+                DueDecision::Skip { next, reason } => {
+                    let events = inv.reschedule(next, now)?;
+                    let mut tx = Tx::new();
+                    tx.save(&inv)?;
+                    tx.emit(events, now)?;
+                    match self.repo.commit(tx).await {
+                        Ok(events) => {
+                            self.publish(events).await;
+                            tracing::info!(invoice_id = %inv.id, ?reason, ?next, "automatic attempt skipped");
+                            return Ok(DueOutcome::Skipped { next, reason });
+                        }
+                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(exhausted())
+    }
+
+    /// A card was registered: charge every outstanding invoice with it at once, oldest
+    /// first, stopping at the first that does not get paid (a declining card is not
+    /// hammered with the rest).
+    pub async fn recover_outstanding(&self, customer: &CustomerId, card: &PaymentMethodId) -> Result<Vec<RecoveryAttempt>> {
+        let outstanding = self.repo.outstanding_invoices(customer).await?;
+        let mut results = Vec::new();
+        for inv in outstanding {
+            let result = self.charge_invoice(&inv.id, CardChoice::Specific(card.clone()), AttemptTrigger::NewPaymentMethod).await;
+            let stop = match &result {
+                Ok(r) => r.outcome != ChargeOutcome::Paid,
+                // Another charge of it is running, or it was paid meanwhile: go on.
+                Err(e) => !matches!(e.code, "charge_in_progress" | "invoice_already_paid" | "invoice_not_chargeable"),
+            };
+            results.push(RecoveryAttempt { invoice_id: inv.id.clone(), outcome: result.map(|r| r.outcome) });
+            if stop {
+                break;
+            }
+        }
+        Ok(results)
+    }
+}
+
+impl From<ChargeRefusal> for Error {
+    fn from(r: ChargeRefusal) -> Self {
+        refusal(r)
+    }
+}

@@ -1,0 +1,110 @@
+//! Invoices: issue (and charge at once when collected automatically), read, list, and
+//! the merchant's reconciliation of bank transfers.
+
+use crate::domain::Invoice;
+use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use crate::error::{Error, Result};
+use crate::ids::{CustomerId, InvoiceId};
+use crate::money::Money;
+use crate::store::repo::{Listing, Tx, Versioned};
+use crate::store::{Cursor, StoreError};
+
+use super::charging::{CardChoice, ChargeReport};
+use super::{OPTIMISTIC_RETRIES, Services};
+
+pub struct IssueInvoice {
+    pub customer_id: CustomerId,
+    pub amount: Money,
+    pub description: String,
+    pub collection_method: CollectionMethod,
+}
+
+/// A newly issued invoice and, when it was charged at once, how that went.
+pub struct Issued {
+    pub invoice: Invoice,
+    pub charge: Option<std::result::Result<ChargeReport, Error>>,
+}
+
+impl Services {
+    pub async fn issue_invoice(&self, req: IssueInvoice) -> Result<Issued> {
+        self.customer(&req.customer_id).await?;
+        let now = self.now();
+        let (mut invoice, created) = Invoice::issue(
+            NewInvoice {
+                customer_id: req.customer_id,
+                amount: req.amount,
+                description: req.description,
+                collection_method: req.collection_method,
+                subscription: None,
+            },
+            now,
+        )?;
+        invoice.schedule_first_attempt(now);
+        let mut tx = Tx::new();
+        tx.save(&Versioned::new(invoice.clone()))?;
+        tx.emit([created], now)?;
+        let events = self.repo.commit(tx).await?;
+        self.publish(events).await;
+        tracing::info!(invoice_id = %invoice.id, customer_id = %invoice.customer_id, amount = %invoice.amount, "invoice issued");
+        match invoice.collection_method {
+            CollectionMethod::SendInvoice => Ok(Issued { invoice, charge: None }),
+            CollectionMethod::ChargeAutomatically => {
+                let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
+                let invoice = match &charge {
+                    Ok(report) => report.invoice.clone(),
+                    Err(_) => self.invoice(&invoice.id).await?.into_inner(),
+                };
+                Ok(Issued { invoice, charge: Some(charge) })
+            }
+        }
+    }
+
+    pub async fn invoice(&self, id: &InvoiceId) -> Result<Versioned<Invoice>> {
+        self.repo.invoice(id).await?.ok_or_else(|| Error::not_found("invoice"))
+    }
+
+    pub async fn list_invoices(&self, customer: &CustomerId, limit: usize, after: Option<Cursor>) -> Result<Listing<Invoice>> {
+        Ok(self.repo.customer_invoices(customer, limit, after).await?)
+    }
+
+    /// The merchant reconciles a bank transfer (or any payment made outside Recoup).
+    pub async fn mark_invoice_paid(&self, id: &InvoiceId, reference: Option<String>) -> Result<Invoice> {
+        self.change_invoice(id, |inv, now| inv.mark_paid(reference.clone(), now).map_err(Error::from)).await
+    }
+
+    pub async fn void_invoice(&self, id: &InvoiceId) -> Result<Invoice> {
+        self.change_invoice(id, |inv, now| {
+            if inv.subscription.is_some() {
+                return Err(Error::conflict(
+                    "subscription_invoice",
+                    "an invoice of a subscription cannot be voided; cancel or re-activate the subscription instead",
+                ));
+            }
+            inv.void(now).map_err(Error::from)
+        })
+        .await
+    }
+
+    async fn change_invoice<F>(&self, id: &InvoiceId, change: F) -> Result<Invoice>
+    where
+        F: Fn(&mut Invoice, crate::time::Timestamp) -> Result<Vec<crate::events::EventPayload>>,
+    {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let mut inv = self.invoice(id).await?;
+            let now = self.now();
+            let events = change(&mut inv, now)?;
+            let mut tx = Tx::new();
+            tx.save(&inv)?;
+            tx.emit(events, now)?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    return Ok(inv.into_inner());
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::conflict("concurrent_update", "the invoice kept changing; retry"))
+    }
+}

@@ -1,0 +1,213 @@
+//! Saved cards: register (verify with the PSP, then charge what is outstanding), list,
+//! choose the default, remove under the removal rules.
+
+use crate::domain::payment_method::{RemovalContext, check_removal};
+use crate::domain::{PaymentMethod, PaymentMethodStatus};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventPayload;
+use crate::gateway::GatewayError;
+use crate::ids::{CustomerId, PaymentMethodId};
+use crate::store::StoreError;
+use crate::store::repo::{Tx, Versioned};
+
+use super::charging::RecoveryAttempt;
+use super::{OPTIMISTIC_RETRIES, Services};
+
+/// A saved card as a caller sees it.
+#[derive(Debug, Clone)]
+pub struct SavedCard {
+    pub method: PaymentMethod,
+    pub is_default: bool,
+    pub status: PaymentMethodStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub card: SavedCard,
+    /// The same card (fingerprint) was saved already and has been refreshed.
+    pub replaced: bool,
+    /// Outstanding invoices charged with the new card, oldest first.
+    pub recovery: Vec<RecoveryAttempt>,
+}
+
+fn gateway_error(e: GatewayError) -> Error {
+    match e {
+        GatewayError::Declined(d) => Error::new(
+            ErrorKind::PaymentRequired,
+            "payment_method_verification_failed",
+            format!("the card could not be verified: {}", d.error_type.for_customer().customer_advice()),
+        )
+        .with("error_type", d.error_type.for_customer().as_str()),
+        GatewayError::InvalidToken => Error::bad_request(
+            "invalid_payment_method",
+            "the payment provider does not know this payment method token",
+        )
+        .with("field", "payment_method"),
+        GatewayError::Unavailable(cause) => Error::unavailable(cause),
+    }
+}
+
+impl Services {
+    /// Registers a tokenized card for the customer. The first card becomes the default.
+    /// Registering a card, even one already saved, charges every outstanding invoice.
+    pub async fn register_payment_method(&self, customer_id: &CustomerId, psp_token: &str, set_default: bool) -> Result<Registration> {
+        // The customer must exist before anything is sent to the PSP.
+        self.customer(customer_id).await?;
+        let verified = self.gateway.verify(psp_token, customer_id).await.map_err(gateway_error)?;
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let now = self.now();
+            let mut customer = self.customer(customer_id).await?;
+            let existing = self
+                .repo
+                .payment_methods(customer_id)
+                .await?
+                .into_iter()
+                .find(|pm| pm.fingerprint == verified.fingerprint);
+            let replaced = existing.is_some();
+            let card = match existing {
+                Some(mut pm) => {
+                    pm.reverify(verified.clone(), now);
+                    pm
+                }
+                None => Versioned::new(PaymentMethod::new(customer_id.clone(), verified.clone(), now)),
+            };
+            let becomes_default = set_default || customer.default_payment_method_id().is_none();
+            let mut tx = Tx::new();
+            tx.save(&card)?;
+            if becomes_default && customer.default_payment_method_id() != Some(&card.id) {
+                customer.set_default_payment_method(Some(card.id.clone()));
+                tx.save(&customer)?;
+            } else {
+                tx.check(&customer);
+            }
+            tx.emit(
+                [EventPayload::PaymentMethodAttached {
+                    payment_method_id: card.id.clone(),
+                    customer_id: customer_id.clone(),
+                    brand: card.brand,
+                    last4: card.last4.clone(),
+                    replaced,
+                }],
+                now,
+            )?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    tracing::info!(customer_id = %customer_id, payment_method_id = %card.id, replaced, "card registered");
+                    let is_default = customer.default_payment_method_id() == Some(&card.id);
+                    let recovery = self.recover_outstanding(customer_id, &card.id).await?;
+                    let status = card.status(self.now());
+                    return Ok(Registration {
+                        card: SavedCard { method: card.into_inner(), is_default, status },
+                        replaced,
+                        recovery,
+                    });
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+    }
+
+    pub async fn list_payment_methods(&self, customer_id: &CustomerId) -> Result<Vec<SavedCard>> {
+        let customer = self.customer(customer_id).await?;
+        let now = self.now();
+        Ok(self
+            .repo
+            .payment_methods(customer_id)
+            .await?
+            .into_iter()
+            .map(|pm| {
+                let is_default = customer.default_payment_method_id() == Some(&pm.id);
+                let status = pm.status(now);
+                SavedCard { method: pm.into_inner(), is_default, status }
+            })
+            .collect())
+    }
+
+    pub async fn set_default_payment_method(&self, customer_id: &CustomerId, id: &PaymentMethodId) -> Result<SavedCard> {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let mut customer = self.customer(customer_id).await?;
+            let card = self.repo.payment_method(customer_id, id).await?.ok_or_else(|| Error::not_found("payment method"))?;
+            let mut tx = Tx::new();
+            if customer.default_payment_method_id() != Some(&card.id) {
+                customer.set_default_payment_method(Some(card.id.clone()));
+                tx.save(&customer)?;
+                tx.check(&card);
+            }
+            match self.repo.commit(tx).await {
+                Ok(_) => {
+                    tracing::info!(customer_id = %customer_id, payment_method_id = %id, "default card set");
+                    let status = card.status(self.now());
+                    return Ok(SavedCard { method: card.into_inner(), is_default: true, status });
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+    }
+
+    /// Removes a card, under the removal rules. The card's ledger and the customer are
+    /// checked in the same transaction, so a charge starting on the card or a subscription
+    /// starting for the customer meanwhile makes the removal retry and re-decide.
+    pub async fn remove_payment_method(&self, customer_id: &CustomerId, id: &PaymentMethodId) -> Result<()> {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let mut customer = self.customer(customer_id).await?;
+            let cards = self.repo.payment_methods(customer_id).await?;
+            let Some(target) = cards.iter().find(|c| &c.id == id).cloned() else {
+                return Err(Error::not_found("payment method"));
+            };
+            let mut live = false;
+            for sid in &customer.subscription_ids {
+                if let Some(sub) = self.repo.subscription(sid).await?
+                    && sub.status().bills_again()
+                {
+                    live = true;
+                }
+            }
+            let ledger = self.repo.ledger(&target.fingerprint).await?;
+            let is_default = customer.default_payment_method_id() == Some(&target.id);
+            check_removal(RemovalContext {
+                is_default,
+                other_methods: cards.len() - 1,
+                has_live_subscription: live,
+                has_pending_transaction: ledger.as_ref().is_some_and(|l| l.has_pending_for(&target.id)),
+            })
+            .map_err(|r| Error::from(crate::domain::DomainError::from(r)))?;
+
+            let now = self.now();
+            let mut tx = Tx::new();
+            tx.delete(&target);
+            match &ledger {
+                Some(l) => {
+                    tx.check(l);
+                }
+                None => {
+                    tx.check(&Versioned::new(crate::domain::CardLedger::new(target.fingerprint.clone(), target.network())));
+                }
+            }
+            if is_default {
+                customer.set_default_payment_method(None);
+                tx.save(&customer)?;
+            } else {
+                tx.check(&customer);
+            }
+            tx.emit(
+                [EventPayload::PaymentMethodRemoved { payment_method_id: target.id.clone(), customer_id: customer_id.clone() }],
+                now,
+            )?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    tracing::info!(customer_id = %customer_id, payment_method_id = %id, "card removed");
+                    return Ok(());
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+    }
+}

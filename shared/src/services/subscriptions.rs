@@ -1,0 +1,316 @@
+//! Subscriptions: start (invoice and charge payment 1), renew at period end, follow their
+//! invoices (the subscription updater), the merchant's re-activate / cancel / pause /
+//! resume, and the Recurring-API view of payments with "process payment N".
+
+use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use crate::domain::subscription::{Interval, PaymentStatus, Plan, payment_status};
+use crate::domain::{Invoice, InvoiceStatus, Subscription};
+use crate::error::{Error, Result};
+use crate::events::EventPayload;
+use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
+use crate::money::Money;
+use crate::store::repo::{Listing, Tx, Versioned};
+use crate::store::{Cursor, StoreError};
+use crate::time::Timestamp;
+
+use super::charging::{CardChoice, ChargeReport};
+use super::{OPTIMISTIC_RETRIES, Services};
+
+pub struct NewSubscription {
+    pub customer_id: CustomerId,
+    pub amount: Money,
+    pub interval: Interval,
+    pub interval_count: u32,
+    pub description: String,
+}
+
+/// One payment of a subscription, numbered from 1.
+#[derive(Debug, Clone)]
+pub struct PaymentView {
+    pub number: u32,
+    pub status: PaymentStatus,
+    /// `None` for the upcoming payment that has no invoice yet.
+    pub invoice_id: Option<InvoiceId>,
+    pub amount: Money,
+    /// When the payment is or was due (its period's start).
+    pub due_at: Timestamp,
+    /// When it was last attempted or paid; `None` while waiting.
+    pub date_processed: Option<Timestamp>,
+    pub error_type: Option<crate::decline::ErrorType>,
+    pub attempt_count: u32,
+}
+
+fn concurrent() -> Error {
+    Error::conflict("concurrent_update", "the subscription kept changing; retry")
+}
+
+impl Services {
+    /// Starts a subscription billed to the customer's default card; payment 1 is invoiced
+    /// and charged at once.
+    pub async fn create_subscription(&self, req: NewSubscription) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
+        let plan = Plan::new(req.amount, req.interval, req.interval_count, req.description.trim().to_owned())?;
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let mut customer = self.customer(&req.customer_id).await?;
+            if customer.default_payment_method_id().is_none() {
+                return Err(Error::conflict(
+                    "no_payment_method",
+                    "the customer has no default card; a subscription is billed to it, so they must add one first",
+                ));
+            }
+            let now = self.now();
+            let (mut sub, link) = Subscription::start(req.customer_id.clone(), plan.clone(), now);
+            let (mut invoice, created) = Invoice::issue(
+                NewInvoice {
+                    customer_id: req.customer_id.clone(),
+                    amount: plan.amount,
+                    description: format!("{} (payment 1)", plan.description).trim().to_owned(),
+                    collection_method: CollectionMethod::ChargeAutomatically,
+                    subscription: Some(link),
+                },
+                now,
+            )?;
+            invoice.schedule_first_attempt(now);
+            sub.attach_invoice(1, invoice.id.clone());
+            customer.subscription_ids.push(sub.id.clone());
+            let mut tx = Tx::new();
+            tx.save(&Versioned::new(sub.clone()))?;
+            tx.save(&Versioned::new(invoice.clone()))?;
+            tx.save(&customer)?;
+            tx.emit(
+                [EventPayload::SubscriptionCreated { subscription_id: sub.id.clone(), customer_id: sub.customer_id.clone() }, created],
+                now,
+            )?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    tracing::info!(subscription_id = %sub.id, customer_id = %sub.customer_id, "subscription started");
+                    let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
+                    let sub = self.subscription(&sub.id).await?.into_inner();
+                    return Ok((sub, charge));
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(concurrent())
+    }
+
+    pub async fn subscription(&self, id: &SubscriptionId) -> Result<Versioned<Subscription>> {
+        self.repo.subscription(id).await?.ok_or_else(|| Error::not_found("subscription"))
+    }
+
+    pub async fn list_subscriptions(&self, failing_only: bool, limit: usize, after: Option<Cursor>) -> Result<Listing<Subscription>> {
+        Ok(self.repo.subscriptions(failing_only, limit, after).await?)
+    }
+
+    /// Payments 1..n with their status, plus the upcoming one while the subscription is
+    /// active.
+    pub async fn subscription_payments(&self, sub: &Subscription) -> Result<Vec<PaymentView>> {
+        let mut out = Vec::with_capacity(sub.payments().len() + 1);
+        for p in sub.payments() {
+            let inv = self.invoice(&p.invoice_id).await?;
+            let status = payment_status(&inv);
+            let last = inv.last_transaction();
+            let date_processed = match status {
+                PaymentStatus::Approved => inv.paid_at(),
+                PaymentStatus::Declined | PaymentStatus::Failed => last.and_then(|t| t.settled_at),
+                PaymentStatus::Waiting => None,
+            };
+            out.push(PaymentView {
+                number: p.number,
+                status,
+                invoice_id: Some(inv.id.clone()),
+                amount: inv.amount,
+                due_at: inv.subscription.as_ref().map_or(inv.created_at, |l| l.period_start),
+                date_processed,
+                error_type: match status {
+                    PaymentStatus::Declined | PaymentStatus::Failed => {
+                        last.and_then(|t| t.error_type()).map(crate::decline::ErrorType::for_customer)
+                    }
+                    PaymentStatus::Approved | PaymentStatus::Waiting => None,
+                },
+                attempt_count: inv.attempt_count(),
+            });
+        }
+        if let Some(at) = sub.next_renewal_at() {
+            out.push(PaymentView {
+                number: sub.payments().iter().map(|p| p.number).max().unwrap_or(0) + 1,
+                status: PaymentStatus::Waiting,
+                invoice_id: None,
+                amount: sub.plan.amount,
+                due_at: at,
+                date_processed: None,
+                error_type: None,
+                attempt_count: 0,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn change_subscription<F>(&self, id: &SubscriptionId, change: F) -> Result<Subscription>
+    where
+        F: Fn(&mut Subscription, Timestamp) -> std::result::Result<Vec<EventPayload>, crate::domain::DomainError>,
+    {
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let mut sub = self.subscription(id).await?;
+            let now = self.now();
+            let events = change(&mut sub, now)?;
+            let mut tx = Tx::new();
+            tx.save(&sub)?;
+            tx.emit(events, now)?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    return Ok(sub.into_inner());
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(concurrent())
+    }
+
+    /// The merchant re-activates an errored subscription. Its unpaid invoices stay unpaid.
+    pub async fn reactivate_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        let sub = self.change_subscription(id, |s, now| s.reactivate(now)).await?;
+        self.unpark_invoices(&sub).await?;
+        Ok(sub)
+    }
+
+    pub async fn cancel_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        self.change_subscription(id, |s, now| s.cancel(now)).await
+    }
+
+    pub async fn pause_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        self.change_subscription(id, |s, now| s.pause(now)).await
+    }
+
+    pub async fn resume_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        let sub = self.change_subscription(id, |s, now| s.resume(now)).await?;
+        self.unpark_invoices(&sub).await?;
+        Ok(sub)
+    }
+
+    /// Puts open invoices that were taken off the schedule back on it.
+    async fn unpark_invoices(&self, sub: &Subscription) -> Result<()> {
+        for p in sub.payments() {
+            for _ in 0..OPTIMISTIC_RETRIES {
+                let mut inv = self.invoice(&p.invoice_id).await?;
+                if inv.status() != InvoiceStatus::Open || inv.next_attempt_at().is_some() {
+                    break;
+                }
+                inv.unpark(self.now());
+                let mut tx = Tx::new();
+                tx.save(&inv)?;
+                match self.repo.commit(tx).await {
+                    Ok(_) => break,
+                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Recurring API's "process a subscription payment": runs payment `number` now.
+    pub async fn process_payment(&self, id: &SubscriptionId, number: u32) -> Result<ChargeReport> {
+        let sub = self.subscription(id).await?;
+        let Some(payment) = sub.payment(number) else {
+            return Err(Error::not_found("payment").with("payment_number", number));
+        };
+        let inv = self.invoice(&payment.invoice_id).await?;
+        match payment_status(&inv) {
+            PaymentStatus::Approved => {
+                return Err(Error::conflict("payment_already_approved", "this payment was approved; there is nothing to process")
+                    .with("payment_number", number));
+            }
+            PaymentStatus::Waiting => {
+                return Err(Error::conflict(
+                    "payment_waiting",
+                    "this payment is queued or in progress; it cannot be processed by hand",
+                )
+                .with("payment_number", number));
+            }
+            // A failed (hard) payment is refused by the charge plan unless the card changed.
+            PaymentStatus::Declined | PaymentStatus::Failed => {}
+        }
+        self.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await
+    }
+
+    /// Starts the next period of every subscription due for renewal. Returns the invoices
+    /// issued; each is already on the schedule, due now.
+    pub async fn renew_due(&self, limit: usize) -> Result<Vec<InvoiceId>> {
+        let now = self.now();
+        let mut issued = Vec::new();
+        for id in self.repo.due_renewals(now, limit).await? {
+            for _ in 0..OPTIMISTIC_RETRIES {
+                let Some(mut sub) = self.repo.subscription(&id).await? else { break };
+                let Some(link) = sub.renew(now) else { break };
+                let (mut invoice, created) = Invoice::issue(
+                    NewInvoice {
+                        customer_id: sub.customer_id.clone(),
+                        amount: sub.plan.amount,
+                        description: format!("{} (payment {})", sub.plan.description, link.payment_number).trim().to_owned(),
+                        collection_method: CollectionMethod::ChargeAutomatically,
+                        subscription: Some(link.clone()),
+                    },
+                    now,
+                )?;
+                invoice.schedule_first_attempt(now);
+                sub.attach_invoice(link.payment_number, invoice.id.clone());
+                let renewed = sub.renewed_event(&link, &invoice.id);
+                let mut tx = Tx::new();
+                tx.save(&sub)?;
+                tx.save(&Versioned::new(invoice.clone()))?;
+                tx.emit([created, renewed], now)?;
+                match self.repo.commit(tx).await {
+                    Ok(events) => {
+                        self.publish(events).await;
+                        tracing::info!(subscription_id = %id, invoice_id = %invoice.id, payment = link.payment_number, "renewed");
+                        issued.push(invoice.id);
+                        break;
+                    }
+                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(issued)
+    }
+
+    /// The subscription updater: brings the subscription of an invoice in line with the
+    /// invoice as it is now. Returns the events it emitted (none when nothing changed).
+    pub async fn follow_invoice(&self, invoice_id: &InvoiceId) -> Result<Vec<&'static str>> {
+        let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(Vec::new()) };
+        let Some(sid) = inv.subscription_id().cloned() else { return Ok(Vec::new()) };
+        for _ in 0..OPTIMISTIC_RETRIES {
+            let Some(mut sub) = self.repo.subscription(&sid).await? else { return Ok(Vec::new()) };
+            let before = (*sub).clone();
+            let now = self.now();
+            let events = sub.observe_invoice(&inv, now);
+            if *sub == before {
+                return Ok(Vec::new());
+            }
+            let kinds: Vec<&'static str> = events.iter().map(EventPayload::kind).collect();
+            let reactivated = events.iter().any(|e| matches!(e, EventPayload::SubscriptionActivated { .. }));
+            let mut tx = Tx::new();
+            tx.save(&sub)?;
+            tx.emit(events, now)?;
+            match self.repo.commit(tx).await {
+                Ok(events) => {
+                    self.publish(events).await;
+                    if !kinds.is_empty() {
+                        tracing::info!(subscription_id = %sid, invoice_id = %invoice_id, events = ?kinds, "subscription updated");
+                    }
+                    if reactivated {
+                        self.unpark_invoices(&sub).await?;
+                    }
+                    return Ok(kinds);
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(concurrent())
+    }
+}

@@ -1,0 +1,322 @@
+//! The store contract: what every [`ItemStore`] must do, as checks any backend's tests run
+//! through [`store_contract_suite!`](crate::store_contract_suite). Every check uses its
+//! own random partitions, so one table can serve the whole suite.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp};
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}#{}", uuid::Uuid::new_v4().simple())
+}
+
+fn item(pk: &str, sk: &str, version: u64) -> Item {
+    Item {
+        key: Key::new(pk, sk),
+        entity: "thing".into(),
+        version,
+        indexes: IndexKeys::default(),
+        expires_at: None,
+        body: json!({"n": version}),
+    }
+}
+
+fn put(item: Item, condition: Condition) -> WriteOp {
+    WriteOp::Put { item, condition }
+}
+
+async fn write_one(store: &dyn ItemStore, op: WriteOp) -> Result<(), StoreError> {
+    store.write(vec![op]).await
+}
+
+async fn collect(store: &dyn ItemStore, mut q: Query) -> Vec<Item> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.query(&q).await.expect("query");
+        out.extend(page.items);
+        match page.next {
+            Some(c) => q.after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+pub async fn an_item_reads_back_exactly_as_written(store: Arc<dyn ItemStore>) {
+    let pk = unique("RT");
+    let mut it = item(&pk, "A", 1);
+    it.body = json!({
+        "amount": 99_999_999, "big": 9_007_199_254_740_993_u64, "negative": -42, "flag": true,
+        "nothing": null, "text": "héllo ✓", "list": [1, "two", {"three": 3}], "nested": {"deep": {"x": []}}
+    });
+    it.indexes = IndexKeys::default()
+        .with(Index::Gsi1, Some(IndexKey::new(unique("G1"), "s1")))
+        .with(Index::Gsi3, Some(IndexKey::new(unique("G3"), "s3")));
+    it.expires_at = Some(1_900_000_000);
+    write_one(&*store, put(it.clone(), Condition::NotExists)).await.expect("put");
+    assert_eq!(store.get(&it.key).await.expect("get"), Some(it));
+    assert_eq!(store.get(&Key::new(&pk, "missing")).await.expect("get"), None);
+}
+
+pub async fn a_create_is_refused_when_the_item_exists(store: Arc<dyn ItemStore>) {
+    let pk = unique("NX");
+    write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.expect("first create");
+    let err = write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 });
+}
+
+pub async fn a_stale_version_is_refused_and_the_item_is_unchanged(store: Arc<dyn ItemStore>) {
+    let pk = unique("VER");
+    write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.expect("create");
+    write_one(&*store, put(item(&pk, "A", 2), Condition::Version(1))).await.expect("update from v1");
+    let err = write_one(&*store, put(item(&pk, "A", 2), Condition::Version(1))).await.unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 });
+    assert_eq!(store.get(&Key::new(&pk, "A")).await.expect("get").map(|i| i.version), Some(2));
+    let err = write_one(&*store, put(item(&pk, "B", 2), Condition::Version(1))).await.unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 }, "a version condition on a missing item fails");
+}
+
+pub async fn a_transaction_is_all_or_nothing(store: Arc<dyn ItemStore>) {
+    let pk = unique("TX");
+    write_one(&*store, put(item(&pk, "EXISTS", 1), Condition::NotExists)).await.expect("seed");
+    let err = store
+        .write(vec![
+            put(item(&pk, "NEW", 1), Condition::NotExists),
+            put(item(&pk, "EXISTS", 2), Condition::Version(7)),
+            WriteOp::Delete { key: Key::new(&pk, "EXISTS"), condition: Condition::Always },
+        ])
+        .await;
+    // The same key twice is refused outright, before any condition.
+    assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
+    let err = store
+        .write(vec![
+            put(item(&pk, "NEW", 1), Condition::NotExists),
+            put(item(&pk, "EXISTS", 2), Condition::Version(7)),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 1 });
+    assert_eq!(store.get(&Key::new(&pk, "NEW")).await.expect("get"), None, "nothing was written");
+    store
+        .write(vec![
+            put(item(&pk, "NEW", 1), Condition::NotExists),
+            put(item(&pk, "EXISTS", 2), Condition::Version(1)),
+        ])
+        .await
+        .expect("both conditions hold");
+    assert!(store.get(&Key::new(&pk, "NEW")).await.expect("get").is_some());
+    assert_eq!(store.get(&Key::new(&pk, "EXISTS")).await.expect("get").map(|i| i.version), Some(2));
+}
+
+pub async fn a_check_guards_a_transaction_without_writing(store: Arc<dyn ItemStore>) {
+    let pk = unique("CHK");
+    write_one(&*store, put(item(&pk, "GUARD", 3), Condition::NotExists)).await.expect("seed");
+    let err = store
+        .write(vec![
+            WriteOp::Check { key: Key::new(&pk, "GUARD"), condition: Condition::Version(2) },
+            put(item(&pk, "X", 1), Condition::NotExists),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 });
+    store
+        .write(vec![
+            WriteOp::Check { key: Key::new(&pk, "GUARD"), condition: Condition::Version(3) },
+            put(item(&pk, "X", 1), Condition::NotExists),
+        ])
+        .await
+        .expect("guard holds");
+    assert_eq!(store.get(&Key::new(&pk, "GUARD")).await.expect("get").map(|i| i.version), Some(3));
+    // A check alone, and a check that an item is absent.
+    write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::NotExists }).await.expect("absent");
+    let err = write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::Exists }).await.unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 });
+}
+
+pub async fn a_delete_honours_its_condition(store: Arc<dyn ItemStore>) {
+    let pk = unique("DEL");
+    let mut it = item(&pk, "A", 1);
+    it.indexes = IndexKeys::default().with(Index::Gsi2, Some(IndexKey::new(unique("G2"), "a")));
+    write_one(&*store, put(it.clone(), Condition::NotExists)).await.expect("create");
+    let err = write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(9) }).await.unwrap_err();
+    assert_eq!(err, StoreError::ConditionFailed { op: 0 });
+    write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(1) }).await.expect("delete");
+    assert_eq!(store.get(&it.key).await.expect("get"), None);
+    let gsi = it.indexes.get(Index::Gsi2).cloned().expect("index key");
+    let left = collect(&*store, Query::index(Index::Gsi2, gsi.pk, SortKeyRange::All)).await;
+    assert!(left.is_empty(), "a deleted item leaves its indexes");
+}
+
+pub async fn a_table_query_selects_sort_key_ranges_in_order(store: Arc<dyn ItemStore>) {
+    let pk = unique("Q");
+    let other = unique("Q");
+    let sks = ["A#1", "A#2", "A#3", "B#1", "C#1"];
+    let mut ops: Vec<WriteOp> = sks.iter().map(|sk| put(item(&pk, sk, 1), Condition::NotExists)).collect();
+    ops.push(put(item(&other, "A#1", 1), Condition::NotExists));
+    store.write(ops).await.expect("seed");
+    let sk_of = |items: Vec<Item>| items.into_iter().map(|i| i.key.sk).collect::<Vec<_>>();
+
+    let all = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::All)).await);
+    assert_eq!(all, sks);
+    let desc = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::All).descending()).await);
+    assert_eq!(desc, ["C#1", "B#1", "A#3", "A#2", "A#1"]);
+    let a = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::BeginsWith("A#".into()))).await);
+    assert_eq!(a, ["A#1", "A#2", "A#3"]);
+    let upto = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::AtMost("A#2".into()))).await);
+    assert_eq!(upto, ["A#1", "A#2"]);
+    let from = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::AtLeast("B".into()))).await);
+    assert_eq!(from, ["B#1", "C#1"]);
+    let between = sk_of(collect(&*store, Query::table(&pk, SortKeyRange::Between("A#2".into(), "B#1".into()))).await);
+    assert_eq!(between, ["A#2", "A#3", "B#1"]);
+}
+
+pub async fn an_index_holds_only_items_carrying_its_key_and_follows_updates(store: Arc<dyn ItemStore>) {
+    let g = unique("DUE");
+    let pk = unique("IDX");
+    let mut due = item(&pk, "1", 1);
+    due.indexes = IndexKeys::default().with(Index::Gsi2, Some(IndexKey::new(&g, "2030-01-02")));
+    let mut later = item(&pk, "2", 1);
+    later.indexes = IndexKeys::default().with(Index::Gsi2, Some(IndexKey::new(&g, "2030-01-05")));
+    let not_indexed = item(&pk, "3", 1);
+    store
+        .write(vec![
+            put(due.clone(), Condition::NotExists),
+            put(later.clone(), Condition::NotExists),
+            put(not_indexed, Condition::NotExists),
+        ])
+        .await
+        .expect("seed");
+    let keys_of = |items: Vec<Item>| items.into_iter().map(|i| i.key.sk).collect::<Vec<_>>();
+    let q = Query::index(Index::Gsi2, &g, SortKeyRange::AtMost("2030-01-03".into()));
+    assert_eq!(keys_of(collect(&*store, q.clone()).await), ["1"]);
+    assert_eq!(keys_of(collect(&*store, Query::index(Index::Gsi2, &g, SortKeyRange::All)).await), ["1", "2"]);
+
+    // Dropping the index key takes the item out; changing it moves it.
+    let mut done = due.clone();
+    done.version = 2;
+    done.indexes = IndexKeys::default();
+    write_one(&*store, put(done, Condition::Version(1))).await.expect("update");
+    let mut moved = later.clone();
+    moved.version = 2;
+    moved.indexes = IndexKeys::default().with(Index::Gsi2, Some(IndexKey::new(&g, "2030-01-01")));
+    write_one(&*store, put(moved, Condition::Version(1))).await.expect("update");
+    assert_eq!(keys_of(collect(&*store, q).await), ["2"]);
+    let other_index = collect(&*store, Query::index(Index::Gsi1, &g, SortKeyRange::All)).await;
+    assert!(other_index.is_empty(), "indexes are separate");
+}
+
+pub async fn pages_cover_every_item_exactly_once_in_both_directions(store: Arc<dyn ItemStore>) {
+    let pk = unique("PAGE");
+    let g = unique("PAGEIDX");
+    let ops: Vec<WriteOp> = (0..23)
+        .map(|i| {
+            let mut it = item(&pk, &format!("{i:03}"), 1);
+            it.indexes = IndexKeys::default().with(Index::Gsi1, Some(IndexKey::new(&g, format!("{:03}", 100 - i))));
+            put(it, Condition::NotExists)
+        })
+        .collect();
+    store.write(ops).await.expect("seed");
+    for descending in [false, true] {
+        for index in [None, Some(Index::Gsi1)] {
+            let mut q = match index {
+                None => Query::table(&pk, SortKeyRange::All),
+                Some(i) => Query::index(i, &g, SortKeyRange::All),
+            }
+            .limit(5);
+            q.descending = descending;
+            let mut seen = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = store.query(&q).await.expect("page");
+                assert!(page.items.len() <= 5);
+                pages += 1;
+                seen.extend(page.items.into_iter().map(|i| i.key.sk));
+                match page.next {
+                    Some(c) => q.after = Some(c),
+                    None => break,
+                }
+            }
+            assert!(pages >= 5, "23 items in pages of 5");
+            let mut expected: Vec<String> = (0..23).map(|i| format!("{i:03}")).collect();
+            // The index sorts by 100 - i, the reverse of the table order.
+            if descending != index.is_some() {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "descending={descending} index={index:?}");
+        }
+    }
+}
+
+pub async fn a_cursor_from_another_listing_is_refused(store: Arc<dyn ItemStore>) {
+    let mine = unique("MINE");
+    let theirs = unique("THEIRS");
+    let q = Query::table(&mine, SortKeyRange::All).after(Some(Cursor { key: Key::new(&theirs, "A"), index_key: None }));
+    assert!(matches!(store.query(&q).await, Err(StoreError::Invalid(_))));
+}
+
+pub async fn oversized_or_empty_transactions_are_refused(store: Arc<dyn ItemStore>) {
+    let pk = unique("BIG");
+    let ops: Vec<WriteOp> = (0..101).map(|i| put(item(&pk, &i.to_string(), 1), Condition::NotExists)).collect();
+    assert!(matches!(store.write(ops).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.write(Vec::new()).await, Err(StoreError::Invalid(_))));
+    let ops: Vec<WriteOp> = (0..100).map(|i| put(item(&pk, &i.to_string(), 1), Condition::NotExists)).collect();
+    store.write(ops).await.expect("a hundred items is the limit, not over it");
+    assert_eq!(collect(&*store, Query::table(&pk, SortKeyRange::All)).await.len(), 100);
+}
+
+/// Many writers read version 1 and race to write version 2: exactly one wins.
+pub async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store: Arc<dyn ItemStore>) {
+    let pk = unique("RACE");
+    write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.expect("seed");
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let store = store.clone();
+        let pk = pk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut it = item(&pk, "A", 2);
+            it.body = json!({"writer": i});
+            store.write(vec![put(it, Condition::Version(1))]).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(()) => wins += 1,
+            Err(StoreError::ConditionFailed { .. } | StoreError::Contention(_)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+/// Expands to one `#[tokio::test]` per contract check, each given a store from `$make`
+/// (an async expression yielding `Arc<dyn ItemStore>`).
+#[macro_export]
+macro_rules! store_contract_suite {
+    ($make:expr) => {
+        $crate::store_contract_suite!(@tests $make;
+            an_item_reads_back_exactly_as_written,
+            a_create_is_refused_when_the_item_exists,
+            a_stale_version_is_refused_and_the_item_is_unchanged,
+            a_transaction_is_all_or_nothing,
+            a_check_guards_a_transaction_without_writing,
+            a_delete_honours_its_condition,
+            a_table_query_selects_sort_key_ranges_in_order,
+            an_index_holds_only_items_carrying_its_key_and_follows_updates,
+            pages_cover_every_item_exactly_once_in_both_directions,
+            a_cursor_from_another_listing_is_refused,
+            oversized_or_empty_transactions_are_refused,
+            concurrent_writers_of_one_version_produce_exactly_one_winner,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $make.await;
+                $crate::store::contract::$name(store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,138 @@
+//! A wrapper that counts what a store is asked to do and estimates the DynamoDB capacity it
+//! would consume, by DynamoDB's published rules: a strongly consistent read costs one read
+//! unit per 4 KB (half that when eventually consistent, as index queries are), a write one
+//! write unit per 1 KB, and every item in a transaction twice that. The figures in the
+//! README come from it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{Item, ItemStore, Key, Page, Query, StoreError, WriteOp};
+
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    pub get_requests: AtomicU64,
+    pub query_requests: AtomicU64,
+    pub write_requests: AtomicU64,
+    pub items_read: AtomicU64,
+    pub items_written: AtomicU64,
+    /// Read and write capacity units, in thousandths.
+    pub read_milli_units: AtomicU64,
+    pub write_milli_units: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub get_requests: u64,
+    pub query_requests: u64,
+    pub write_requests: u64,
+    pub items_read: u64,
+    pub items_written: u64,
+    pub read_units: f64,
+    pub write_units: f64,
+}
+
+impl MetricsSnapshot {
+    pub fn since(&self, earlier: &MetricsSnapshot) -> MetricsSnapshot {
+        MetricsSnapshot {
+            get_requests: self.get_requests - earlier.get_requests,
+            query_requests: self.query_requests - earlier.query_requests,
+            write_requests: self.write_requests - earlier.write_requests,
+            items_read: self.items_read - earlier.items_read,
+            items_written: self.items_written - earlier.items_written,
+            read_units: self.read_units - earlier.read_units,
+            write_units: self.write_units - earlier.write_units,
+        }
+    }
+}
+
+impl StoreMetrics {
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            get_requests: l(&self.get_requests),
+            query_requests: l(&self.query_requests),
+            write_requests: l(&self.write_requests),
+            items_read: l(&self.items_read),
+            items_written: l(&self.items_written),
+            read_units: l(&self.read_milli_units) as f64 / 1000.0,
+            write_units: l(&self.write_milli_units) as f64 / 1000.0,
+        }
+    }
+}
+
+fn units(bytes: usize, per: usize) -> u64 {
+    bytes.div_ceil(per).max(1) as u64
+}
+
+pub struct Metered {
+    inner: Arc<dyn ItemStore>,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn ItemStore>) -> Self {
+        Metered { inner, metrics: Arc::new(StoreMetrics::default()) }
+    }
+
+    pub fn metrics(&self) -> Arc<StoreMetrics> {
+        self.metrics.clone()
+    }
+}
+
+#[async_trait]
+impl ItemStore for Metered {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let item = self.inner.get(key).await?;
+        let m = &self.metrics;
+        m.get_requests.fetch_add(1, Ordering::Relaxed);
+        m.items_read.fetch_add(u64::from(item.is_some()), Ordering::Relaxed);
+        let size = item.as_ref().map_or(0, Item::approximate_size);
+        m.read_milli_units.fetch_add(1000 * units(size, 4096), Ordering::Relaxed);
+        Ok(item)
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        let page = self.inner.query(query).await?;
+        let m = &self.metrics;
+        m.query_requests.fetch_add(1, Ordering::Relaxed);
+        m.items_read.fetch_add(page.items.len() as u64, Ordering::Relaxed);
+        let size: usize = page.items.iter().map(Item::approximate_size).sum();
+        // Index queries are eventually consistent: half price.
+        let per_unit = if query.index.is_some() { 500 } else { 1000 };
+        m.read_milli_units.fetch_add(per_unit * units(size, 4096), Ordering::Relaxed);
+        Ok(page)
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let transactional = ops.len() > 1;
+        let mut written = 0u64;
+        let mut milli = 0u64;
+        for op in &ops {
+            let size = match op {
+                WriteOp::Put { item, .. } => item.approximate_size(),
+                WriteOp::Delete { .. } | WriteOp::Check { .. } => 0,
+            };
+            if !matches!(op, WriteOp::Check { .. }) {
+                written += 1;
+            }
+            milli += 1000 * units(size, 1024) * if transactional { 2 } else { 1 };
+        }
+        let result = self.inner.write(ops).await;
+        let m = &self.metrics;
+        m.write_requests.fetch_add(1, Ordering::Relaxed);
+        // Capacity is consumed even when a condition fails.
+        m.write_milli_units.fetch_add(milli, Ordering::Relaxed);
+        if result.is_ok() {
+            m.items_written.fetch_add(written, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
