@@ -21,6 +21,21 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).http_client(http_client).load().await
 }
 
+/// A configuration pointed at an explicit endpoint (an emulator) with static dummy
+/// credentials: for tests, benchmarks and local tooling.
+pub async fn sdk_config_for_endpoint(endpoint: &str) -> aws_config::SdkConfig {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static"))
+        .load()
+        .await
+}
+
 /// Publishes events to an EventBridge bus, ten per call (the API's batch limit).
 pub struct EventBridgePublisher {
     client: aws_sdk_eventbridge::Client,

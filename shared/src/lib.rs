@@ -22,3 +22,6 @@ pub mod time;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+
+#[cfg(feature = "testing")]
+pub mod testkit;

@@ -248,7 +248,12 @@ impl DynamoStore {
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,
             );
         }
-        req.send().await.map_err(map_err)?;
+        match req.send().await {
+            Ok(_) => {}
+            // Another process created it first.
+            Err(SdkError::ServiceError(se)) if se.err().code() == Some("ResourceInUseException") => return Ok(()),
+            Err(e) => return Err(map_err(e)),
+        }
         self.client
             .update_time_to_live()
             .table_name(&self.table)

@@ -1,0 +1,483 @@
+//! The charge engine and dunning, through the services, on both backends. Time is a manual
+//! clock, the PSP is the sandbox.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use recoup_shared::decline::ErrorType;
+use recoup_shared::domain::InvoiceStatus;
+use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
+use recoup_shared::domain::subscription::{Interval, PaymentStatus};
+use recoup_shared::domain::SubscriptionStatus;
+use recoup_shared::ids::{CustomerId, InvoiceId};
+use recoup_shared::money::{Currency, Money};
+use recoup_shared::services::charging::{CardChoice, ChargeOutcome, DueOutcome};
+use recoup_shared::services::invoices::IssueInvoice;
+use recoup_shared::services::subscriptions::NewSubscription;
+use recoup_shared::store::ItemStore;
+use recoup_shared::testkit::{TestApp, test_app};
+use recoup_shared::time::Clock;
+
+fn usd(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("USD").unwrap()).unwrap()
+}
+
+async fn customer_with_card(app: &TestApp, token: &str) -> CustomerId {
+    let c = app.services.create_customer("ada@example.com", Some("Ada")).await.unwrap();
+    app.services.register_payment_method(&c.id, token, false).await.unwrap();
+    c.id
+}
+
+async fn issue(app: &TestApp, customer: &CustomerId, amount: i64) -> recoup_shared::services::invoices::Issued {
+    app.services
+        .issue_invoice(IssueInvoice {
+            customer_id: customer.clone(),
+            amount: usd(amount),
+            description: "Pro plan".into(),
+            collection_method: CollectionMethod::ChargeAutomatically,
+        })
+        .await
+        .unwrap()
+}
+
+/// Runs the due invoices at each scheduled time until nothing is scheduled.
+async fn run_dunning(app: &TestApp, invoice: &InvoiceId) -> Vec<DueOutcome> {
+    let mut outcomes = Vec::new();
+    for _ in 0..50 {
+        let inv = app.services.invoice(invoice).await.unwrap();
+        let Some(at) = inv.next_attempt_at() else { break };
+        app.clock.set(at.max(app.clock.now()));
+        outcomes.push(app.services.process_due(invoice).await.unwrap());
+    }
+    outcomes
+}
+
+async fn succeeded_psp_charges(app: &TestApp, invoice: &InvoiceId) -> usize {
+    let inv = app.services.invoice(invoice).await.unwrap();
+    let mut n = 0;
+    for t in inv.transactions() {
+        if let Some(recoup_shared::domain::invoice::AttemptOutcome::Succeeded { .. }) =
+            app.services.gateway.lookup(&t.idempotency_key).await.unwrap()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+pub async fn an_invoice_is_charged_at_once_to_the_default_card(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let issued = issue(&app, &cus, 2500).await;
+    assert_eq!(issued.invoice.status(), InvoiceStatus::Paid);
+    assert_eq!(issued.charge.unwrap().unwrap().outcome, ChargeOutcome::Paid);
+    assert_eq!(app.published.kinds(), ["payment_method.attached", "invoice.created", "invoice.paid"]);
+}
+
+pub async fn a_decline_is_recorded_with_its_error_type_and_a_next_attempt(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
+    let issued = issue(&app, &cus, 2500).await;
+    let inv = issued.invoice;
+    assert_eq!(inv.status(), InvoiceStatus::Open);
+    let txn = &inv.transactions()[0];
+    assert_eq!(txn.status, TransactionStatus::Failed);
+    assert_eq!(txn.error_type(), Some(ErrorType::Declined));
+    assert_eq!(inv.next_attempt_at(), Some(app.clock.now() + TimeDelta::days(1)));
+    assert!(app.published.kinds().contains(&"invoice.payment_failed"));
+}
+
+/// Invariant 1: at most one successful charge per invoice, whatever races.
+/// Registering a card pays the outstanding invoice; charges racing afterwards find it paid.
+pub async fn charges_racing_a_paid_invoice_never_charge_it_again(store: Arc<dyn ItemStore>) {
+    let app = Arc::new(test_app(store));
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    let inv = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(990),
+            description: String::new(),
+            collection_method: CollectionMethod::SendInvoice,
+        })
+        .await
+        .unwrap()
+        .invoice;
+    let reg = app.services.register_payment_method(&cus, "pm_card_visa", true).await.unwrap();
+    assert_eq!(reg.recovery.len(), 1, "bank-transfer invoices are outstanding too");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = app.clone();
+        let id = inv.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let trigger = if i % 2 == 0 { AttemptTrigger::Manual } else { AttemptTrigger::Customer };
+            app.services.charge_invoice(&id, CardChoice::Default, trigger).await
+        }));
+    }
+    for t in tasks {
+        let _ = t.await.unwrap();
+    }
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Paid);
+    assert_eq!(stored.succeeded_transactions(), 1);
+    assert_eq!(succeeded_psp_charges(&app, &inv.id).await, 1);
+}
+
+/// The same, with nothing charged before the race: many workers and manual charges start
+/// together on an open invoice.
+pub async fn racing_workers_and_merchants_never_double_charge(store: Arc<dyn ItemStore>) {
+    let app = Arc::new(test_app(store));
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    let inv = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(990),
+            description: String::new(),
+            collection_method: CollectionMethod::ChargeAutomatically,
+        })
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(inv.status(), InvoiceStatus::Open, "no card yet");
+    // Add the card without recovery racing us: write it through a second customer view.
+    let card = app.services.gateway.verify("pm_card_visa", &cus).await.unwrap();
+    let pm = recoup_shared::domain::PaymentMethod::new(cus.clone(), card, app.clock.now());
+    let mut customer = app.services.customer(&cus).await.unwrap();
+    customer.set_default_payment_method(Some(pm.id.clone()));
+    let mut tx = recoup_shared::store::repo::Tx::new();
+    tx.save(&recoup_shared::store::repo::Versioned::new(pm)).unwrap();
+    tx.save(&customer).unwrap();
+    app.services.repo.commit(tx).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let app = app.clone();
+        let id = inv.id.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                app.services.process_due(&id).await.map(|_| ())
+            } else {
+                app.services.charge_invoice(&id, CardChoice::Default, AttemptTrigger::Manual).await.map(|_| ())
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await.unwrap();
+    }
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Paid);
+    assert_eq!(stored.succeeded_transactions(), 1);
+    assert_eq!(succeeded_psp_charges(&app, &inv.id).await, 1);
+}
+
+/// Invariant 3: an unanswered charge is never failed and never re-charged blindly.
+pub async fn an_unanswered_charge_is_reconciled_by_its_idempotency_key(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_timeout").await;
+    let issued = issue(&app, &cus, 1200).await;
+    let inv = issued.invoice;
+    assert_eq!(issued.charge.unwrap().unwrap().outcome, ChargeOutcome::Pending);
+    assert_eq!(inv.status(), InvoiceStatus::Open);
+    assert_eq!(inv.transactions()[0].status, TransactionStatus::Pending);
+    // Before the reconcile time nothing happens; nobody else may charge meanwhile.
+    assert_eq!(app.services.process_due(&inv.id).await.unwrap(), DueOutcome::NotDue);
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap_err();
+    assert_eq!(err.code, "charge_in_progress");
+    app.clock.advance(TimeDelta::minutes(11));
+    let outcome = app.services.process_due(&inv.id).await.unwrap();
+    assert_eq!(outcome, DueOutcome::Reconciled(Some(ChargeOutcome::Paid)));
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Paid);
+    assert_eq!(stored.attempt_count(), 1, "the same attempt was settled, not a new one made");
+    assert_eq!(succeeded_psp_charges(&app, &inv.id).await, 1);
+}
+
+/// Seed 002: retries as transactions, then error, then a new card pays it.
+pub async fn soft_declines_are_retried_on_schedule_then_the_invoice_errors(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    let start = inv.created_at;
+    let outcomes = run_dunning(&app, &inv.id).await;
+    assert_eq!(outcomes.len(), 6);
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Error);
+    assert_eq!(stored.attempt_count(), 7);
+    let days: Vec<i64> = stored.transactions().iter().map(|t| (t.created_at - start).num_days()).collect();
+    assert_eq!(days, [0, 1, 3, 5, 7, 10, 14]);
+    assert!(stored.transactions().iter().all(|t| t.error_type() == Some(ErrorType::PaymentMethodDeclined)));
+    let kinds = app.published.kinds();
+    assert_eq!(kinds.iter().filter(|k| **k == "invoice.payment_failed").count(), 7);
+    assert_eq!(kinds.last(), Some(&"invoice.errored"));
+
+    // A new card charges what is outstanding at once.
+    let reg = app.services.register_payment_method(&cus, "pm_card_mastercard", true).await.unwrap();
+    assert_eq!(reg.recovery.len(), 1);
+    assert_eq!(reg.recovery[0].outcome.as_ref().unwrap(), &ChargeOutcome::Paid);
+    assert_eq!(app.services.invoice(&inv.id).await.unwrap().status(), InvoiceStatus::Paid);
+}
+
+pub async fn a_hard_decline_is_not_retried_on_the_same_card(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_04").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    let outcomes = run_dunning(&app, &inv.id).await;
+    assert!(outcomes.iter().all(|o| matches!(o, DueOutcome::Skipped { .. })), "{outcomes:?}");
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.attempt_count(), 1, "only the first attempt reached the card");
+    assert_eq!(stored.status(), InvoiceStatus::Error);
+    // The merchant cannot force it on the same card either.
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap_err();
+    assert_eq!(err.code, "payment_method_update_required");
+    // Registering the same card again counts as updating it: it is tried at once.
+    let reg = app.services.register_payment_method(&cus, "pm_sandbox_visa_04", false).await.unwrap();
+    assert!(reg.replaced);
+    assert_eq!(reg.recovery.len(), 1);
+    assert_eq!(reg.recovery[0].outcome.as_ref().unwrap(), &ChargeOutcome::Declined);
+}
+
+pub async fn an_expired_default_card_is_never_sent_to_the_psp(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    // Expires at the end of February 2030; the clock starts mid-January.
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51_exp0230").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    app.clock.advance(TimeDelta::days(60));
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap();
+    assert_eq!(err.outcome, ChargeOutcome::Declined);
+    assert!(!err.transaction.sent_to_psp);
+    assert_eq!(err.transaction.error_type(), Some(ErrorType::PaymentMethodExpired));
+    assert!(app.services.gateway.lookup(&err.transaction.idempotency_key).await.unwrap().is_none());
+}
+
+pub async fn mastercard_advice_24_delays_the_next_try_by_an_hour(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_mastercard_51_advice24").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    app.clock.advance(TimeDelta::minutes(30));
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap_err();
+    assert_eq!(err.code, "network_retry_limit");
+    assert_eq!(err.details["rule"], "mastercard_advice_delay");
+    app.clock.advance(TimeDelta::minutes(31));
+    let report = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap();
+    assert_eq!(report.outcome, ChargeOutcome::Declined);
+    assert!(report.transaction.reattempt);
+}
+
+pub async fn visa_caps_reattempts_of_one_card_across_invoices(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let mut invoices = Vec::new();
+    for _ in 0..4 {
+        invoices.push(issue(&app, &cus, 1000).await.invoice.id);
+    }
+    // Each invoice may be retried by hand; across them the card gets 15 reattempts a month.
+    let mut reattempts = 0;
+    let mut refused = None;
+    'outer: for round in 0..10 {
+        for id in &invoices {
+            app.clock.advance(TimeDelta::minutes(5));
+            match app.services.charge_invoice(id, CardChoice::Default, AttemptTrigger::Manual).await {
+                Ok(r) => {
+                    assert!(r.transaction.reattempt);
+                    reattempts += 1;
+                }
+                Err(e) => {
+                    refused = Some((round, e));
+                    break 'outer;
+                }
+            }
+        }
+    }
+    assert_eq!(reattempts, 15);
+    let (_, err) = refused.expect("the sixteenth reattempt is refused");
+    assert_eq!(err.code, "network_retry_limit");
+    assert_eq!(err.details["rule"], "visa_reattempts30_days");
+}
+
+pub async fn removal_rules_hold(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    let first = app.services.register_payment_method(&cus, "pm_card_visa", false).await.unwrap().card;
+    assert!(first.is_default, "the first card becomes the default");
+    let second = app.services.register_payment_method(&cus, "pm_card_mastercard", false).await.unwrap().card;
+    assert!(!second.is_default);
+    let err = app.services.remove_payment_method(&cus, &first.method.id).await.unwrap_err();
+    assert_eq!(err.code, "default_payment_method");
+    let (_sub, _first_charge) = app
+        .services
+        .create_subscription(NewSubscription {
+            customer_id: cus.clone(),
+            amount: usd(1900),
+            interval: Interval::Month,
+            interval_count: 1,
+            description: "Pro".into(),
+        })
+        .await
+        .unwrap();
+    app.services.remove_payment_method(&cus, &second.method.id).await.unwrap();
+    let err = app.services.remove_payment_method(&cus, &first.method.id).await.unwrap_err();
+    assert_eq!(err.code, "last_payment_method_with_active_subscription");
+}
+
+pub async fn a_card_with_a_pending_charge_cannot_be_removed(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    app.services.register_payment_method(&cus, "pm_card_visa", false).await.unwrap();
+    let slow = app.services.register_payment_method(&cus, "pm_sandbox_visa_timeout", false).await.unwrap().card;
+    let inv = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(500),
+            description: String::new(),
+            collection_method: CollectionMethod::SendInvoice,
+        })
+        .await
+        .unwrap()
+        .invoice;
+    let report = app
+        .services
+        .charge_invoice(&inv.id, CardChoice::Specific(slow.method.id.clone()), AttemptTrigger::Customer)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, ChargeOutcome::Pending);
+    let err = app.services.remove_payment_method(&cus, &slow.method.id).await.unwrap_err();
+    assert_eq!(err.code, "pending_transactions");
+    app.clock.advance(TimeDelta::minutes(11));
+    app.services.process_due(&inv.id).await.unwrap();
+    app.services.remove_payment_method(&cus, &slow.method.id).await.unwrap();
+}
+
+/// Seed 002 for subscriptions: errored after the last attempt, active again when the
+/// errored invoice is paid inside the period.
+pub async fn a_subscription_errors_with_its_invoice_and_comes_back_when_paid(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let (sub, first) = app
+        .services
+        .create_subscription(NewSubscription {
+            customer_id: cus.clone(),
+            amount: usd(1900),
+            interval: Interval::Month,
+            interval_count: 1,
+            description: "Pro".into(),
+        })
+        .await
+        .unwrap();
+    let inv = first.unwrap().invoice;
+    run_dunning(&app, &inv.id).await;
+    app.services.follow_invoice(&inv.id).await.unwrap();
+    let stored = app.services.subscription(&sub.id).await.unwrap();
+    assert_eq!(stored.status(), SubscriptionStatus::Errored);
+    assert_eq!(stored.failed_payment_count(), 1);
+    let failing = app.services.list_subscriptions(true, 10, None).await.unwrap();
+    assert_eq!(failing.items.iter().map(|s| &s.id).collect::<Vec<_>>(), [&sub.id]);
+    // Not renewed while errored.
+    app.clock.advance(TimeDelta::days(20));
+    assert!(app.services.renew_due(10).await.unwrap().is_empty());
+    let payments = app.services.subscription_payments(&stored).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].status, PaymentStatus::Declined);
+
+    // Still inside the period (day 14 + 20 > 31? the period is Jan 15 - Feb 15): pay now.
+    app.clock.set(inv.created_at + TimeDelta::days(25));
+    let reg = app.services.register_payment_method(&cus, "pm_card_visa", true).await.unwrap();
+    assert_eq!(reg.recovery[0].outcome.as_ref().unwrap(), &ChargeOutcome::Paid);
+    let emitted = app.services.follow_invoice(&inv.id).await.unwrap();
+    assert_eq!(emitted, ["subscription.activated"]);
+    assert_eq!(app.services.subscription(&sub.id).await.unwrap().status(), SubscriptionStatus::Active);
+    // A duplicate delivery changes nothing.
+    assert!(app.services.follow_invoice(&inv.id).await.unwrap().is_empty());
+    // Renewal at the period's end.
+    app.clock.set(inv.subscription.as_ref().unwrap().period_end);
+    assert_eq!(app.services.renew_due(10).await.unwrap().len(), 1);
+}
+
+/// Seed 003: process payment N refuses approved and waiting payments, and failed ones
+/// until the card changes.
+pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_54").await;
+    let (sub, _) = app
+        .services
+        .create_subscription(NewSubscription {
+            customer_id: cus.clone(),
+            amount: usd(1900),
+            interval: Interval::Month,
+            interval_count: 1,
+            description: "Pro".into(),
+        })
+        .await
+        .unwrap();
+    let payments = app.services.subscription_payments(&app.services.subscription(&sub.id).await.unwrap()).await.unwrap();
+    assert_eq!(payments[0].status, PaymentStatus::Failed, "expired card: a hard decline");
+    assert_eq!(payments[1].status, PaymentStatus::Waiting);
+    assert_eq!(payments[1].date_processed, None);
+    let err = app.services.process_payment(&sub.id, 1).await.unwrap_err();
+    assert_eq!(err.code, "payment_method_update_required");
+    let err = app.services.process_payment(&sub.id, 2).await.unwrap_err();
+    assert_eq!(err.code, "not_found", "payment 2 has no invoice yet");
+    // A new default card: now it may be processed, and it is approved. (Registering it
+    // would charge the payment at once, so the card is saved directly.)
+    let card = recoup_shared::domain::PaymentMethod::new(
+        cus.clone(),
+        app.services.gateway.verify("pm_card_visa", &cus).await.unwrap(),
+        app.clock.now(),
+    );
+    let mut tx = recoup_shared::store::repo::Tx::new();
+    tx.save(&recoup_shared::store::repo::Versioned::new(card.clone())).unwrap();
+    app.services.repo.commit(tx).await.unwrap();
+    app.services.set_default_payment_method(&cus, &card.id).await.unwrap();
+    let report = app.services.process_payment(&sub.id, 1).await.unwrap();
+    assert_eq!(report.outcome, ChargeOutcome::Paid);
+    let err = app.services.process_payment(&sub.id, 1).await.unwrap_err();
+    assert_eq!(err.code, "payment_already_approved");
+}
+
+macro_rules! engine_suite {
+    ($make:expr) => {
+        engine_suite!(@tests $make;
+            an_invoice_is_charged_at_once_to_the_default_card,
+            a_decline_is_recorded_with_its_error_type_and_a_next_attempt,
+            charges_racing_a_paid_invoice_never_charge_it_again,
+            racing_workers_and_merchants_never_double_charge,
+            an_unanswered_charge_is_reconciled_by_its_idempotency_key,
+            soft_declines_are_retried_on_schedule_then_the_invoice_errors,
+            a_hard_decline_is_not_retried_on_the_same_card,
+            an_expired_default_card_is_never_sent_to_the_psp,
+            mastercard_advice_24_delays_the_next_try_by_an_hour,
+            visa_caps_reattempts_of_one_card_across_invoices,
+            removal_rules_hold,
+            a_card_with_a_pending_charge_cannot_be_removed,
+            a_subscription_errors_with_its_invoice_and_comes_back_when_paid,
+            process_payment_n_follows_the_recurring_api_rules,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                super::$name($make.await).await;
+            }
+        )*
+    };
+}
+
+mod embedded {
+    engine_suite!(async { recoup_shared::testkit::embedded_store() });
+}
+
+mod dynamodb {
+    use std::sync::Arc;
+
+    use recoup_shared::store::ItemStore;
+
+    /// A table per test: card ledgers are per card, and tests share test cards.
+    async fn store() -> Arc<dyn ItemStore> {
+        let table = format!("engine-{}", uuid::Uuid::new_v4().simple());
+        Arc::new(recoup_shared::testkit::dynamo_store(&table).await)
+    }
+
+    engine_suite!(store());
+}
