@@ -1,0 +1,12 @@
+//! What every Recoup Lambda function shares. `main.rs` of each function calls
+//! [`app::from_env`] once per cold start and hands the [`App`] to its handler; the local
+//! product builds the same `App` over the embedded store and calls the same handlers.
+
+pub mod app;
+pub mod http;
+pub mod routing;
+pub mod run;
+pub mod sqs;
+pub mod views;
+
+pub use app::App;

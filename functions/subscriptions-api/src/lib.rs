@@ -1,0 +1,165 @@
+//! The subscriptions API: the merchant starts subscriptions, finds those with failed
+//! payments, re-processes payment N, and re-activates, pauses, resumes or cancels them.
+//! Customers may read their own subscriptions.
+
+use lambda_http::{Body, Request, Response};
+use recoup_lambda::App;
+use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, route, serve};
+use recoup_lambda::views;
+use recoup_shared::domain::Subscription;
+use recoup_shared::domain::subscription::Interval;
+use recoup_shared::error::{Error, ErrorKind};
+use recoup_shared::ids::{CustomerId, SubscriptionId};
+use recoup_shared::services::charging::ChargeOutcome;
+use recoup_shared::services::subscriptions::NewSubscription;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const ROUTES: &[Route] = &[
+    route("POST", "/v1/subscriptions"),
+    route("GET", "/v1/subscriptions"),
+    route("GET", "/v1/subscriptions/{id}"),
+    route("POST", "/v1/subscriptions/{id}/reactivate"),
+    route("POST", "/v1/subscriptions/{id}/cancel"),
+    route("POST", "/v1/subscriptions/{id}/pause"),
+    route("POST", "/v1/subscriptions/{id}/resume"),
+    route("POST", "/v1/subscriptions/{id}/payments/{number}/process"),
+];
+
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    serve(app, ROUTES, req, dispatch).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSub {
+    customer_id: String,
+    amount: Value,
+    currency: String,
+    interval: Interval,
+    #[serde(default = "one")]
+    interval_count: u32,
+    #[serde(default)]
+    description: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn flag(call: &Call, name: &str) -> Result<bool, Error> {
+    match call.query(name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(Error::bad_request("invalid_request", format!("{name} must be true or false")).with("field", name)),
+    }
+}
+
+async fn visible(app: &App, call: &Call) -> Result<Subscription, Error> {
+    let id = path_id(call, 0, "subscription", SubscriptionId::parse)?;
+    let sub = app.services.subscription(&id).await?.into_inner();
+    match call.caller.customer() {
+        Some(c) if *c != sub.customer_id => Err(Error::not_found("subscription")),
+        Some(_) | None => Ok(sub),
+    }
+}
+
+async fn render(app: &App, sub: &Subscription, with_payments: bool) -> Result<Value, Error> {
+    let payments = if with_payments { Some(app.services.subscription_payments(sub).await?) } else { None };
+    Ok(views::subscription(sub, payments.as_deref()))
+}
+
+async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
+    let s = &app.services;
+    match (call.method, call.route) {
+        ("POST", "/v1/subscriptions") => {
+            call.require_merchant()?;
+            let body: NewSub = call.json()?;
+            let customer_id = CustomerId::parse(&body.customer_id)
+                .ok_or_else(|| Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id"))?;
+            let (sub, first) = s
+                .create_subscription(NewSubscription {
+                    customer_id,
+                    amount: parse_money(&body.amount, &body.currency)?,
+                    interval: body.interval,
+                    interval_count: body.interval_count,
+                    description: body.description,
+                })
+                .await?;
+            let mut view = render(&app, &sub, true).await?;
+            view["first_payment"] = match &first {
+                Ok(r) => json!({"outcome": views::charge_outcome(r.outcome), "invoice_id": r.invoice.id}),
+                Err(e) => json!({"outcome": "not_attempted", "error": recoup_lambda::http::error_body(e)}),
+            };
+            Ok(Reply::created(view))
+        }
+        ("GET", "/v1/subscriptions") => {
+            let failing = flag(&call, "has_failed_payments")?;
+            let with_payments = flag(&call, "include_sub_objects")?;
+            match &call.caller {
+                Caller::Merchant { .. } => {
+                    let (limit, after) = call.page()?;
+                    let page = s.list_subscriptions(failing, limit, after).await?;
+                    let mut data = Vec::with_capacity(page.items.len());
+                    for sub in &page.items {
+                        data.push(render(&app, sub, with_payments).await?);
+                    }
+                    Ok(Reply::ok(views::list(data, page.next)))
+                }
+                Caller::Owner(c) | Caller::Member(c) => {
+                    let customer = s.customer(c).await?;
+                    let mut data = Vec::new();
+                    for id in &customer.subscription_ids {
+                        let sub = s.subscription(id).await?;
+                        if !failing || sub.failed_payment_count() > 0 {
+                            data.push(render(&app, &sub, with_payments).await?);
+                        }
+                    }
+                    Ok(Reply::ok(views::list(data, None)))
+                }
+            }
+        }
+        ("GET", "/v1/subscriptions/{id}") => {
+            let sub = visible(&app, &call).await?;
+            Ok(Reply::ok(render(&app, &sub, flag(&call, "include_sub_objects")?).await?))
+        }
+        ("POST", action @ ("/v1/subscriptions/{id}/reactivate"
+        | "/v1/subscriptions/{id}/cancel"
+        | "/v1/subscriptions/{id}/pause"
+        | "/v1/subscriptions/{id}/resume")) => {
+            call.require_merchant()?;
+            let id = path_id(&call, 0, "subscription", SubscriptionId::parse)?;
+            let sub = match action {
+                "/v1/subscriptions/{id}/reactivate" => s.reactivate_subscription(&id).await?,
+                "/v1/subscriptions/{id}/cancel" => s.cancel_subscription(&id).await?,
+                "/v1/subscriptions/{id}/pause" => s.pause_subscription(&id).await?,
+                _ => s.resume_subscription(&id).await?,
+            };
+            Ok(Reply::ok(render(&app, &sub, false).await?))
+        }
+        ("POST", "/v1/subscriptions/{id}/payments/{number}/process") => {
+            call.require_merchant()?;
+            let id = path_id(&call, 0, "subscription", SubscriptionId::parse)?;
+            let number: u32 = call.param(1).parse().map_err(|_| Error::not_found("payment"))?;
+            let report = s.process_payment(&id, number).await?;
+            let sub = s.subscription(&id).await?;
+            let payments = s.subscription_payments(&sub).await?;
+            let payment = payments.iter().find(|p| p.number == number).map(views::payment).unwrap_or(Value::Null);
+            match report.outcome {
+                ChargeOutcome::Paid => Ok(Reply::ok(payment)),
+                ChargeOutcome::Pending => Ok(Reply::accepted(payment)),
+                ChargeOutcome::Declined => {
+                    let error_type = report.transaction.error_type();
+                    Err(Error::new(
+                        ErrorKind::PaymentRequired,
+                        "payment_declined",
+                        error_type.map_or("the payment was declined", |t| t.customer_advice()),
+                    )
+                    .with("error_type", json!(error_type))
+                    .with("payment", payment))
+                }
+            }
+        }
+        _ => Err(Error::not_found("route")),
+    }
+}
