@@ -417,7 +417,9 @@ pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn It
     let err = app.services.process_payment(&sub.id, 1).await.unwrap_err();
     assert_eq!(err.code, "payment_method_update_required");
     let err = app.services.process_payment(&sub.id, 2).await.unwrap_err();
-    assert_eq!(err.code, "not_found", "payment 2 has no invoice yet");
+    assert_eq!(err.code, "payment_waiting", "payment 2 is queued for the next period");
+    let err = app.services.process_payment(&sub.id, 3).await.unwrap_err();
+    assert_eq!(err.code, "not_found");
     // A new default card: now it may be processed, and it is approved. (Registering it
     // would charge the payment at once, so the card is saved directly.)
     let card = recoup_shared::domain::PaymentMethod::new(

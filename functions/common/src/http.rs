@@ -36,7 +36,8 @@ impl Route {
         format!("{} {}", self.method, self.path)
     }
 
-    fn params(&self, path: &str) -> Option<Vec<String>> {
+    /// The path parameters when `path` fits this route's pattern.
+    pub fn params(&self, path: &str) -> Option<Vec<String>> {
         let want: Vec<&str> = self.path.trim_matches('/').split('/').collect();
         let got: Vec<&str> = path.trim_matches('/').split('/').collect();
         if want.len() != got.len() {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod http;
 pub mod routing;
+#[cfg(feature = "aws")]
 pub mod run;
 pub mod sqs;
 pub mod views;

@@ -215,7 +215,12 @@ impl Services {
     /// The Recurring API's "process a subscription payment": runs payment `number` now.
     pub async fn process_payment(&self, id: &SubscriptionId, number: u32) -> Result<ChargeReport> {
         let sub = self.subscription(id).await?;
+        let upcoming = sub.payments().iter().map(|p| p.number).max().unwrap_or(0) + 1;
         let Some(payment) = sub.payment(number) else {
+            if number == upcoming && sub.next_renewal_at().is_some() {
+                return Err(Error::conflict("payment_waiting", "this payment is queued for a future date; it cannot be processed by hand")
+                    .with("payment_number", number));
+            }
             return Err(Error::not_found("payment").with("payment_number", number));
         };
         let inv = self.invoice(&payment.invoice_id).await?;

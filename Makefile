@@ -1,0 +1,35 @@
+# Recoup — the two commands: `make run` (the whole product on this machine) and
+# `make test` (installs every tool the tests need, then runs them all).
+
+VENV      := .venv
+TOOLS     := $(VENV)/.installed
+CARGO     ?= cargo
+
+.PHONY: run test tools lint-template build-lambdas bench clean-venv
+
+run:
+	$(CARGO) run --release -p recoup-local -- serve
+
+tools: $(TOOLS)
+
+$(TOOLS): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+	touch $@
+
+test: tools
+	infra/scripts/test.sh
+
+lint-template: tools
+	infra/scripts/lint-template.sh
+
+build-lambdas: tools
+	infra/scripts/build-lambdas.sh
+
+bench: tools
+	infra/scripts/bench.sh
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,140 @@
+//! The local product: every Recoup function's handler in one process, over the embedded
+//! store and the sandbox PSP, with an in-process bus and queues routed like EventBridge
+//! and SQS, the schedules on a tick, and a dev clock that can jump ahead.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use recoup_lambda::App;
+use recoup_shared::gateway::sandbox::SandboxGateway;
+use recoup_shared::mail::StoreMailer;
+use recoup_shared::policy::DunningPolicy;
+use recoup_shared::services::Services;
+use recoup_shared::store::embedded::EmbeddedStore;
+use recoup_shared::store::repo::Repo;
+use recoup_shared::time::{Clock, OffsetClock};
+use serde_json::{Value, json};
+
+pub mod jwt;
+pub mod plumbing;
+pub mod server;
+
+use plumbing::{LocalBus, Queues, scheduled_event};
+
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub jwt_secret: String,
+    pub policy: DunningPolicy,
+    pub portal_url: String,
+}
+
+pub struct Local {
+    pub app: App,
+    pub clock: Arc<OffsetClock>,
+    pub queues: Arc<Queues>,
+    pub bus: Arc<LocalBus>,
+    pub mailer: Arc<StoreMailer>,
+    pub sandbox: Arc<SandboxGateway>,
+    pub jwt_secret: String,
+    data_dir: PathBuf,
+    /// One schedule run at a time, as one EventBridge rule invokes one function.
+    schedules: tokio::sync::Mutex<()>,
+}
+
+fn offset_file(dir: &Path) -> PathBuf {
+    dir.join("clock-offset-ms")
+}
+
+impl Local {
+    /// Opens (or creates) the data directory. Data and the dev clock survive restarts.
+    pub fn open(options: Options) -> Result<Arc<Local>, String> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
+        let store = EmbeddedStore::open(options.data_dir.join("recoup.redb")).map_err(|e| e.to_string())?;
+        let repo = Repo::new(Arc::new(store));
+        let clock = Arc::new(OffsetClock::default());
+        if let Ok(saved) = std::fs::read_to_string(offset_file(&options.data_dir))
+            && let Ok(ms) = saved.trim().parse::<i64>()
+        {
+            clock.advance(TimeDelta::milliseconds(ms));
+        }
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let queues = Arc::new(Queues::new(dyn_clock.clone()));
+        let bus = Arc::new(LocalBus::new(queues.clone(), dyn_clock.clone()));
+        let sandbox = Arc::new(SandboxGateway::new(repo.clone(), dyn_clock.clone()));
+        let mailer = Arc::new(StoreMailer::new(repo.clone()));
+        let services = Services {
+            repo,
+            gateway: sandbox.clone(),
+            clock: dyn_clock,
+            publisher: bus.clone(),
+            mailer: mailer.clone(),
+            policy: options.policy,
+            portal_url: options.portal_url,
+        };
+        let app = App { services, charge_queue: Some(queues.charge.clone()) };
+        Ok(Arc::new(Local {
+            app,
+            clock,
+            queues,
+            bus,
+            mailer,
+            sandbox,
+            jwt_secret: options.jwt_secret,
+            data_dir: options.data_dir,
+            schedules: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Moves the dev clock forward (never back) and remembers it across restarts.
+    pub fn advance_clock(&self, by: TimeDelta) -> std::io::Result<()> {
+        self.clock.advance(by);
+        std::fs::write(offset_file(&self.data_dir), self.clock.offset().num_milliseconds().to_string())
+    }
+
+    /// Runs each scheduled function once, as its EventBridge schedule would.
+    pub async fn run_schedules(&self) -> Value {
+        let _one_at_a_time = self.schedules.lock().await;
+        let app = &self.app;
+        let clock = self.clock.as_ref();
+        let retry = retry_scheduler::handle(app, scheduled_event("RetrySchedule", clock)).await;
+        let renew = renewal_scheduler::handle(app, scheduled_event("RenewalSchedule", clock)).await;
+        let relay = outbox_relay::handle(app, scheduled_event("OutboxRelaySchedule", clock)).await;
+        let show = |r: Result<Value, recoup_shared::error::Error>| r.unwrap_or_else(|e| json!({"error": e.code}));
+        json!({"retry_scheduler": show(retry), "renewal_scheduler": show(renew), "outbox_relay": show(relay)})
+    }
+
+    /// Delivers queued messages until every queue is idle (or a bound is reached).
+    pub async fn drain(&self) -> usize {
+        let mut delivered = 0;
+        for _ in 0..1_000 {
+            let mut round = 0;
+            for q in self.queues.all() {
+                round += self.queues.deliver(&self.app, q).await;
+            }
+            delivered += round;
+            if round == 0 {
+                break;
+            }
+        }
+        delivered
+    }
+
+    /// Schedules, then every consequence: what one tick of the product does.
+    pub async fn tick(&self) -> Value {
+        let mut runs = Vec::new();
+        let mut delivered = 0;
+        // Work can beget work (a renewal's charge, its events): repeat until quiet.
+        for _ in 0..10 {
+            let run = self.run_schedules().await;
+            let n = self.drain().await;
+            delivered += n;
+            let quiet = n == 0 && run["retry_scheduler"]["enqueued"] == json!(0) && run["renewal_scheduler"]["renewed"] == json!(0);
+            runs.push(run);
+            if quiet {
+                break;
+            }
+        }
+        json!({"now": recoup_lambda::views::time(self.clock.now()), "schedules": runs, "messages_delivered": delivered})
+    }
+}

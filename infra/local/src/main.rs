@@ -1,0 +1,135 @@
+//! `recoup-local serve` runs the whole product on this machine; `recoup-local token`
+//! prints a bearer token for a role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use recoup_local::{Local, Options, jwt, server};
+use recoup_shared::policy::{DunningPolicy, RetrySchedule};
+use recoup_shared::time::parse_duration;
+use serde_json::{Map, json};
+
+#[derive(Parser)]
+#[command(name = "recoup-local", version, about = "Recoup on one machine: the API, the dunning engine, the event bus and the sandbox PSP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API, run the schedules and queues, keep data in --data-dir.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        #[arg(long, default_value = ".recoup")]
+        data_dir: PathBuf,
+        /// Seconds between schedule runs (retries, renewals, outbox relay); 0 runs them
+        /// only on POST /v1/dev/tick.
+        #[arg(long, default_value_t = 5)]
+        tick_seconds: u64,
+        /// Retry offsets from the first failure.
+        #[arg(long, env = "RECOUP_RETRY_SCHEDULE", default_value = recoup_shared::policy::DEFAULT_SCHEDULE)]
+        retry_schedule: String,
+        #[arg(long, env = "RECOUP_RECONCILE_AFTER", default_value = "10m")]
+        reconcile_after: String,
+        #[arg(long, env = "RECOUP_PORTAL_URL", default_value = "http://127.0.0.1:8080/portal")]
+        portal_url: String,
+    },
+    /// Print a bearer token (HS256, signed with the development secret).
+    Token {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The customer the token acts for (owner and member).
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value = "dev")]
+        subject: String,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Role {
+    Owner,
+    Member,
+    Merchant,
+}
+
+fn secret() -> String {
+    std::env::var("RECOUP_JWT_SECRET").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| jwt::DEFAULT_SECRET.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    match Cli::parse().command {
+        Command::Token { role, customer, subject, ttl_hours } => {
+            let mut claims = Map::new();
+            let role = match role {
+                Role::Owner => "owner",
+                Role::Member => "member",
+                Role::Merchant => "merchant",
+            };
+            if role != "merchant" {
+                let c = customer.ok_or("--customer is required for owner and member tokens")?;
+                if recoup_shared::ids::CustomerId::parse(&c).is_none() {
+                    return Err(format!("{c:?} is not a customer id (cus_...)"));
+                }
+                claims.insert("customer_id".into(), json!(c));
+            }
+            claims.insert("role".into(), json!(role));
+            claims.insert("sub".into(), json!(subject));
+            println!("{}", jwt::mint(&secret(), claims, chrono::Utc::now().timestamp(), ttl_hours * 3600));
+            Ok(())
+        }
+        Command::Serve { addr, data_dir, tick_seconds, retry_schedule, reconcile_after, portal_url } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,recoup=info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let schedule: RetrySchedule = retry_schedule.parse().map_err(|e| format!("--retry-schedule: {e}"))?;
+            let reconcile_after = parse_duration(&reconcile_after).ok_or("--reconcile-after: a duration like 10m")?;
+            let local = Local::open(Options {
+                data_dir,
+                jwt_secret: secret(),
+                policy: DunningPolicy { schedule, reconcile_after },
+                portal_url,
+            })?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("listening on http://{bound}");
+            if secret() == jwt::DEFAULT_SECRET {
+                tracing::warn!("tokens are signed with the built-in development secret; set RECOUP_JWT_SECRET to change it");
+            }
+            // Queue consumers: deliver what the API and the bus produce, promptly.
+            let worker = local.clone();
+            tokio::spawn(async move {
+                loop {
+                    worker.drain().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            if tick_seconds > 0 {
+                let ticker = local.clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(tick_seconds));
+                    loop {
+                        every.tick().await;
+                        ticker.run_schedules().await;
+                    }
+                });
+            }
+            axum::serve(listener, server::router(local))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
