@@ -1,5 +1,7 @@
 //! Helpers shared by the workspace-level tests.
 
+pub mod aws_topology;
+
 use std::path::PathBuf;
 
 pub mod runtime_api;
