@@ -437,6 +437,57 @@ pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn It
     assert_eq!(err.code, "payment_already_approved");
 }
 
+/// No card at all: nothing is sent, and the invoice errors when the schedule runs out.
+pub async fn an_invoice_without_a_card_errors_when_the_schedule_runs_out(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    assert_eq!(inv.status(), InvoiceStatus::Open);
+    let outcomes = run_dunning(&app, &inv.id).await;
+    assert!(!outcomes.is_empty());
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Error);
+    assert_eq!(stored.attempt_count(), 0);
+    assert_eq!(stored.errored_at(), Some(inv.created_at + TimeDelta::days(14)));
+}
+
+/// Authentication required: the merchant cannot force it, the customer can pay on-session.
+pub async fn an_authentication_decline_waits_for_the_customer(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_1a").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    assert_eq!(inv.transactions()[0].error_type(), Some(ErrorType::AuthenticationRequired));
+    let outcomes = run_dunning(&app, &inv.id).await;
+    assert!(outcomes.iter().all(|o| matches!(o, DueOutcome::Skipped { .. })), "no automatic retries: {outcomes:?}");
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap_err();
+    assert_eq!(err.code, "customer_authentication_required");
+    let paid = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Customer).await.unwrap();
+    assert_eq!(paid.outcome, ChargeOutcome::Paid);
+}
+
+/// A bank-transfer invoice paid by card on request is not put on the dunning schedule.
+pub async fn a_bank_transfer_invoice_is_never_dunned(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
+    let inv = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(90_000),
+            description: String::new(),
+            collection_method: CollectionMethod::SendInvoice,
+        })
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(inv.next_attempt_at(), None);
+    let reg = app.services.register_payment_method(&cus, "pm_card_chargeCustomerFail", false).await.unwrap();
+    assert_eq!(reg.recovery[0].outcome.as_ref().unwrap(), &ChargeOutcome::Declined);
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.status(), InvoiceStatus::Open);
+    assert_eq!(stored.next_attempt_at(), None, "no automatic retries for bank transfers");
+}
+
 macro_rules! engine_suite {
     ($make:expr) => {
         engine_suite!(@tests $make;
@@ -454,6 +505,9 @@ macro_rules! engine_suite {
             a_card_with_a_pending_charge_cannot_be_removed,
             a_subscription_errors_with_its_invoice_and_comes_back_when_paid,
             process_payment_n_follows_the_recurring_api_rules,
+            an_invoice_without_a_card_errors_when_the_schedule_runs_out,
+            an_authentication_decline_waits_for_the_customer,
+            a_bank_transfer_invoice_is_never_dunned,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -85,10 +85,7 @@ pub fn transaction(t: &Transaction, audience: Audience) -> Value {
     m.insert("attempt".into(), json!(t.number));
     m.insert("status".into(), json!(t.status));
     m.insert("trigger".into(), json!(t.trigger));
-    let error_type = t.error_type().map(|e| match audience {
-        Audience::Merchant => e,
-        Audience::Owner | Audience::Member => e.for_customer(),
-    });
+    let error_type = t.error_type().map(|e| error_type_for(e, audience));
     m.insert("error_type".into(), json!(error_type));
     m.insert("created_at".into(), time(t.created_at));
     m.insert("settled_at".into(), opt_time(t.settled_at));
@@ -170,7 +167,14 @@ pub fn recovery(attempts: &[RecoveryAttempt]) -> Value {
     )
 }
 
-pub fn payment(p: &PaymentView) -> Value {
+fn error_type_for(t: recoup_shared::decline::ErrorType, audience: Audience) -> recoup_shared::decline::ErrorType {
+    match audience {
+        Audience::Merchant => t,
+        Audience::Owner | Audience::Member => t.for_customer(),
+    }
+}
+
+pub fn payment(p: &PaymentView, audience: Audience) -> Value {
     json!({
         "object": "subscription_payment",
         "payment_number": p.number,
@@ -180,12 +184,12 @@ pub fn payment(p: &PaymentView) -> Value {
         "currency": p.amount.currency().code(),
         "due_at": time(p.due_at),
         "date_processed": opt_time(p.date_processed),
-        "error_type": p.error_type,
+        "error_type": p.error_type.map(|t| error_type_for(t, audience)),
         "attempt_count": p.attempt_count,
     })
 }
 
-pub fn subscription(s: &Subscription, payments: Option<&[PaymentView]>) -> Value {
+pub fn subscription(s: &Subscription, payments: Option<&[PaymentView]>, audience: Audience) -> Value {
     let (start, end) = s.current_period();
     let mut m = Map::new();
     m.insert("id".into(), json!(s.id));
@@ -205,7 +209,7 @@ pub fn subscription(s: &Subscription, payments: Option<&[PaymentView]>) -> Value
     m.insert("paused_at".into(), opt_time(s.paused_at()));
     m.insert("canceled_at".into(), opt_time(s.canceled_at()));
     if let Some(ps) = payments {
-        m.insert("payments".into(), Value::Array(ps.iter().map(payment).collect()));
+        m.insert("payments".into(), Value::Array(ps.iter().map(|p| payment(p, audience)).collect()));
     }
     Value::Object(m)
 }

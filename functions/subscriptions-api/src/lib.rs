@@ -5,7 +5,7 @@
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
 use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, route, serve};
-use recoup_lambda::views;
+use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::Subscription;
 use recoup_shared::domain::subscription::Interval;
 use recoup_shared::error::{Error, ErrorKind};
@@ -64,9 +64,9 @@ async fn visible(app: &App, call: &Call) -> Result<Subscription, Error> {
     }
 }
 
-async fn render(app: &App, sub: &Subscription, with_payments: bool) -> Result<Value, Error> {
+async fn render(app: &App, call: &Call, sub: &Subscription, with_payments: bool) -> Result<Value, Error> {
     let payments = if with_payments { Some(app.services.subscription_payments(sub).await?) } else { None };
-    Ok(views::subscription(sub, payments.as_deref()))
+    Ok(views::subscription(sub, payments.as_deref(), Audience::from(&call.caller)))
 }
 
 async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
@@ -86,7 +86,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                     description: body.description,
                 })
                 .await?;
-            let mut view = render(&app, &sub, true).await?;
+            let mut view = render(&app, &call, &sub, true).await?;
             view["first_payment"] = match &first {
                 Ok(r) => json!({"outcome": views::charge_outcome(r.outcome), "invoice_id": r.invoice.id}),
                 Err(e) => json!({"outcome": "not_attempted", "error": recoup_lambda::http::error_body(e)}),
@@ -102,7 +102,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                     let page = s.list_subscriptions(failing, limit, after).await?;
                     let mut data = Vec::with_capacity(page.items.len());
                     for sub in &page.items {
-                        data.push(render(&app, sub, with_payments).await?);
+                        data.push(render(&app, &call, sub, with_payments).await?);
                     }
                     Ok(Reply::ok(views::list(data, page.next)))
                 }
@@ -112,7 +112,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                     for id in &customer.subscription_ids {
                         let sub = s.subscription(id).await?;
                         if !failing || sub.failed_payment_count() > 0 {
-                            data.push(render(&app, &sub, with_payments).await?);
+                            data.push(render(&app, &call, &sub, with_payments).await?);
                         }
                     }
                     Ok(Reply::ok(views::list(data, None)))
@@ -121,7 +121,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
         }
         ("GET", "/v1/subscriptions/{id}") => {
             let sub = visible(&app, &call).await?;
-            Ok(Reply::ok(render(&app, &sub, flag(&call, "include_sub_objects")?).await?))
+            Ok(Reply::ok(render(&app, &call, &sub, flag(&call, "include_sub_objects")?).await?))
         }
         ("POST", action @ ("/v1/subscriptions/{id}/reactivate"
         | "/v1/subscriptions/{id}/cancel"
@@ -135,7 +135,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                 "/v1/subscriptions/{id}/pause" => s.pause_subscription(&id).await?,
                 _ => s.resume_subscription(&id).await?,
             };
-            Ok(Reply::ok(render(&app, &sub, false).await?))
+            Ok(Reply::ok(render(&app, &call, &sub, false).await?))
         }
         ("POST", "/v1/subscriptions/{id}/payments/{number}/process") => {
             call.require_merchant()?;
@@ -144,7 +144,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let report = s.process_payment(&id, number).await?;
             let sub = s.subscription(&id).await?;
             let payments = s.subscription_payments(&sub).await?;
-            let payment = payments.iter().find(|p| p.number == number).map(views::payment).unwrap_or(Value::Null);
+            let payment = payments.iter().find(|p| p.number == number).map(|p| views::payment(p, Audience::Merchant)).unwrap_or(Value::Null);
             match report.outcome {
                 ChargeOutcome::Paid => Ok(Reply::ok(payment)),
                 ChargeOutcome::Pending => Ok(Reply::accepted(payment)),

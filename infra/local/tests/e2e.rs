@@ -181,6 +181,8 @@ async fn bad_input_gets_a_stable_code_and_nothing_is_written() {
     }
     let list = r.get(&format!("/v1/invoices?customer_id={cus}"), &merchant).await;
     assert!(list.body["data"].as_array().unwrap().is_empty());
+    let nobody = r.get("/v1/invoices?customer_id=cus_00000000000000000000000000", &merchant).await;
+    assert_eq!((nobody.status, nobody.body["code"].as_str()), (404, Some("not_found")));
     let unknown = r.get("/v1/invoices/in_doesnotexist", &merchant).await;
     assert_eq!((unknown.status, unknown.body["code"].as_str()), (404, Some("not_found")));
 }

@@ -73,7 +73,8 @@ pub fn decide_due(ctx: &DueContext<'_>) -> DueDecision {
             return DueDecision::Park;
         }
     }
-    let first = inv.first_failed_at().unwrap_or(now);
+    // An invoice never attempted (no card yet) runs on the same clock from its issue.
+    let first = inv.first_failed_at().unwrap_or(inv.created_at);
     let skip = |reason: SkipReason, not_before: Option<Timestamp>| DueDecision::Skip {
         next: ctx.policy.schedule.next_slot(first, now, not_before),
         reason,

@@ -422,13 +422,15 @@ impl Invoice {
         now: Timestamp,
     ) -> Vec<EventPayload> {
         let first = *self.first_failed_at.get_or_insert(now);
-        let next = match self.status {
-            InvoiceStatus::Open => policy.schedule.next_slot(first, now, retry_not_before),
+        let next = match (self.status, self.collection_method) {
+            // A bank-transfer invoice someone tried to pay by card is not dunned: it stays
+            // open for the merchant to reconcile or for another try by hand.
+            (InvoiceStatus::Open, CollectionMethod::SendInvoice) => None,
+            (InvoiceStatus::Open, CollectionMethod::ChargeAutomatically) => {
+                policy.schedule.next_slot(first, now, retry_not_before)
+            }
             // An errored invoice has no automatic attempts left; this was a manual one.
-            InvoiceStatus::Error
-            | InvoiceStatus::Draft
-            | InvoiceStatus::Paid
-            | InvoiceStatus::Void => None,
+            (InvoiceStatus::Error | InvoiceStatus::Draft | InvoiceStatus::Paid | InvoiceStatus::Void, _) => None,
         };
         self.next_attempt_at = next;
         let txn = &self.transactions[idx];
@@ -443,7 +445,7 @@ impl Invoice {
             error_type: txn.error_type().unwrap_or(ErrorType::Unknown),
             retry: txn.retry_class.unwrap_or(RetryClass::Soft),
         }];
-        if next.is_none() && self.status == InvoiceStatus::Open {
+        if next.is_none() && self.status == InvoiceStatus::Open && self.collection_method == CollectionMethod::ChargeAutomatically {
             events.extend(self.error_out(now));
         }
         events

@@ -26,7 +26,7 @@ pub enum DomainError {
     ChargeInProgress,
     #[error("transaction {0} is not pending")]
     TransactionNotPending(TransactionId),
-    #[error("cannot {action} a {entity} that is {state}")]
+    #[error("cannot {action} the {entity}: it is {state}")]
     InvalidTransition { entity: &'static str, state: &'static str, action: &'static str },
     #[error("{field}: {reason}")]
     InvalidInput { field: &'static str, reason: String },

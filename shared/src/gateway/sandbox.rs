@@ -332,6 +332,12 @@ impl SandboxGateway {
                     Behavior::DeclineCharges { recover_after: Some(k), .. } if state.charges >= *k => {
                         StoredOutcome::Succeeded { charge_id }
                     }
+                    // The cardholder is present and passes the challenge.
+                    Behavior::DeclineCharges { decline_code, .. }
+                        if decline_code == "authentication_required" && !request.off_session =>
+                    {
+                        StoredOutcome::Succeeded { charge_id }
+                    }
                     Behavior::DeclineCharges { decline_code, network_code, advice_code, .. } => {
                         let mut d = decline_for(decline_code);
                         d.network_decline_code = network_code.clone();

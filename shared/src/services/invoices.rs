@@ -64,6 +64,7 @@ impl Services {
     }
 
     pub async fn list_invoices(&self, customer: &CustomerId, limit: usize, after: Option<Cursor>) -> Result<Listing<Invoice>> {
+        self.customer(customer).await?;
         Ok(self.repo.customer_invoices(customer, limit, after).await?)
     }
 

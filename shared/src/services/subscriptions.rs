@@ -36,6 +36,7 @@ pub struct PaymentView {
     pub due_at: Timestamp,
     /// When it was last attempted or paid; `None` while waiting.
     pub date_processed: Option<Timestamp>,
+    /// As recorded; the API shows customers `fraud` as a generic decline.
     pub error_type: Option<crate::decline::ErrorType>,
     pub attempt_count: u32,
 }
@@ -124,9 +125,7 @@ impl Services {
                 due_at: inv.subscription.as_ref().map_or(inv.created_at, |l| l.period_start),
                 date_processed,
                 error_type: match status {
-                    PaymentStatus::Declined | PaymentStatus::Failed => {
-                        last.and_then(|t| t.error_type()).map(crate::decline::ErrorType::for_customer)
-                    }
+                    PaymentStatus::Declined | PaymentStatus::Failed => last.and_then(|t| t.error_type()),
                     PaymentStatus::Approved | PaymentStatus::Waiting => None,
                 },
                 attempt_count: inv.attempt_count(),

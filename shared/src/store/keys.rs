@@ -57,11 +57,6 @@ pub fn idempotency(scope_and_key_hash: &str) -> Key {
     Key::new(format!("IDEM#{scope_and_key_hash}"), "IDEM")
 }
 
-/// A consumer's record of having handled an event.
-pub fn handled(consumer: &str, event: &EventId) -> Key {
-    Key::new(format!("DONE#{consumer}#{event}"), "DONE")
-}
-
 /// An email the notifier sent (kept for the dev console and for de-duplication).
 pub fn email(id: &str) -> Key {
     Key::new(format!("MAIL#{id}"), "MAIL")

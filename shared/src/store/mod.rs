@@ -111,7 +111,8 @@ pub struct Item {
     pub version: u64,
     pub indexes: IndexKeys,
     /// When the item may be deleted (seconds since the epoch; DynamoDB TTL). Deletion is
-    /// lazy, so readers also check it.
+    /// lazy (and the embedded store never deletes), so a reader that must not see stale
+    /// items checks their age itself, as idempotency records do.
     pub expires_at: Option<i64>,
     /// The entity, as a JSON object.
     pub body: serde_json::Value,
