@@ -145,7 +145,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// True when `text` holds something that looks like a full card number: 13 to 19 digits,

@@ -322,7 +322,9 @@ where
     };
     let body = body_bytes(&req);
     let raw_query = req.uri().query().unwrap_or("").to_owned();
-    if contains_card_number(&String::from_utf8_lossy(&body)) || contains_card_number(&raw_query) {
+    // The raw query and its decoded pairs: `4242+4242+...` or `%20` separators decode to spaces.
+    let in_query = req.query_string_parameters_ref().is_some_and(|q| q.iter().any(|(k, v)| contains_card_number(k) || contains_card_number(v)));
+    if contains_card_number(&String::from_utf8_lossy(&body)) || contains_card_number(&raw_query) || in_query {
         // The request is dropped here: its body is not parsed, stored or logged.
         tracing::warn!(route = route.path, role = caller.role(), "refused a request carrying a card number");
         let e = Error::bad_request(

@@ -79,17 +79,23 @@ fn find_route(method: &str, path: &str) -> Option<(Handler, Route, Vec<String>)>
     found
 }
 
+/// An HTTP request as it reached the local server.
+struct Incoming<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
 /// The HTTP API v2 event API Gateway would send for this request.
 fn api_gateway_event(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
+    req: Incoming<'_>,
     route: Route,
     params: Vec<String>,
     claims: HashMap<String, String>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Value {
+    let Incoming { method, uri, headers, body } = req;
     let mut hdrs = serde_json::Map::new();
     for (name, value) in headers {
         let v = value.to_str().unwrap_or_default().to_owned();
@@ -166,7 +172,8 @@ async fn api(State(local): State<Arc<Local>>, method: Method, uri: Uri, headers:
         Ok(c) => c,
         Err(e) => return problem(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
     };
-    let event = api_gateway_event(&method, &uri, &headers, &body, route, params, claims, local.clock.now());
+    let incoming = Incoming { method: &method, uri: &uri, headers: &headers, body: &body };
+    let event = api_gateway_event(incoming, route, params, claims, local.clock.now());
     let request: lambda_http::Request = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
         Ok(e) => LambdaRequest::ApiGatewayV2(e).into(),
         Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("request could not be represented: {e}")),

@@ -320,7 +320,7 @@ impl Services {
         for _ in 0..OPTIMISTIC_RETRIES {
             let Some(mut inv) = self.repo.invoice(invoice_id).await? else { return Ok(DueOutcome::NotDue) };
             let now = self.now();
-            if !inv.next_attempt_at().is_some_and(|at| at <= now) {
+            if inv.next_attempt_at().is_none_or(|at| at > now) {
                 return Ok(DueOutcome::NotDue);
             }
             let subscription_status = match inv.subscription_id() {

@@ -16,11 +16,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Condition, Cursor, Index, IndexKey, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
 
+/// `(PK, SK)` → the item.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
-const GSI: [TableDefinition<(&str, &str, &str, &str), u8>; 3] =
-    [TableDefinition::new("gsi1"), TableDefinition::new("gsi2"), TableDefinition::new("gsi3")];
+/// `(index PK, index SK, PK, SK)` → nothing: an index is its keys.
+type IndexTable = TableDefinition<'static, (&'static str, &'static str, &'static str, &'static str), u8>;
+const GSI: [IndexTable; 3] = [TableDefinition::new("gsi1"), TableDefinition::new("gsi2"), TableDefinition::new("gsi3")];
 
-fn gsi_table(index: Index) -> TableDefinition<'static, (&'static str, &'static str, &'static str, &'static str), u8> {
+fn gsi_table(index: Index) -> IndexTable {
     match index {
         Index::Gsi1 => GSI[0],
         Index::Gsi2 => GSI[1],

@@ -146,6 +146,8 @@ pub enum Condition {
     Version(u64),
 }
 
+// A batch is short-lived and puts dominate it; boxing the item would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
     Put { item: Item, condition: Condition },

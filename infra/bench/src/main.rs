@@ -1,0 +1,448 @@
+//! `recoup-bench` prints Recoup's figures as Markdown. Nothing here asserts: the numbers
+//! are for reading (and for the README), measured on whatever machine runs them.
+//!
+//! Sections: `store` (store work per card registration and per charge attempt, on the
+//! embedded store and on DynamoDB via the emulator), `month` (a simulated 30-day dunning
+//! month), `sweep` (one retry sweep with 1,000 due among 100,000 invoices), `binaries`
+//! (release binary and zip size per function) and `startup` (process start to ready,
+//! beside a hello-world Lambda function).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use recoup_shared::domain::{Invoice, InvoiceStatus};
+use recoup_shared::gateway::sandbox::SandboxGateway;
+use recoup_shared::ids::CustomerId;
+use recoup_shared::mail::StoreMailer;
+use recoup_shared::money::{Currency, Money};
+use recoup_shared::policy::DunningPolicy;
+use recoup_shared::services::Services;
+use recoup_shared::services::charging::CardChoice;
+use recoup_shared::services::invoices::IssueInvoice;
+use recoup_shared::store::ItemStore;
+use recoup_shared::store::dynamodb::{ConsumedCapacityTotals, DynamoStore};
+use recoup_shared::store::metered::{Metered, MetricsSnapshot, StoreMetrics};
+use recoup_shared::store::repo::{Repo, Tx, Versioned};
+use recoup_shared::testkit::{RecordingPublisher, embedded_store};
+use recoup_shared::time::{Clock, ManualClock};
+use recoup_tests::runtime_api::{FunctionProcess, RuntimeApi};
+
+const FUNCTIONS: [&str; 9] = [
+    "payment-methods-api",
+    "invoices-api",
+    "subscriptions-api",
+    "charge-worker",
+    "retry-scheduler",
+    "renewal-scheduler",
+    "subscription-updater",
+    "notifier",
+    "outbox-relay",
+];
+
+fn usd(n: i64) -> Money {
+    Money::new(n, Currency::parse("USD").unwrap()).unwrap()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn moto() -> Option<String> {
+    std::env::var("RECOUP_TEST_AWS_ENDPOINT").ok().filter(|s| !s.is_empty())
+}
+
+/// Recoup's services over a metered store. The sandbox PSP keeps its own records in a
+/// separate, unmetered store, so the figures are Recoup's own store work (what remains
+/// with a real PSP).
+struct Bench {
+    services: Services,
+    clock: Arc<ManualClock>,
+    metrics: Arc<StoreMetrics>,
+    consumed: Option<Arc<ConsumedCapacityTotals>>,
+}
+
+async fn bench_on(backend: &str) -> Option<Bench> {
+    let (inner, consumed): (Arc<dyn ItemStore>, _) = match backend {
+        "embedded" => (embedded_store(), None),
+        _ => {
+            moto()?;
+            let table = format!("bench-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+            let store: DynamoStore = recoup_shared::testkit::dynamo_store(&table).await;
+            let consumed = store.consumed();
+            (Arc::new(store), Some(consumed))
+        }
+    };
+    let metered = Metered::new(inner);
+    let metrics = metered.metrics();
+    let repo = Repo::new(Arc::new(metered));
+    let clock = Arc::new(ManualClock::at_default_start());
+    let psp_repo = Repo::new(embedded_store());
+    let services = Services {
+        repo: repo.clone(),
+        gateway: Arc::new(SandboxGateway::new(psp_repo, clock.clone() as Arc<dyn Clock>)),
+        clock: clock.clone(),
+        publisher: Arc::new(RecordingPublisher::default()),
+        mailer: Arc::new(StoreMailer::new(repo)),
+        policy: DunningPolicy::default(),
+        portal_url: "https://billing.example.com/portal".into(),
+    };
+    Some(Bench { services, clock, metrics, consumed })
+}
+
+struct Measured {
+    metrics: MetricsSnapshot,
+    reported: Option<(f64, f64)>,
+}
+
+impl Bench {
+    async fn measure<F, Fut>(&self, f: F) -> Measured
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let before = self.metrics.snapshot();
+        let rep_before = self.consumed.as_ref().map(|c| (c.read_units(), c.write_units()));
+        f().await;
+        let metrics = self.metrics.snapshot().since(&before);
+        let reported = self
+            .consumed
+            .as_ref()
+            .zip(rep_before)
+            .map(|(c, (r, w))| (c.read_units() - r, c.write_units() - w));
+        Measured { metrics, reported }
+    }
+
+    async fn customer(&self, card: Option<&str>) -> CustomerId {
+        let c = self.services.create_customer("bench@example.com", None).await.unwrap().id;
+        if let Some(token) = card {
+            self.services.register_payment_method(&c, token, true).await.unwrap();
+        }
+        c
+    }
+}
+
+fn row(op: &str, backend: &str, m: &Measured) -> String {
+    let x = &m.metrics;
+    let reported = m.reported.map_or("—".to_owned(), |(r, w)| format!("{r:.1} / {w:.1}"));
+    format!(
+        "| {op} | {backend} | {} | {} | {} | {} | {} | {:.1} / {:.1} | {reported} |",
+        x.get_requests, x.query_requests, x.write_requests, x.items_read, x.items_written, x.read_units, x.write_units
+    )
+}
+
+async fn store_section() {
+    println!("### Store work per operation\n");
+    println!("Recoup's own reads and writes (the sandbox PSP's bookkeeping excluded). Capacity units are estimated");
+    println!("by DynamoDB's published rules from the item sizes; the last column is what the emulator reported");
+    println!("(moto reports single-item calls only, not transactions).\n");
+    println!("| operation | backend | gets | queries | writes | items read | items written | est. RCU / WCU | reported RCU / WCU |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for backend in ["embedded", "dynamodb"] {
+        let Some(b) = bench_on(backend).await else {
+            println!("| (DynamoDB rows need RECOUP_TEST_AWS_ENDPOINT: run `make bench`) | | | | | | | | |");
+            continue;
+        };
+        let s = &b.services;
+        let cus = b.customer(None).await;
+        let m = b.measure(|| async { s.register_payment_method(&cus, "pm_card_visa", false).await.map(|_| ()).unwrap() }).await;
+        println!("{}", row("register a card (nothing outstanding)", backend, &m));
+
+        let issue = |collection_method| IssueInvoice { customer_id: cus.clone(), amount: usd(2500), description: "bench".into(), collection_method };
+        let inv = s.issue_invoice(issue(CollectionMethod::SendInvoice)).await.unwrap().invoice;
+        let m = b.measure(|| async { s.register_payment_method(&cus, "pm_card_mastercard", false).await.map(|_| ()).unwrap() }).await;
+        println!("{}", row("register a card, 1 invoice outstanding (charged at once)", backend, &m));
+        let _ = inv;
+
+        let inv = s.issue_invoice(issue(CollectionMethod::SendInvoice)).await.unwrap().invoice;
+        let m = b
+            .measure(|| async {
+                s.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.map(|_| ()).unwrap();
+            })
+            .await;
+        println!("{}", row("charge attempt, approved", backend, &m));
+
+        let declining = b.customer(Some("pm_sandbox_visa_51_idbench")).await;
+        let inv = s
+            .issue_invoice(IssueInvoice {
+                customer_id: declining.clone(),
+                amount: usd(2500),
+                description: String::new(),
+                collection_method: CollectionMethod::ChargeAutomatically,
+            })
+            .await
+            .unwrap()
+            .invoice;
+        let stored = s.invoice(&inv.id).await.unwrap();
+        b.clock.set(stored.next_attempt_at().unwrap());
+        let m = b.measure(|| async { s.process_due(&inv.id).await.map(|_| ()).unwrap() }).await;
+        println!("{}", row("scheduled retry, declined (charge worker)", backend, &m));
+
+        let m = b.measure(|| async { s.repo.due_invoices(s.now(), 1000).await.map(|_| ()).unwrap() }).await;
+        println!("{}", row("retry sweep, nothing due (8 shards)", backend, &m));
+    }
+    println!();
+}
+
+/// The decline mix of the simulated month, by share of customers.
+const MIX: [(&str, u32); 6] = [
+    ("approved at once", 70),
+    ("soft decline, recovers after 1-4 retries", 12),
+    ("soft decline, never recovers", 8),
+    ("Mastercard soft decline with advice 24", 4),
+    ("hard decline (Visa category 1)", 3),
+    ("soft decline, card expires during the month", 3),
+];
+
+fn token_for(i: usize) -> (usize, String) {
+    let bucket = (i * 37) % 100;
+    let mut acc = 0;
+    for (k, (_, share)) in MIX.iter().enumerate() {
+        acc += *share as usize;
+        if bucket < acc {
+            let t = match k {
+                0 => "pm_card_visa".to_owned(),
+                1 => format!("pm_sandbox_visa_51_recover{}_id{i}", 1 + i % 4),
+                2 => format!("pm_sandbox_visa_51_id{i}"),
+                3 => format!("pm_sandbox_mastercard_51_advice24_id{i}"),
+                4 => format!("pm_sandbox_visa_04_id{i}"),
+                _ => format!("pm_sandbox_visa_51_exp0130_id{i}"),
+            };
+            return (k, t);
+        }
+    }
+    (0, "pm_card_visa".to_owned())
+}
+
+async fn month_section(n: usize) {
+    println!("### A simulated 30-day dunning month\n");
+    let b = bench_on("embedded").await.expect("embedded store");
+    let s = &b.services;
+    // Late January: the expiring cards (end of January) lapse a week into dunning.
+    b.clock.set(recoup_shared::time::parse("2030-01-25T09:00:00Z"));
+    let started = Instant::now();
+    let mut invoices = Vec::with_capacity(n);
+    let mut kind_of = BTreeMap::new();
+    for i in 0..n {
+        let (kind, token) = token_for(i);
+        let cus = b.customer(Some(&token)).await;
+        let inv = s
+            .issue_invoice(IssueInvoice {
+                customer_id: cus,
+                amount: usd(1000 + (i as i64 % 50) * 100),
+                description: String::new(),
+                collection_method: CollectionMethod::ChargeAutomatically,
+            })
+            .await
+            .unwrap()
+            .invoice;
+        kind_of.insert(inv.id.clone(), kind);
+        invoices.push(inv.id);
+    }
+    let issued_in = started.elapsed();
+    // The retry scheduler runs hourly for 30 days; each sweep's invoices go to the worker.
+    let month = Instant::now();
+    let mut sweeps = 0;
+    for _ in 0..(30 * 24) {
+        b.clock.advance(TimeDelta::hours(1));
+        sweeps += 1;
+        for id in s.repo.due_invoices(s.now(), 10_000).await.unwrap() {
+            let _ = s.process_due(&id).await;
+        }
+    }
+    let month_wall = month.elapsed();
+    let (mut sent, mut unsent, mut first_try, mut recovered, mut errored, mut open) = (0, 0, 0, 0, 0, 0);
+    let mut by_kind: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for id in &invoices {
+        let inv: Invoice = s.invoice(id).await.unwrap().into_inner();
+        sent += inv.transactions().iter().filter(|t| t.sent_to_psp).count();
+        unsent += inv.transactions().iter().filter(|t| !t.sent_to_psp).count();
+        let paid = inv.status() == InvoiceStatus::Paid;
+        if paid && inv.attempt_count() == 1 {
+            first_try += 1;
+        } else if paid {
+            recovered += 1;
+        }
+        match inv.status() {
+            InvoiceStatus::Error => errored += 1,
+            InvoiceStatus::Open => open += 1,
+            InvoiceStatus::Paid | InvoiceStatus::Draft | InvoiceStatus::Void => {}
+        }
+        let e = by_kind.entry(kind_of[id]).or_default();
+        e.0 += 1;
+        e.1 += usize::from(paid);
+    }
+    let failed_first = n - first_try;
+    println!("{n} invoices, one customer and card each, issued and charged at once, then the retry sweep every");
+    println!("hour for 30 days on the default schedule (embedded store, sandbox PSP).\n");
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| invoices | {n} |");
+    println!("| paid at the first attempt | {first_try} |");
+    println!("| failed the first attempt | {failed_first} |");
+    println!("| recovered by retries | {recovered} ({:.1}% of those that failed) |", 100.0 * recovered as f64 / failed_first.max(1) as f64);
+    println!("| errored after the last retry | {errored} |");
+    println!("| still open at day 30 | {open} |");
+    println!("| attempts sent to the PSP | {sent} ({:.2} per invoice) |", sent as f64 / n as f64);
+    println!("| attempts recorded without the PSP (expired card) | {unsent} |");
+    println!("| sweeps | {sweeps} |");
+    println!("| wall time: issuing and first attempts | {:.2} s |", issued_in.as_secs_f64());
+    println!("| wall time: the month of sweeps and retries | {:.2} s |", month_wall.as_secs_f64());
+    println!();
+    println!("| customer mix | invoices | paid by day 30 |");
+    println!("|---|---|---|");
+    for (k, (count, paid)) in by_kind {
+        println!("| {} | {count} | {paid} |", MIX[k].0);
+    }
+    println!();
+}
+
+async fn sweep_section(backend: &str, stored: usize, due: usize) {
+    let Some(b) = bench_on(backend).await else {
+        println!("(sweep on DynamoDB skipped: set RECOUP_TEST_AWS_ENDPOINT)\n");
+        return;
+    };
+    let s = &b.services;
+    let now = b.clock.now();
+    let customers: Vec<CustomerId> = (0..100).map(|_| CustomerId::generate()).collect();
+    let load = Instant::now();
+    let mut tx = Tx::new();
+    for i in 0..stored {
+        let (mut inv, _) = Invoice::issue(
+            NewInvoice {
+                customer_id: customers[i % customers.len()].clone(),
+                amount: usd(1000),
+                description: String::new(),
+                collection_method: CollectionMethod::ChargeAutomatically,
+                subscription: None,
+            },
+            now - TimeDelta::days(40),
+        )
+        .unwrap();
+        // 1% due now, 20% due later, the rest off the schedule (paid long ago).
+        if i % (stored / due) == 0 {
+            inv.schedule_first_attempt(now - TimeDelta::minutes(5));
+        } else if i % 5 == 0 {
+            inv.schedule_first_attempt(now + TimeDelta::days(1 + (i % 13) as i64));
+        }
+        tx.save(&Versioned::new(inv)).unwrap();
+        if tx.len() == 100 {
+            s.repo.commit(std::mem::take(&mut tx)).await.unwrap();
+        }
+    }
+    if !tx.is_empty() {
+        s.repo.commit(tx).await.unwrap();
+    }
+    let loaded_in = load.elapsed();
+    let started = Instant::now();
+    let mut found = 0;
+    let m = b.measure(|| async { found = s.repo.due_invoices(now, 10_000).await.unwrap().len() }).await;
+    let took = started.elapsed();
+    let x = &m.metrics;
+    let scan_rcu = (stored as f64 * 1.0) / 4.0 / 2.0; // ~1 KB invoices, eventually consistent scan
+    println!(
+        "| {backend} | {stored} | {found} | {} | {} | {:.1} | ~{scan_rcu:.0} | {:.0} ms | {:.0} s |",
+        x.query_requests,
+        x.items_read,
+        x.read_units,
+        took.as_secs_f64() * 1000.0,
+        loaded_in.as_secs_f64()
+    );
+}
+
+fn binaries_section() {
+    println!("### Lambda binaries (x86_64, `cargo lambda build --release`)\n");
+    println!("| function | bootstrap | zip |");
+    println!("|---|---|---|");
+    let dir = root().join("target/lambda");
+    for f in FUNCTIONS.iter().chain(["hello-lambda"].iter()) {
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| format!("{:.1} MB", m.len() as f64 / 1_048_576.0)).unwrap_or("—".into());
+        println!("| {f} | {} | {} |", size(dir.join(f).join("bootstrap")), size(dir.join(f).join("bootstrap.zip")));
+    }
+    println!();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn startup_section(runs: usize) {
+    println!("### Start-up: process start to first poll of the Runtime API\n");
+    println!("Each binary started {runs} times under a local Runtime API emulator (what a cold start costs after");
+    println!("the sandbox is up: process start, client wiring, first `GET /next`).\n");
+    println!("| function | median | p90 |");
+    println!("|---|---|---|");
+    let env = [
+        ("RECOUP_TABLE", "bench"),
+        ("RECOUP_EVENT_BUS", "bench"),
+        ("RECOUP_CHARGE_QUEUE_URL", "http://127.0.0.1:9/queue"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ];
+    for f in ["hello-lambda", "payment-methods-api", "invoices-api", "subscriptions-api", "charge-worker"] {
+        let binary = root().join("target/lambda").join(f).join("bootstrap");
+        if !binary.exists() {
+            println!("| {f} | — (run `make build-lambdas`) | |");
+            continue;
+        }
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let api = RuntimeApi::start().await;
+            let mut process = FunctionProcess::spawn(&api, &binary, env).expect("spawn");
+            match process.wait_ready(&api, Duration::from_secs(10)).await {
+                Ok(d) => times.push(d),
+                Err(e) => eprintln!("{f}: {e:?}\n{}", process.output()),
+            }
+            process.kill().await;
+        }
+        times.sort();
+        if times.is_empty() {
+            println!("| {f} | failed | |");
+        } else {
+            println!("| {f} | {:.1} ms | {:.1} ms |", percentile(&times, 0.5), percentile(&times, 0.9));
+        }
+    }
+    println!();
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = args.is_empty() || args.iter().any(|a| a == "all");
+    let want = |s: &str| all || args.iter().any(|a| a == s);
+    let month_n: usize = std::env::var("RECOUP_BENCH_INVOICES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    // The emulator stores about 20 items a second with three indexes: 100,000 would take
+    // over an hour to load, so the DynamoDB sweep runs on fewer (same 1% due).
+    let moto_sweep: usize = std::env::var("RECOUP_BENCH_MOTO_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    if want("store") {
+        store_section().await;
+    }
+    if want("month") {
+        month_section(month_n).await;
+    }
+    if want("sweep") {
+        println!("### One retry sweep: due invoices among many stored\n");
+        println!("The sweep queries the sparse schedule index (8 shards); it never scans. A scan of the same table");
+        println!("is shown for scale.\n");
+        println!("| backend | invoices stored | due found | queries | items read | est. RCU | a scan's est. RCU | sweep time | load time |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        let embedded_items: usize = std::env::var("RECOUP_BENCH_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        sweep_section("embedded", embedded_items, embedded_items / 100).await;
+        if moto().is_some() {
+            sweep_section("dynamodb", moto_sweep, moto_sweep / 100).await;
+        }
+        println!();
+    }
+    if want("binaries") {
+        binaries_section();
+    }
+    if want("startup") {
+        startup_section(10).await;
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Prints Recoup's measured figures (Markdown) — the ones in the README. Builds the Lambda
+# functions and a hello-world baseline with cargo-lambda, then runs recoup-bench (release)
+# with moto_server for the DynamoDB rows.
+#   RECOUP_BENCH_INVOICES=1000        invoices in the simulated dunning month
+#   RECOUP_BENCH_SWEEP_ITEMS=100000   invoices stored for the embedded sweep
+#   RECOUP_BENCH_MOTO_SWEEP_ITEMS=5000  invoices stored for the DynamoDB (moto) sweep
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.venv/bin:$PATH"
+infra/scripts/build-lambdas.sh >&2
+cargo lambda build --release --x86-64 --output-format zip -p recoup-bench --bin hello-lambda >&2
+python3 -c 'import zipfile; zipfile.ZipFile("target/lambda/hello-lambda/bootstrap.zip").extract("bootstrap", "target/lambda/hello-lambda")'
+chmod 755 target/lambda/hello-lambda/bootstrap
+cargo build --release -p recoup-bench --bin recoup-bench >&2
+echo "Measured on: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)"
+echo
+infra/scripts/with-moto.sh target/release/recoup-bench "$@"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test, in the order a failure is cheapest to learn about:
+#   1. the SAM template: cfn-lint and sam validate (offline)
+#   2. clippy, warnings denied
+#   3. the Lambda binaries: cargo lambda build --release (the runtime-API tests run them)
+#   4. cargo nextest over the whole workspace, with moto_server on 127.0.0.1: unit tests,
+#      the store contract on both backends, engine scenarios and the property test, the
+#      dunning story through EventBridge and SQS on moto, the local product end to end, the
+#      Lambda binaries through the Runtime API, the template and OpenAPI checks.
+# `make test` installs the tools first (.venv) and then runs this.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.venv/bin:$PATH"
+step() { printf '\n== %s\n' "$*"; }
+
+step "SAM template"
+infra/scripts/lint-template.sh
+
+step "clippy"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+step "Lambda binaries"
+infra/scripts/build-lambdas.sh
+
+step "tests"
+infra/scripts/with-moto.sh cargo nextest run --workspace --all-features --no-fail-fast
