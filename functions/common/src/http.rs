@@ -284,6 +284,27 @@ fn valid_idempotency_key(k: &str) -> bool {
     !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// The path routes are matched on. A named API Gateway stage (`prod`) prefixes `rawPath`
+/// with `/prod`; routes never include it.
+fn route_path(req: &Request) -> String {
+    let raw = req.raw_http_path();
+    let raw = if raw.is_empty() { req.uri().path() } else { raw };
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
+        _ => None,
+    };
+    match stage {
+        Some(stage) if stage != "$default" => {
+            let prefix = format!("/{stage}");
+            match raw.strip_prefix(&prefix) {
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                Some(_) | None => raw.to_owned(),
+            }
+        }
+        Some(_) | None => raw.to_owned(),
+    }
+}
+
 /// Serves one request for a function with `routes`, calling `dispatch` for matched ones.
 pub async fn serve<F, Fut>(app: &App, routes: &'static [Route], req: Request, dispatch: F) -> Response<Body>
 where
@@ -292,8 +313,7 @@ where
 {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let path = req.raw_http_path().to_owned();
-    let path = if path.is_empty() { req.uri().path().to_owned() } else { path };
+    let path = route_path(&req);
 
     let mut method_mismatch = false;
     let mut matched = None;
@@ -437,6 +457,23 @@ mod tests {
         assert_eq!(parse_money(&json!("1050"), "usd").unwrap_err().code, "invalid_amount");
         assert_eq!(parse_money(&json!(0), "usd").unwrap_err().code, "invalid_amount");
         assert_eq!(parse_money(&json!(100), "xxx").unwrap_err().code, "invalid_currency");
+    }
+
+    fn request(raw_path: &str, stage: &str) -> Request {
+        let event = json!({
+            "version": "2.0", "routeKey": "POST /v1/customers", "rawPath": raw_path, "rawQueryString": "",
+            "headers": {}, "isBase64Encoded": false,
+            "requestContext": {"stage": stage, "timeEpoch": 0, "http": {"method": "POST", "path": raw_path}},
+        });
+        let event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        lambda_http::request::LambdaRequest::ApiGatewayV2(event).into()
+    }
+
+    #[test]
+    fn a_named_stage_is_not_part_of_the_route_path() {
+        assert_eq!(route_path(&request("/prod/v1/customers", "prod")), "/v1/customers");
+        assert_eq!(route_path(&request("/v1/customers", "$default")), "/v1/customers");
+        assert_eq!(route_path(&request("/production/v1/x", "prod")), "/production/v1/x");
     }
 
     #[test]
