@@ -169,9 +169,7 @@ pub fn contains_card_number(text: &str) -> bool {
                 j += 1;
             }
             groups.push(&bytes[start..j]);
-            let joined = j + 1 < bytes.len()
-                && (bytes[j] == b' ' || bytes[j] == b'-')
-                && bytes[j + 1].is_ascii_digit();
+            let joined = j + 1 < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'-') && bytes[j + 1].is_ascii_digit();
             if !joined {
                 break;
             }
@@ -185,8 +183,7 @@ pub fn contains_card_number(text: &str) -> bool {
                 if digits.len() > 19 {
                     break;
                 }
-                if digits.len() >= 13 && (b'2'..=b'6').contains(&digits[0]) && luhn_valid(&digits)
-                {
+                if digits.len() >= 13 && (b'2'..=b'6').contains(&digits[0]) && luhn_valid(&digits) {
                     return true;
                 }
             }

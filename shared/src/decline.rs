@@ -81,9 +81,7 @@ impl ErrorType {
             ErrorType::AuthenticationRequired => {
                 "Your bank asks you to confirm this payment. Open your billing page to authenticate it."
             }
-            ErrorType::PaymentMethodExpired => {
-                "Your card has expired. Add a new card on your billing page."
-            }
+            ErrorType::PaymentMethodExpired => "Your card has expired. Add a new card on your billing page.",
             ErrorType::PaymentMethodInvalid => {
                 "Your card details were not accepted. Add the card again, or another card, on your billing page."
             }
@@ -199,11 +197,9 @@ pub enum VisaCategory {
 
 pub fn visa_category(response_code: &str) -> VisaCategory {
     match response_code {
-        "04" | "07" | "12" | "15" | "41" | "43" | "46" | "57" | "R0" | "R1" | "R3" => {
-            VisaCategory::NeverApprove
-        }
-        "03" | "19" | "39" | "51" | "52" | "53" | "59" | "61" | "62" | "65" | "75" | "78"
-        | "86" | "91" | "93" | "96" | "N3" | "N4" => VisaCategory::CannotApproveNow,
+        "04" | "07" | "12" | "15" | "41" | "43" | "46" | "57" | "R0" | "R1" | "R3" => VisaCategory::NeverApprove,
+        "03" | "19" | "39" | "51" | "52" | "53" | "59" | "61" | "62" | "65" | "75" | "78" | "86" | "91" | "93"
+        | "96" | "N3" | "N4" => VisaCategory::CannotApproveNow,
         "14" | "54" | "55" | "70" | "82" | "1A" | "6P" | "N7" => VisaCategory::DataQuality,
         _ => VisaCategory::Generic,
     }
@@ -271,22 +267,45 @@ pub fn classify(decline: &Decline, network: Network) -> RetryClass {
 pub fn error_type_for_decline_code(code: &str) -> ErrorType {
     match code {
         "authentication_required" => ErrorType::AuthenticationRequired,
-        "issuer_not_available" | "try_again_later" | "reenter_transaction"
-        | "offline_pin_required" | "online_or_offline_pin_required" | "pin_try_exceeded"
-        | "incorrect_pin" | "approve_with_id" => ErrorType::PaymentMethodAuthorizationError,
-        "insufficient_funds" | "card_velocity_exceeded" | "withdrawal_count_limit_exceeded"
-        | "lost_card" | "stolen_card" | "pickup_card" | "restricted_card"
+        "issuer_not_available"
+        | "try_again_later"
+        | "reenter_transaction"
+        | "offline_pin_required"
+        | "online_or_offline_pin_required"
+        | "pin_try_exceeded"
+        | "incorrect_pin"
+        | "approve_with_id" => ErrorType::PaymentMethodAuthorizationError,
+        "insufficient_funds"
+        | "card_velocity_exceeded"
+        | "withdrawal_count_limit_exceeded"
+        | "lost_card"
+        | "stolen_card"
+        | "pickup_card"
+        | "restricted_card"
         | "new_account_information_available" => ErrorType::PaymentMethodDeclined,
         "expired_card" => ErrorType::PaymentMethodExpired,
-        "incorrect_number" | "invalid_number" | "incorrect_cvc" | "invalid_cvc"
-        | "invalid_expiry_month" | "invalid_expiry_year" | "incorrect_zip" | "invalid_account" => {
-            ErrorType::PaymentMethodInvalid
-        }
+        "incorrect_number"
+        | "invalid_number"
+        | "incorrect_cvc"
+        | "invalid_cvc"
+        | "invalid_expiry_month"
+        | "invalid_expiry_year"
+        | "incorrect_zip"
+        | "invalid_account" => ErrorType::PaymentMethodInvalid,
         "card_not_supported" | "currency_not_supported" => ErrorType::PaymentMethodNotSupported,
-        "generic_decline" | "card_declined" | "do_not_honor" | "do_not_try_again"
-        | "security_violation" | "service_not_allowed" | "transaction_not_allowed"
-        | "not_permitted" | "no_action_taken" | "call_issuer" | "revocation_of_authorization"
-        | "revocation_of_all_authorizations" | "stop_payment_order" => ErrorType::Declined,
+        "generic_decline"
+        | "card_declined"
+        | "do_not_honor"
+        | "do_not_try_again"
+        | "security_violation"
+        | "service_not_allowed"
+        | "transaction_not_allowed"
+        | "not_permitted"
+        | "no_action_taken"
+        | "call_issuer"
+        | "revocation_of_authorization"
+        | "revocation_of_all_authorizations"
+        | "stop_payment_order" => ErrorType::Declined,
         "fraudulent" | "merchant_blacklist" | "highest_risk_level" => ErrorType::Fraud,
         "processing_error" => ErrorType::ProcessingError,
         _ => ErrorType::Unknown,
@@ -356,29 +375,19 @@ mod tests {
         let nsf = decline(ErrorType::PaymentMethodDeclined).with_decline_code("insufficient_funds");
         assert_eq!(classify(&nsf, Network::Visa), RetryClass::Soft);
         let lost = decline(ErrorType::PaymentMethodDeclined).with_decline_code("lost_card");
-        assert_eq!(
-            classify(&lost, Network::Visa),
-            RetryClass::Hard { reason: HardReason::LostOrStolen }
-        );
+        assert_eq!(classify(&lost, Network::Visa), RetryClass::Hard { reason: HardReason::LostOrStolen });
     }
 
     #[test]
     fn authentication_required_waits_for_the_customer() {
-        assert_eq!(
-            classify(&decline(ErrorType::AuthenticationRequired), Network::Visa),
-            RetryClass::NeedsCustomer
-        );
+        assert_eq!(classify(&decline(ErrorType::AuthenticationRequired), Network::Visa), RetryClass::NeedsCustomer);
     }
 
     #[test]
     fn visa_category_1_codes_are_never_retried() {
         for code in ["04", "07", "12", "15", "41", "43", "46", "57", "R0", "R1", "R3"] {
             let d = decline(ErrorType::Declined).with_network_code(code);
-            assert_eq!(
-                classify(&d, Network::Visa),
-                RetryClass::Hard { reason: HardReason::VisaCategory1 },
-                "{code}"
-            );
+            assert_eq!(classify(&d, Network::Visa), RetryClass::Hard { reason: HardReason::VisaCategory1 }, "{code}");
         }
         let nsf = decline(ErrorType::PaymentMethodDeclined).with_network_code("51");
         assert_eq!(classify(&nsf, Network::Visa), RetryClass::Soft);
@@ -388,10 +397,7 @@ mod tests {
     fn mastercard_advice_03_and_21_forbid_retries_and_24_to_30_only_delay_them() {
         for advice in ["03", "21"] {
             let d = decline(ErrorType::Declined).with_advice_code(advice);
-            assert_eq!(
-                classify(&d, Network::Mastercard),
-                RetryClass::Hard { reason: HardReason::MastercardAdvice }
-            );
+            assert_eq!(classify(&d, Network::Mastercard), RetryClass::Hard { reason: HardReason::MastercardAdvice });
         }
         let d = decline(ErrorType::PaymentMethodDeclined).with_advice_code("24");
         assert_eq!(classify(&d, Network::Mastercard), RetryClass::Soft);

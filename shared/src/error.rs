@@ -109,7 +109,9 @@ impl From<DomainError> for Error {
 impl From<MoneyError> for Error {
     fn from(e: MoneyError) -> Self {
         match e {
-            MoneyError::UnknownCurrency(_) => Error::bad_request("invalid_currency", e.to_string()).with("field", "currency"),
+            MoneyError::UnknownCurrency(_) => {
+                Error::bad_request("invalid_currency", e.to_string()).with("field", "currency")
+            }
             MoneyError::OutOfRange(_) => Error::bad_request("invalid_amount", e.to_string()).with("field", "amount"),
         }
     }

@@ -94,11 +94,7 @@ pub enum EventPayload {
         error_type: Option<ErrorType>,
     },
     #[serde(rename = "invoice.voided")]
-    InvoiceVoided {
-        invoice_id: InvoiceId,
-        customer_id: CustomerId,
-        subscription_id: Option<SubscriptionId>,
-    },
+    InvoiceVoided { invoice_id: InvoiceId, customer_id: CustomerId, subscription_id: Option<SubscriptionId> },
     #[serde(rename = "subscription.created")]
     SubscriptionCreated { subscription_id: SubscriptionId, customer_id: CustomerId },
     #[serde(rename = "subscription.renewed")]
@@ -109,17 +105,9 @@ pub enum EventPayload {
         payment_number: u32,
     },
     #[serde(rename = "subscription.errored")]
-    SubscriptionErrored {
-        subscription_id: SubscriptionId,
-        customer_id: CustomerId,
-        invoice_id: InvoiceId,
-    },
+    SubscriptionErrored { subscription_id: SubscriptionId, customer_id: CustomerId, invoice_id: InvoiceId },
     #[serde(rename = "subscription.activated")]
-    SubscriptionActivated {
-        subscription_id: SubscriptionId,
-        customer_id: CustomerId,
-        reason: ActivationReason,
-    },
+    SubscriptionActivated { subscription_id: SubscriptionId, customer_id: CustomerId, reason: ActivationReason },
     #[serde(rename = "subscription.paused")]
     SubscriptionPaused { subscription_id: SubscriptionId, customer_id: CustomerId },
     #[serde(rename = "subscription.canceled")]

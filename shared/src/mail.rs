@@ -61,10 +61,7 @@ impl StoreMailer {
     pub async fn recent(&self, limit: usize) -> Result<Vec<Email>, StoreError> {
         let q = Query::index(Index::Gsi1, keys::ALL_EMAILS, SortKeyRange::All).descending().limit(limit);
         let page = self.repo.store().query(&q).await?;
-        page.items
-            .into_iter()
-            .map(|i| crate::store::repo::from_item::<Email>(i).map(Versioned::into_inner))
-            .collect()
+        page.items.into_iter().map(|i| crate::store::repo::from_item::<Email>(i).map(Versioned::into_inner)).collect()
     }
 }
 

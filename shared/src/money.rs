@@ -29,14 +29,59 @@ pub struct Currency {
 /// Currencies Recoup accepts, with the number of digits after the decimal point.
 /// Zero- and three-decimal currencies are the ones that break float-and-cents code.
 const CURRENCIES: &[(&str, u8)] = &[
-    ("AED", 2), ("AUD", 2), ("BGN", 2), ("BHD", 3), ("BIF", 0), ("BRL", 2), ("CAD", 2),
-    ("CHF", 2), ("CLP", 0), ("CNY", 2), ("CZK", 2), ("DJF", 0), ("DKK", 2), ("EUR", 2),
-    ("GBP", 2), ("GNF", 0), ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2),
-    ("ISK", 0), ("JOD", 3), ("JPY", 0), ("KMF", 0), ("KRW", 0), ("KWD", 3), ("MGA", 0),
-    ("MXN", 2), ("MYR", 2), ("NOK", 2), ("NZD", 2), ("OMR", 3), ("PHP", 2), ("PLN", 2),
-    ("PYG", 0), ("RON", 2), ("RWF", 0), ("SAR", 2), ("SEK", 2), ("SGD", 2), ("THB", 2),
-    ("TND", 3), ("TRY", 2), ("TWD", 2), ("UGX", 0), ("USD", 2), ("VND", 0), ("VUV", 0),
-    ("XAF", 0), ("XOF", 0), ("XPF", 0), ("ZAR", 2),
+    ("AED", 2),
+    ("AUD", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("CZK", 2),
+    ("DJF", 0),
+    ("DKK", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("GNF", 0),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KMF", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MGA", 0),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("PYG", 0),
+    ("RON", 2),
+    ("RWF", 0),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("VND", 0),
+    ("VUV", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("ZAR", 2),
 ];
 
 impl Currency {
@@ -116,14 +161,7 @@ impl fmt::Display for Money {
             return write!(f, "{} {}", self.amount, self.currency);
         }
         let unit = 10_i64.pow(exp);
-        write!(
-            f,
-            "{}.{:0width$} {}",
-            self.amount / unit,
-            self.amount % unit,
-            self.currency,
-            width = exp as usize
-        )
+        write!(f, "{}.{:0width$} {}", self.amount / unit, self.amount % unit, self.currency, width = exp as usize)
     }
 }
 

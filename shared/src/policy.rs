@@ -132,36 +132,19 @@ impl NetworkRule {
     pub fn describe(self) -> &'static str {
         match self {
             NetworkRule::VisaReattempts30Days => "Visa allows at most 15 reattempts of a card in 30 days",
-            NetworkRule::MastercardReattempts24Hours => {
-                "Mastercard allows at most 10 reattempts of a card in 24 hours"
-            }
-            NetworkRule::MastercardReattempts30Days => {
-                "Mastercard allows at most 35 reattempts of a card in 30 days"
-            }
-            NetworkRule::MastercardAdviceDelay => {
-                "the issuer's Mastercard advice code asks to wait before retrying"
-            }
+            NetworkRule::MastercardReattempts24Hours => "Mastercard allows at most 10 reattempts of a card in 24 hours",
+            NetworkRule::MastercardReattempts30Days => "Mastercard allows at most 35 reattempts of a card in 30 days",
+            NetworkRule::MastercardAdviceDelay => "the issuer's Mastercard advice code asks to wait before retrying",
         }
     }
 }
 
-const VISA_LIMITS: [NetworkLimit; 1] = [NetworkLimit {
-    rule: NetworkRule::VisaReattempts30Days,
-    window: TimeDelta::days(30),
-    max_reattempts: 15,
-}];
+const VISA_LIMITS: [NetworkLimit; 1] =
+    [NetworkLimit { rule: NetworkRule::VisaReattempts30Days, window: TimeDelta::days(30), max_reattempts: 15 }];
 
 const MASTERCARD_LIMITS: [NetworkLimit; 2] = [
-    NetworkLimit {
-        rule: NetworkRule::MastercardReattempts24Hours,
-        window: TimeDelta::hours(24),
-        max_reattempts: 10,
-    },
-    NetworkLimit {
-        rule: NetworkRule::MastercardReattempts30Days,
-        window: TimeDelta::days(30),
-        max_reattempts: 35,
-    },
+    NetworkLimit { rule: NetworkRule::MastercardReattempts24Hours, window: TimeDelta::hours(24), max_reattempts: 10 },
+    NetworkLimit { rule: NetworkRule::MastercardReattempts30Days, window: TimeDelta::days(30), max_reattempts: 35 },
 ];
 
 pub fn network_limits(network: Network) -> &'static [NetworkLimit] {

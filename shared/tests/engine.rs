@@ -6,9 +6,9 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use recoup_shared::decline::ErrorType;
 use recoup_shared::domain::InvoiceStatus;
+use recoup_shared::domain::SubscriptionStatus;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
 use recoup_shared::domain::subscription::{Interval, PaymentStatus};
-use recoup_shared::domain::SubscriptionStatus;
 use recoup_shared::ids::{CustomerId, InvoiceId};
 use recoup_shared::money::{Currency, Money};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome, DueOutcome};
@@ -410,7 +410,8 @@ pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn It
         })
         .await
         .unwrap();
-    let payments = app.services.subscription_payments(&app.services.subscription(&sub.id).await.unwrap()).await.unwrap();
+    let payments =
+        app.services.subscription_payments(&app.services.subscription(&sub.id).await.unwrap()).await.unwrap();
     assert_eq!(payments[0].status, PaymentStatus::Failed, "expired card: a hard decline");
     assert_eq!(payments[1].status, PaymentStatus::Waiting);
     assert_eq!(payments[1].date_processed, None);

@@ -45,20 +45,41 @@ const CARDS: [&str; 9] = [
 
 #[derive(Debug, Clone)]
 enum Op {
-    Advance { hours: i64 },
-    ProcessDue { invoice: usize },
-    ManualCharge { invoice: usize },
-    CustomerPay { invoice: usize },
-    RegisterCard { card: usize, default: bool },
-    SetDefault { card: usize },
-    Issue { amount: i64 },
+    Advance {
+        hours: i64,
+    },
+    ProcessDue {
+        invoice: usize,
+    },
+    ManualCharge {
+        invoice: usize,
+    },
+    CustomerPay {
+        invoice: usize,
+    },
+    RegisterCard {
+        card: usize,
+        default: bool,
+    },
+    SetDefault {
+        card: usize,
+    },
+    Issue {
+        amount: i64,
+    },
     /// Redeliver an invoice's event to the subscription updater, in any order, any time.
-    Deliver { invoice: usize },
+    Deliver {
+        invoice: usize,
+    },
     /// A worker and the merchant charge the same invoice at the same moment.
-    Race { invoice: usize },
+    Race {
+        invoice: usize,
+    },
     /// The schedulers: renew what is due, then process every due invoice.
     Sweep,
-    MarkPaid { invoice: usize },
+    MarkPaid {
+        invoice: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -156,7 +177,9 @@ impl World {
                     let b = s.clone();
                     let (ia, ib) = (id.clone(), id);
                     let t1 = tokio::spawn(async move { a.process_due(&ia).await.map(|_| ()) });
-                    let t2 = tokio::spawn(async move { b.charge_invoice(&ib, CardChoice::Default, AttemptTrigger::Manual).await.map(|_| ()) });
+                    let t2 = tokio::spawn(async move {
+                        b.charge_invoice(&ib, CardChoice::Default, AttemptTrigger::Manual).await.map(|_| ())
+                    });
                     let _ = t1.await;
                     let _ = t2.await;
                 }
@@ -202,7 +225,10 @@ impl World {
                     for t in &times {
                         let in_window = times.iter().filter(|u| **u <= *t && **u > *t - limit.window).count();
                         if in_window > limit.max_reattempts {
-                            return Err(format!("{:?} broken: {in_window} reattempts in the window ending {t}", limit.rule));
+                            return Err(format!(
+                                "{:?} broken: {in_window} reattempts in the window ending {t}",
+                                limit.rule
+                            ));
                         }
                     }
                 }
@@ -220,12 +246,21 @@ impl World {
         }
         for t in all.iter().filter(|t| t.sent_to_psp && t.reattempt) {
             for d in &all {
-                let Some(wait) = d.decline.as_ref().and_then(|x| x.advice_code.as_deref()).and_then(mastercard_retry_after) else {
+                let Some(wait) =
+                    d.decline.as_ref().and_then(|x| x.advice_code.as_deref()).and_then(mastercard_retry_after)
+                else {
                     continue;
                 };
                 let Some(declined_at) = d.settled_at else { continue };
-                if d.card.fingerprint == t.card.fingerprint && t.created_at > declined_at && t.created_at < declined_at + wait {
-                    return Err(format!("card {} reattempted {} after an advice to wait {wait}", t.card.last4, t.created_at - declined_at));
+                if d.card.fingerprint == t.card.fingerprint
+                    && t.created_at > declined_at
+                    && t.created_at < declined_at + wait
+                {
+                    return Err(format!(
+                        "card {} reattempted {} after an advice to wait {wait}",
+                        t.card.last4,
+                        t.created_at - declined_at
+                    ));
                 }
             }
         }
@@ -258,7 +293,8 @@ impl World {
 
     async fn check_no_expired_card_sent(&self, inv: &Invoice) -> Result<(), String> {
         for t in inv.transactions().iter().filter(|t| t.sent_to_psp) {
-            if let Some(pm) = self.app.services.repo.payment_method(&self.customer, &t.card.payment_method_id).await.unwrap()
+            if let Some(pm) =
+                self.app.services.repo.payment_method(&self.customer, &t.card.payment_method_id).await.unwrap()
                 && pm.fingerprint == t.card.fingerprint
                 && pm.verified_at <= t.created_at
                 && pm.expiry.is_expired(t.created_at)
@@ -305,7 +341,9 @@ fn check_invoice(inv: &Invoice) -> Result<(), String> {
             ok(pending == 1 || inv.next_attempt_at().is_none(), "errored but scheduled")?;
         }
         InvoiceStatus::Open => ok(inv.succeeded_transactions() == 0, "open after a success")?,
-        InvoiceStatus::Draft | InvoiceStatus::Void => ok(inv.succeeded_transactions() == 0, "void or draft after a success")?,
+        InvoiceStatus::Draft | InvoiceStatus::Void => {
+            ok(inv.succeeded_transactions() == 0, "void or draft after a success")?
+        }
     }
     ok(pending == 0 || inv.next_attempt_at().is_some(), "a pending attempt with no reconciliation planned")
 }

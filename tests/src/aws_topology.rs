@@ -43,7 +43,11 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)).cloned().expect("arn")
 }
 
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, attributes: Vec<(aws_sdk_sqs::types::QueueAttributeName, String)>) -> String {
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: Vec<(aws_sdk_sqs::types::QueueAttributeName, String)>,
+) -> String {
     let mut req = sqs.create_queue().queue_name(name);
     for (k, v) in attributes {
         req = req.attributes(k, v);
@@ -80,7 +84,14 @@ impl Topology {
         for rule in routing::RULES {
             let rule_name = format!("{}-{suffix}", rule.name);
             let pattern = json!({"source": ["recoup"], "detail-type": rule.detail_types});
-            events.put_rule().name(&rule_name).event_bus_name(&bus).event_pattern(pattern.to_string()).send().await.expect("rule");
+            events
+                .put_rule()
+                .name(&rule_name)
+                .event_bus_name(&bus)
+                .event_pattern(pattern.to_string())
+                .send()
+                .await
+                .expect("rule");
             let target = aws_sdk_eventbridge::types::Target::builder()
                 .id("queue")
                 .arn(queue_arn(&sqs, &queues[rule.queue]).await)
@@ -98,7 +109,11 @@ impl Topology {
             .send()
             .await
             .expect("audit rule");
-        let target = aws_sdk_eventbridge::types::Target::builder().id("audit").arn(queue_arn(&sqs, &audit_queue).await).build().expect("target");
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("audit")
+            .arn(queue_arn(&sqs, &audit_queue).await)
+            .build()
+            .expect("target");
         events.put_targets().rule(&audit_rule).event_bus_name(&bus).targets(target).send().await.expect("audit target");
 
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), format!("recoup-{suffix}"));
@@ -141,8 +156,10 @@ impl Topology {
             .map(|m| {
                 let id = m.message_id().unwrap_or_default().to_owned();
                 handles.insert(id.clone(), m.receipt_handle().unwrap_or_default().to_owned());
-                let attributes: HashMap<String, String> =
-                    m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect()).unwrap_or_default();
+                let attributes: HashMap<String, String> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect())
+                    .unwrap_or_default();
                 json!({
                     "messageId": id,
                     "receiptHandle": m.receipt_handle(),

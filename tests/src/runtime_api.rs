@@ -71,7 +71,9 @@ impl std::fmt::Display for InvokeError {
             InvokeError::Timeout(d) => write!(f, "no answer from the function within {d:?}"),
             InvokeError::Function(e) => write!(f, "function error {}: {}", e.error_type, e.error_message),
             InvokeError::Init(e) => write!(f, "init error {}: {}", e.error_type, e.error_message),
-            InvokeError::Exited(status) => write!(f, "the function process exited ({status}) before polling for events"),
+            InvokeError::Exited(status) => {
+                write!(f, "the function process exited ({status}) before polling for events")
+            }
             InvokeError::Closed => f.write_str("the runtime API emulator stopped"),
         }
     }
@@ -180,7 +182,8 @@ impl RuntimeApi {
     /// Waits until the function first polls `/next`; returns that instant.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Instant, InvokeError> {
         let mut phase = self.shared.phase.subscribe();
-        let waited = tokio::time::timeout(timeout, phase.wait_for(|p| p.ready.is_some() || p.init_error.is_some())).await;
+        let waited =
+            tokio::time::timeout(timeout, phase.wait_for(|p| p.ready.is_some() || p.init_error.is_some())).await;
         match waited {
             Err(_) => Err(InvokeError::Timeout(timeout)),
             Ok(Err(_)) => Err(InvokeError::Closed),
@@ -266,7 +269,10 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     set("content-type", "application/json".into());
     set("lambda-runtime-aws-request-id", queued.request_id.clone());
     set("lambda-runtime-deadline-ms", deadline_ms.to_string());
-    set("lambda-runtime-invoked-function-arn", format!("arn:aws:lambda:us-east-1:123456789012:function:{}", shared.function_name));
+    set(
+        "lambda-runtime-invoked-function-arn",
+        format!("arn:aws:lambda:us-east-1:123456789012:function:{}", shared.function_name),
+    );
     set("lambda-runtime-trace-id", trace_id(&queued.request_id));
     (StatusCode::OK, headers, queued.event).into_response()
 }
@@ -278,13 +284,16 @@ fn accepted() -> Response {
 fn unknown_request(id: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        axum::Json(json!({"errorType": "InvalidRequestID", "errorMessage": format!("no invocation {id} is in flight")})),
+        axum::Json(
+            json!({"errorType": "InvalidRequestID", "errorMessage": format!("no invocation {id} is in flight")}),
+        ),
     )
         .into_response()
 }
 
 fn parse_error(headers: &HeaderMap, body: &Bytes) -> FunctionError {
-    let body: Value = serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    let body: Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
     let header = headers.get("lambda-runtime-function-error-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let error_type = body.get("errorType").and_then(Value::as_str).map(str::to_owned).or(header).unwrap_or_default();
     let error_message = body.get("errorMessage").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -297,7 +306,8 @@ fn take_in_flight(shared: &Shared, id: &str) -> Option<oneshot::Sender<Answer>> 
 
 async fn response(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
     let Some(answer) = take_in_flight(&shared, &id) else { return unknown_request(&id) };
-    let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let value =
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let _ = answer.send(Ok(value));
     accepted()
 }
@@ -366,12 +376,10 @@ impl Drop for FunctionProcess {
 /// The function's name from its path: `target/lambda/<name>/bootstrap` → `<name>`.
 pub fn function_name_of(binary: &Path) -> String {
     let file = binary.file_name().and_then(OsStr::to_str).unwrap_or("function");
-    if file == "bootstrap" {
-        if let Some(dir) = binary.parent().and_then(Path::file_name).and_then(OsStr::to_str) {
-            return dir.to_owned();
-        }
+    match binary.parent().and_then(Path::file_name).and_then(OsStr::to_str) {
+        Some(dir) if file == "bootstrap" => dir.to_owned(),
+        _ => file.to_owned(),
     }
-    file.to_owned()
 }
 
 impl FunctionProcess {

@@ -179,7 +179,8 @@ fn route_for(routes: &[Route], method: &str, path: &str) -> Option<(String, BTre
 fn http_event(routes: &[Route], caller: Option<&Caller>, method: &str, target: &str, body: Option<&str>) -> Value {
     let mut event = sample_event("http-api-v2-request.json");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (route_key, params) = route_for(routes, method, path).unwrap_or_else(|| ("$default".to_owned(), BTreeMap::new()));
+    let (route_key, params) =
+        route_for(routes, method, path).unwrap_or_else(|| ("$default".to_owned(), BTreeMap::new()));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     event["routeKey"] = json!(route_key);
     event["rawPath"] = json!(path);
@@ -255,7 +256,8 @@ impl Function {
         let api = RuntimeApi::start_named(name).await;
         let mut env = aws.function_env();
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let mut process = FunctionProcess::spawn(&api, &binary, env).unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut process =
+            FunctionProcess::spawn(&api, &binary, env).unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         if let Err(e) = process.wait_ready(&api, READY_TIMEOUT).await {
             panic!("{name} did not start polling the runtime API: {e}\noutput:\n{}", process.output());
         }
@@ -271,7 +273,9 @@ impl Function {
 
     async fn call(&self, caller: Option<&Caller>, method: &str, target: &str, body: Option<&str>) -> Reply {
         let raw = self.invoke(http_event(self.routes, caller, method, target, body)).await;
-        let status = raw["statusCode"].as_u64().unwrap_or_else(|| panic!("{} answered without a statusCode: {raw}", self.name)) as u16;
+        let status =
+            raw["statusCode"].as_u64().unwrap_or_else(|| panic!("{} answered without a statusCode: {raw}", self.name))
+                as u16;
         let text = match &raw["body"] {
             Value::String(s) if raw["isBase64Encoded"] == json!(true) => {
                 use base64_decode::decode;
@@ -280,7 +284,8 @@ impl Function {
             Value::String(s) => s.clone(),
             _ => String::new(),
         };
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, body, raw }
     }
 
@@ -388,7 +393,9 @@ async fn a_team_member_gets_403_on_payment_methods_and_a_request_without_claims_
     let listed = payment_methods.get(&member(&customer), "/v1/payment-methods").await;
     expect_status(&listed, 403);
     assert_eq!(listed.body["code"], "forbidden", "{}", listed.body);
-    let added = payment_methods.post(&member(&customer), "/v1/payment-methods", json!({"payment_method": "pm_card_mastercard"})).await;
+    let added = payment_methods
+        .post(&member(&customer), "/v1/payment-methods", json!({"payment_method": "pm_card_mastercard"}))
+        .await;
     expect_status(&added, 403);
 
     // The owner still sees exactly the one card: the member changed nothing.
@@ -427,7 +434,9 @@ async fn a_card_number_in_a_request_is_refused_with_400_and_is_neither_stored_no
         assert!(!reply.raw.to_string().contains(CARD_NUMBER), "the answer echoes the number: {}", reply.raw);
     }
     // In the query string, as typed and URL-encoded (`+` and `%20` decode to spaces).
-    for query in [format!("card={CARD_NUMBER}"), "card=4242+4242+4242+4242".into(), "card=4242%204242%204242%204242".into()] {
+    for query in
+        [format!("card={CARD_NUMBER}"), "card=4242+4242+4242+4242".into(), "card=4242%204242%204242%204242".into()]
+    {
         let in_query = payment_methods.get(&owner(&customer), &format!("/v1/payment-methods?{query}")).await;
         expect_status(&in_query, 400);
         assert_eq!(in_query.body["code"], "raw_card_data_refused", "?{query}: {}", in_query.body);
@@ -449,15 +458,24 @@ async fn a_card_number_in_a_request_is_refused_with_400_and_is_neither_stored_no
         let text = format!("{item:?}");
         assert!(!text.contains(CARD_NUMBER) && !text.contains(spaced), "a stored item holds the card number: {text}");
     }
-    let customers = aws.scan().await.iter().filter(|i| data_field(i, "email").as_deref() == Some("x@example.com")).count();
+    let customers =
+        aws.scan().await.iter().filter(|i| data_field(i, "email").as_deref() == Some("x@example.com")).count();
     assert_eq!(customers, 0, "the refused customer was created anyway");
 
     // Nor logged: the functions' whole output (their refusal is logged, without the number).
     tokio::time::sleep(Duration::from_millis(300)).await;
     for function in [&payment_methods, &invoices] {
         let output = function.process.output();
-        assert!(output.contains("refused a request carrying a card number"), "{} logged no refusal:\n{output}", function.name);
-        assert!(!output.contains(CARD_NUMBER) && !output.contains(spaced), "{} logged the card number:\n{output}", function.name);
+        assert!(
+            output.contains("refused a request carrying a card number"),
+            "{} logged no refusal:\n{output}",
+            function.name
+        );
+        assert!(
+            !output.contains(CARD_NUMBER) && !output.contains(spaced),
+            "{} logged the card number:\n{output}",
+            function.name
+        );
     }
 }
 
@@ -589,13 +607,18 @@ async fn a_function_without_its_table_exits_at_init_naming_the_missing_setting()
     assert_eq!(api.polls(), 0);
 }
 
-
 #[tokio::test]
 async fn a_retried_post_with_the_same_idempotency_key_is_replayed_and_creates_nothing_more() {
     let aws = Aws::new().await;
     let invoices = Function::start("invoices-api", invoices_api::ROUTES, &aws, &[]).await;
     let post = || {
-        let mut event = http_event(invoices_api::ROUTES, Some(&merchant()), "POST", "/v1/customers", Some(r#"{"email":"once@example.com"}"#));
+        let mut event = http_event(
+            invoices_api::ROUTES,
+            Some(&merchant()),
+            "POST",
+            "/v1/customers",
+            Some(r#"{"email":"once@example.com"}"#),
+        );
         event["headers"]["idempotency-key"] = json!("create-once-1");
         event
     };
@@ -606,7 +629,8 @@ async fn a_retried_post_with_the_same_idempotency_key_is_replayed_and_creates_no
     assert_eq!(first["body"], again["body"], "the replay is the first answer");
     assert_eq!(again["headers"]["idempotency-replayed"], "true", "{again}");
     assert!(first["headers"].get("idempotency-replayed").is_none(), "{first}");
-    let customers = aws.scan().await.iter().filter(|i| data_field(i, "email").as_deref() == Some("once@example.com")).count();
+    let customers =
+        aws.scan().await.iter().filter(|i| data_field(i, "email").as_deref() == Some("once@example.com")).count();
     assert_eq!(customers, 1);
 
     // The same key with another body is refused.
@@ -624,7 +648,13 @@ async fn a_retried_post_with_the_same_idempotency_key_is_replayed_and_creates_no
 async fn a_request_through_the_named_stage_of_the_template_reaches_its_route() {
     let aws = Aws::new().await;
     let invoices = Function::start("invoices-api", invoices_api::ROUTES, &aws, &[]).await;
-    let mut event = http_event(invoices_api::ROUTES, Some(&merchant()), "POST", "/v1/customers", Some(r#"{"email":"stage@example.com"}"#));
+    let mut event = http_event(
+        invoices_api::ROUTES,
+        Some(&merchant()),
+        "POST",
+        "/v1/customers",
+        Some(r#"{"email":"stage@example.com"}"#),
+    );
     event["rawPath"] = json!("/prod/v1/customers");
     event["requestContext"]["http"]["path"] = json!("/prod/v1/customers");
     event["requestContext"]["stage"] = json!("prod");
@@ -691,7 +721,9 @@ async fn the_emulator_reports_invocation_and_init_errors_and_times_out_unpolled_
         }
     });
     match api.invoke(json!({})).await {
-        Err(InvokeError::Function(e)) => assert_eq!((e.error_type.as_str(), e.error_message.as_str()), ("poison_message", "bad body")),
+        Err(InvokeError::Function(e)) => {
+            assert_eq!((e.error_type.as_str(), e.error_message.as_str()), ("poison_message", "bad body"))
+        }
         other => panic!("expected a function error, got {other:?}"),
     }
     assert_eq!(failing.await.unwrap().as_u16(), 202);
@@ -702,7 +734,8 @@ async fn the_emulator_reports_invocation_and_init_errors_and_times_out_unpolled_
     let late = client.get(format!("{base}{NEXT}")).timeout(Duration::from_millis(300)).send().await;
     assert!(late.is_err(), "the abandoned invocation was handed out: {late:?}");
 
-    let unknown = client.post(format!("{base}/2018-06-01/runtime/invocation/nope/response")).body("{}").send().await.unwrap();
+    let unknown =
+        client.post(format!("{base}/2018-06-01/runtime/invocation/nope/response")).body("{}").send().await.unwrap();
     assert_eq!(unknown.status().as_u16(), 400);
 
     let init = client
@@ -712,7 +745,9 @@ async fn the_emulator_reports_invocation_and_init_errors_and_times_out_unpolled_
         .await
         .unwrap();
     assert_eq!(init.status().as_u16(), 202);
-    assert!(matches!(api.wait_ready(Duration::from_secs(1)).await, Err(InvokeError::Init(e)) if e.error_message == "no table"));
+    assert!(
+        matches!(api.wait_ready(Duration::from_secs(1)).await, Err(InvokeError::Init(e)) if e.error_message == "no table")
+    );
     assert!(matches!(api.invoke(json!({})).await, Err(InvokeError::Init(_))));
 }
 

@@ -69,7 +69,8 @@ const DYNAMODB_ACTIONS: [&str; 5] =
 fn template() -> Json {
     let path = recoup_tests::workspace_root().join("template.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("template.yaml is not YAML: {e}"));
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("template.yaml is not YAML: {e}"));
     to_json(yaml)
 }
 
@@ -288,7 +289,8 @@ fn function_crates() -> Vec<FunctionCrate> {
             continue;
         }
         let manifest = std::fs::read_to_string(&manifest_path).expect("a readable Cargo.toml");
-        let package = section_name(&manifest, "[package]").unwrap_or_else(|| panic!("{} has no package name", manifest_path.display()));
+        let package = section_name(&manifest, "[package]")
+            .unwrap_or_else(|| panic!("{} has no package name", manifest_path.display()));
         let binary = section_name(&manifest, "[[bin]]").unwrap_or_else(|| package.clone());
         let dir = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         out.push(FunctionCrate { dir, package, binary, manifest });
@@ -317,7 +319,8 @@ fn check_functions(t: &Json) -> Problems {
             )),
         }
         if c.binary != c.package {
-            problems.push(format!("functions/{}: binary {} is not named after its crate {}", c.dir, c.binary, c.package));
+            problems
+                .push(format!("functions/{}: binary {} is not named after its crate {}", c.dir, c.binary, c.package));
         }
     }
     let known: BTreeSet<&str> = crates.iter().map(|c| c.binary.as_str()).collect();
@@ -369,7 +372,8 @@ fn check_http_routes(t: &Json) -> Problems {
     let http: BTreeSet<&str> = HTTP_FUNCTIONS.iter().map(|(b, _)| *b).collect();
     for c in function_crates() {
         if c.manifest.contains("lambda_http") && !http.contains(c.binary.as_str()) {
-            problems.push(format!("functions/{} serves HTTP; add it and its ROUTES to HTTP_FUNCTIONS in this test", c.dir));
+            problems
+                .push(format!("functions/{} serves HTTP; add it and its ROUTES to HTTP_FUNCTIONS in this test", c.dir));
         }
     }
     for (binary, routes) in HTTP_FUNCTIONS {
@@ -377,7 +381,8 @@ fn check_http_routes(t: &Json) -> Problems {
             problems.push(format!("no single function resource builds {binary}"));
             continue;
         };
-        let mut expected: Vec<(String, String)> = routes.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+        let mut expected: Vec<(String, String)> =
+            routes.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
         expected.sort();
         let mut actual = Vec::new();
         for (name, event) in events_of(&f, &["HttpApi"]) {
@@ -388,7 +393,9 @@ fn check_http_routes(t: &Json) -> Problems {
             if let Some(api) = &api_id
                 && reference(&p["ApiId"]) != Some(api.as_str())
             {
-                problems.push(format!("{id}.Events.{name}: ApiId should be !Ref {api} (else SAM makes an API without the authorizer)"));
+                problems.push(format!(
+                    "{id}.Events.{name}: ApiId should be !Ref {api} (else SAM makes an API without the authorizer)"
+                ));
             }
             let auth = p.pointer("/Auth/Authorizer").and_then(Json::as_str);
             if auth.is_some_and(|a| a.eq_ignore_ascii_case("NONE")) {
@@ -397,10 +404,14 @@ fn check_http_routes(t: &Json) -> Problems {
         }
         actual.sort();
         for missing in expected.iter().filter(|r| !actual.contains(r)) {
-            problems.push(format!("{id} ({binary}): route {} {} is in ROUTES but has no HttpApi event", missing.0, missing.1));
+            problems.push(format!(
+                "{id} ({binary}): route {} {} is in ROUTES but has no HttpApi event",
+                missing.0, missing.1
+            ));
         }
         for extra in actual.iter().filter(|r| !expected.contains(r)) {
-            problems.push(format!("{id} ({binary}): HttpApi event {} {} is not in {binary}'s ROUTES", extra.0, extra.1));
+            problems
+                .push(format!("{id} ({binary}): HttpApi event {} {} is not in {binary}'s ROUTES", extra.0, extra.1));
         }
         let mut seen = BTreeSet::new();
         for dup in actual.iter().filter(|r| !seen.insert(*r)) {
@@ -413,7 +424,9 @@ fn check_http_routes(t: &Json) -> Problems {
             problems.push(format!("{id} ({binary}) is not an HTTP function but has API events"));
         }
         if http.contains(binary) && !events_of(&f, &["Api"]).is_empty() {
-            problems.push(format!("{id} ({binary}) has REST Api events; the handlers read HTTP API (payload 2.0) requests"));
+            problems.push(format!(
+                "{id} ({binary}) has REST Api events; the handlers read HTTP API (payload 2.0) requests"
+            ));
         }
     }
     problems
@@ -451,7 +464,9 @@ fn check_authorizer(t: &Json) -> Problems {
     if authorizer["IdentitySource"] != "$request.header.Authorization" {
         problems.push(format!("{id}: {default}.IdentitySource should be $request.header.Authorization"));
     }
-    if !resources_of_type(t, "AWS::Serverless::Api").is_empty() || !resources_of_type(t, "AWS::ApiGatewayV2::Route").is_empty() {
+    if !resources_of_type(t, "AWS::Serverless::Api").is_empty()
+        || !resources_of_type(t, "AWS::ApiGatewayV2::Route").is_empty()
+    {
         problems.push("routes outside the one HttpApi would bypass its default authorizer".into());
     }
     problems
@@ -469,7 +484,10 @@ fn check_rules(t: &Json) -> Problems {
     let policies = resources_of_type(t, "AWS::SQS::QueuePolicy");
     for rule in RULES {
         let Some(r) = res.get(rule.name) else {
-            problems.push(format!("routing::RULES has {} but the template has no resource with that logical id", rule.name));
+            problems.push(format!(
+                "routing::RULES has {} but the template has no resource with that logical id",
+                rule.name
+            ));
             continue;
         };
         if r["Type"] != "AWS::Events::Rule" {
@@ -485,7 +503,10 @@ fn check_rules(t: &Json) -> Problems {
         }
         let pattern = &p["EventPattern"];
         if strings(&pattern["source"]) != [EVENT_SOURCE] {
-            problems.push(format!("{}: EventPattern.source should be [{EVENT_SOURCE}], is {}", rule.name, pattern["source"]));
+            problems.push(format!(
+                "{}: EventPattern.source should be [{EVENT_SOURCE}], is {}",
+                rule.name, pattern["source"]
+            ));
         }
         let mut got = strings(&pattern["detail-type"]);
         got.sort();
@@ -494,8 +515,10 @@ fn check_rules(t: &Json) -> Problems {
         if got != want {
             problems.push(format!("{}: EventPattern.detail-type is {got:?}, routing::RULES says {want:?}", rule.name));
         }
-        if let Some(other) = pattern.as_object().and_then(|o| o.keys().find(|k| *k != "source" && *k != "detail-type")) {
-            problems.push(format!("{}: EventPattern also filters on {other}, which routing::RULES does not", rule.name));
+        if let Some(other) = pattern.as_object().and_then(|o| o.keys().find(|k| *k != "source" && *k != "detail-type"))
+        {
+            problems
+                .push(format!("{}: EventPattern also filters on {other}, which routing::RULES does not", rule.name));
         }
         for d in rule.detail_types {
             if !EventPayload::KINDS.contains(d) {
@@ -566,16 +589,19 @@ fn check_queues(t: &Json) -> Problems {
             Some((dlq, attr)) if attr == "Arn" => match res.get(&dlq) {
                 Some(d) if d["Type"] == "AWS::SQS::Queue" => {
                     if work_queues().contains(dlq.as_str()) || !d["Properties"]["RedrivePolicy"].is_null() {
-                        problems.push(format!("{queue}: its dead-letter queue {dlq} should be a plain queue of its own"));
+                        problems
+                            .push(format!("{queue}: its dead-letter queue {dlq} should be a plain queue of its own"));
                     }
                     if !encrypted(d) {
                         problems.push(format!("{dlq}: server-side encryption is off"));
                     }
                     dead_letter_queues.insert(dlq);
                 }
-                _ => problems.push(format!("{queue}: dead-letter target {dlq} is not an AWS::SQS::Queue in the template")),
+                _ => problems
+                    .push(format!("{queue}: dead-letter target {dlq} is not an AWS::SQS::Queue in the template")),
             },
-            _ => problems.push(format!("{queue}: RedrivePolicy.deadLetterTargetArn should be !GetAtt <DeadLetterQueue>.Arn")),
+            _ => problems
+                .push(format!("{queue}: RedrivePolicy.deadLetterTargetArn should be !GetAtt <DeadLetterQueue>.Arn")),
         }
         // A message must stay invisible while the consumer may still be working on it.
         for (binary, _) in QUEUE_CONSUMERS.iter().filter(|(_, q)| *q == queue) {
@@ -618,12 +644,15 @@ fn check_sqs_consumers(t: &Json) -> Problems {
         }
         match consumers.get(binary) {
             Some(queue) => {
-                let reads: Vec<bool> = events.iter().map(|(_, e)| is_arn_of(&e["Properties"]["Queue"], queue)).collect();
+                let reads: Vec<bool> =
+                    events.iter().map(|(_, e)| is_arn_of(&e["Properties"]["Queue"], queue)).collect();
                 if reads != [true] {
                     problems.push(format!("{id} ({binary}) should have one SQS event, on !GetAtt {queue}.Arn"));
                 }
             }
-            None if !events.is_empty() => problems.push(format!("{id} ({binary}) is not a queue consumer but has SQS events")),
+            None if !events.is_empty() => {
+                problems.push(format!("{id} ({binary}) is not a queue consumer but has SQS events"))
+            }
             None => {}
         }
     }
@@ -657,7 +686,9 @@ fn check_schedules(t: &Json) -> Problems {
             Some(want) if expressions != [*want] => {
                 problems.push(format!("{id} ({binary}) should run on one schedule, {want}; has {expressions:?}"));
             }
-            None if !events.is_empty() => problems.push(format!("{id} ({binary}) is not scheduled but has schedule events")),
+            None if !events.is_empty() => {
+                problems.push(format!("{id} ({binary}) is not scheduled but has schedule events"))
+            }
             _ => {}
         }
     }
@@ -674,10 +705,13 @@ fn check_table(t: &Json) -> Problems {
     let keys = |schema: &Json| -> Vec<(String, String)> {
         list(schema)
             .iter()
-            .map(|k| (k["AttributeName"].as_str().unwrap_or("").to_owned(), k["KeyType"].as_str().unwrap_or("").to_owned()))
+            .map(|k| {
+                (k["AttributeName"].as_str().unwrap_or("").to_owned(), k["KeyType"].as_str().unwrap_or("").to_owned())
+            })
             .collect()
     };
-    let pair = |hash: &str, range: &str| vec![(hash.to_owned(), "HASH".to_owned()), (range.to_owned(), "RANGE".to_owned())];
+    let pair =
+        |hash: &str, range: &str| vec![(hash.to_owned(), "HASH".to_owned()), (range.to_owned(), "RANGE".to_owned())];
     if keys(&p["KeySchema"]) != pair("PK", "SK") {
         problems.push(format!("{id}: KeySchema should be PK (HASH), SK (RANGE); is {:?}", keys(&p["KeySchema"])));
     }
@@ -693,7 +727,9 @@ fn check_table(t: &Json) -> Problems {
     for gsi in list(&p["GlobalSecondaryIndexes"]) {
         let name = gsi["IndexName"].as_str().unwrap_or("").to_owned();
         if gsi.pointer("/Projection/ProjectionType").and_then(Json::as_str) != Some("ALL") {
-            problems.push(format!("{id}: index {name} should project ALL attributes (the store reads whole items from it)"));
+            problems.push(format!(
+                "{id}: index {name} should project ALL attributes (the store reads whole items from it)"
+            ));
         }
         if got_indexes.insert(name.clone(), keys(&gsi["KeySchema"])).is_some() {
             problems.push(format!("{id}: index {name} is declared twice"));
@@ -704,7 +740,9 @@ fn check_table(t: &Json) -> Problems {
     }
     let definitions: BTreeMap<String, String> = list(&p["AttributeDefinitions"])
         .iter()
-        .map(|d| (d["AttributeName"].as_str().unwrap_or("").to_owned(), d["AttributeType"].as_str().unwrap_or("").to_owned()))
+        .map(|d| {
+            (d["AttributeName"].as_str().unwrap_or("").to_owned(), d["AttributeType"].as_str().unwrap_or("").to_owned())
+        })
         .collect();
     let want_definitions: BTreeMap<String, String> = key_attributes.into_iter().map(|a| (a, "S".to_owned())).collect();
     if definitions != want_definitions {
@@ -785,13 +823,16 @@ fn check_environment(t: &Json) -> Problems {
         }
         match (sends, reference(&vars.get("RECOUP_CHARGE_QUEUE_URL").cloned().unwrap_or(Json::Null))) {
             (true, Some(q)) if q == routing::CHARGE_QUEUE => {}
-            (true, _) => problems.push(format!("{id} ({binary}): RECOUP_CHARGE_QUEUE_URL should be !Ref {}", routing::CHARGE_QUEUE)),
-            (false, Some(_)) => problems.push(format!("{id} ({binary}) does not enqueue charges; it should not get RECOUP_CHARGE_QUEUE_URL")),
+            (true, _) => problems
+                .push(format!("{id} ({binary}): RECOUP_CHARGE_QUEUE_URL should be !Ref {}", routing::CHARGE_QUEUE)),
+            (false, Some(_)) => problems
+                .push(format!("{id} ({binary}) does not enqueue charges; it should not get RECOUP_CHARGE_QUEUE_URL")),
             (false, None) => {}
         }
         let bus = vars.get("RECOUP_EVENT_BUS").and_then(|v| reference(v).map(str::to_owned));
         if !bus.as_ref().is_some_and(|b| buses.contains(b)) {
-            problems.push(format!("{id} ({binary}): RECOUP_EVENT_BUS should be !Ref the template's event bus {buses:?}"));
+            problems
+                .push(format!("{id} ({binary}): RECOUP_EVENT_BUS should be !Ref the template's event bus {buses:?}"));
         }
         // Every value the stack may be deployed with must be one the code accepts.
         for (var, value) in &vars {
@@ -800,7 +841,9 @@ fn check_environment(t: &Json) -> Problems {
                 let mut env = env.clone();
                 env.insert(var.clone(), allowed.clone());
                 if let (Err(e), _) = settings_from(&env) {
-                    problems.push(format!("{id}: {var}={allowed:?} is allowed by the template but refused by the code: {e}"));
+                    problems.push(format!(
+                        "{id}: {var}={allowed:?} is allowed by the template but refused by the code: {e}"
+                    ));
                 }
             }
         }
@@ -844,7 +887,9 @@ fn check_iam(t: &Json) -> Problems {
         let mut sends = false;
         for policy in list(&function_property(t, &f, "Policies")) {
             if policy.get("Statement").is_none() {
-                problems.push(format!("{id}: policy {policy} is not an explicit Statement list (no managed or SAM template policies)"));
+                problems.push(format!(
+                    "{id}: policy {policy} is not an explicit Statement list (no managed or SAM template policies)"
+                ));
                 continue;
             }
             for statement in list(&policy["Statement"]) {
@@ -867,18 +912,26 @@ fn check_iam(t: &Json) -> Problems {
                             match g {
                                 Grant::Table => {}
                                 Grant::Index(_) if action == "dynamodb:Query" => {}
-                                other => problems.push(format!("{id}: {action} on {other:?}; only the table (and its indexes, for Query)")),
+                                other => problems.push(format!(
+                                    "{id}: {action} on {other:?}; only the table (and its indexes, for Query)"
+                                )),
                             }
                         }
                     } else if action == "events:PutEvents" {
                         publishes = true;
-                        if !grants.iter().all(|g| matches!(g, Grant::Arn(b) if buses.contains(b))) || grants.is_empty() {
-                            problems.push(format!("{id}: events:PutEvents should be on the event bus ARN only, is on {grants:?}"));
+                        if !grants.iter().all(|g| matches!(g, Grant::Arn(b) if buses.contains(b))) || grants.is_empty()
+                        {
+                            problems.push(format!(
+                                "{id}: events:PutEvents should be on the event bus ARN only, is on {grants:?}"
+                            ));
                         }
                     } else if action == "sqs:SendMessage" {
                         sends = true;
                         if grants != [Grant::Arn(routing::CHARGE_QUEUE.to_owned())] {
-                            problems.push(format!("{id}: sqs:SendMessage should be on {}.Arn only, is on {grants:?}", routing::CHARGE_QUEUE));
+                            problems.push(format!(
+                                "{id}: sqs:SendMessage should be on {}.Arn only, is on {grants:?}",
+                                routing::CHARGE_QUEUE
+                            ));
                         }
                     } else {
                         problems.push(format!("{id}: unexpected action {action}"));
@@ -943,8 +996,14 @@ fn every_function_crate_is_built_by_exactly_one_function_resource() {
         .map(str::to_owned)
         .collect();
     known.sort();
-    assert_eq!(on_disk, known, "functions/ and this test's HTTP_FUNCTIONS, QUEUE_CONSUMERS and SCHEDULED_FUNCTIONS disagree");
-    assert!(!recoup_tests::workspace_root().join("functions/common/src/main.rs").exists(), "functions/common is a library");
+    assert_eq!(
+        on_disk, known,
+        "functions/ and this test's HTTP_FUNCTIONS, QUEUE_CONSUMERS and SCHEDULED_FUNCTIONS disagree"
+    );
+    assert!(
+        !recoup_tests::workspace_root().join("functions/common/src/main.rs").exists(),
+        "functions/common is a library"
+    );
     assert_none(check_functions(&template()));
 }
 
@@ -995,8 +1054,10 @@ fn every_function_is_granted_only_what_it_does() {
 
 #[test]
 fn short_form_intrinsics_read_the_same_as_long_forms() {
-    let short: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str("a: !Ref Table\nb: !GetAtt Queue.Arn\nc: !Sub \"${Table.Arn}/index/*\"\nd: !If [C, x, y]").unwrap();
+    let short: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        "a: !Ref Table\nb: !GetAtt Queue.Arn\nc: !Sub \"${Table.Arn}/index/*\"\nd: !If [C, x, y]",
+    )
+    .unwrap();
     let long: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         "a: {Ref: Table}\nb: {'Fn::GetAtt': [Queue, Arn]}\nc: {'Fn::Sub': '${Table.Arn}/index/*'}\nd: {'Fn::If': [C, x, y]}",
     )
@@ -1026,7 +1087,9 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
     let cases: &[(&str, Mutation, &str)] = &[
         (
             "a route path that differs from ROUTES",
-            |t| first_event_mut(t, "payment-methods-api", "HttpApi")["Properties"]["Path"] = json!("/v1/payment-method"),
+            |t| {
+                first_event_mut(t, "payment-methods-api", "HttpApi")["Properties"]["Path"] = json!("/v1/payment-method")
+            },
             "is not in payment-methods-api's ROUTES",
         ),
         (
@@ -1053,7 +1116,10 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         ),
         (
             "a rule feeding the wrong queue",
-            |t| t["Resources"][RULES[1].name]["Properties"]["Targets"][0]["Arn"] = json!({"Fn::GetAtt": [routing::CHARGE_QUEUE, "Arn"]}),
+            |t| {
+                t["Resources"][RULES[1].name]["Properties"]["Targets"][0]["Arn"] =
+                    json!({"Fn::GetAtt": [routing::CHARGE_QUEUE, "Arn"]})
+            },
             "should have one target",
         ),
         (
@@ -1067,13 +1133,20 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         ),
         (
             "a receive count other than MAX_RECEIVE_COUNT",
-            |t| t["Resources"][routing::CHARGE_QUEUE]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = json!(MAX_RECEIVE_COUNT + 1),
+            |t| {
+                t["Resources"][routing::CHARGE_QUEUE]["Properties"]["RedrivePolicy"]["maxReceiveCount"] =
+                    json!(MAX_RECEIVE_COUNT + 1)
+            },
             "routing::MAX_RECEIVE_COUNT",
         ),
         (
             "a queue without a dead-letter queue",
             |t| {
-                t["Resources"][routing::NOTIFICATIONS_QUEUE]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy").unwrap();
+                t["Resources"][routing::NOTIFICATIONS_QUEUE]["Properties"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("RedrivePolicy")
+                    .unwrap();
             },
             "deadLetterTargetArn",
         ),
@@ -1085,7 +1158,11 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         (
             "an SQS event without partial batch responses",
             |t| {
-                first_event_mut(t, "charge-worker", "SQS")["Properties"].as_object_mut().unwrap().remove("FunctionResponseTypes").unwrap();
+                first_event_mut(t, "charge-worker", "SQS")["Properties"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("FunctionResponseTypes")
+                    .unwrap();
             },
             "ReportBatchItemFailures",
         ),
@@ -1121,7 +1198,11 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         (
             "a missing required setting",
             |t| {
-                t["Globals"]["Function"]["Environment"]["Variables"].as_object_mut().unwrap().remove("RECOUP_EVENT_BUS").unwrap();
+                t["Globals"]["Function"]["Environment"]["Variables"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("RECOUP_EVENT_BUS")
+                    .unwrap();
             },
             "RECOUP_EVENT_BUS must be set",
         ),
@@ -1133,7 +1214,11 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         (
             "a scheduler without the charge queue's URL",
             |t| {
-                function_mut(t, "retry-scheduler")["Properties"].as_object_mut().unwrap().remove("Environment").unwrap();
+                function_mut(t, "retry-scheduler")["Properties"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Environment")
+                    .unwrap();
             },
             "RECOUP_CHARGE_QUEUE_URL",
         ),
@@ -1144,13 +1229,17 @@ fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         ),
         (
             "a scan permission",
-            |t| function_mut(t, "notifier")["Properties"]["Policies"][0]["Statement"][0]["Action"] = json!(["dynamodb:Scan"]),
+            |t| {
+                function_mut(t, "notifier")["Properties"]["Policies"][0]["Statement"][0]["Action"] =
+                    json!(["dynamodb:Scan"])
+            },
             "not an operation the store performs",
         ),
         (
             "a publisher without events:PutEvents",
             |t| {
-                let statements = function_mut(t, "charge-worker")["Properties"]["Policies"][0]["Statement"].as_array_mut().unwrap();
+                let statements =
+                    function_mut(t, "charge-worker")["Properties"]["Policies"][0]["Statement"].as_array_mut().unwrap();
                 statements.retain(|s| s["Action"] != "events:PutEvents");
             },
             "changes state and publishes",

@@ -48,9 +48,9 @@ impl Settings {
             None => RetrySchedule::default(),
         };
         let reconcile_after = match get("RECOUP_RECONCILE_AFTER") {
-            Some(s) => parse_duration(&s)
-                .filter(|d| *d >= chrono::TimeDelta::seconds(30))
-                .ok_or_else(|| ConfigError(format!("RECOUP_RECONCILE_AFTER: {s:?} is not a duration of at least 30s, like 10m")))?,
+            Some(s) => parse_duration(&s).filter(|d| *d >= chrono::TimeDelta::seconds(30)).ok_or_else(|| {
+                ConfigError(format!("RECOUP_RECONCILE_AFTER: {s:?} is not a duration of at least 30s, like 10m"))
+            })?,
             None => DunningPolicy::default().reconcile_after,
         };
         let provider = match get("RECOUP_PAYMENT_PROVIDER").as_deref().unwrap_or("sandbox") {

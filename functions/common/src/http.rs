@@ -114,7 +114,9 @@ impl Caller {
 
 fn caller_of(req: &Request) -> Result<Caller, Error> {
     let claims = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims)
+        }
         _ => None,
     };
     match claims {
@@ -146,7 +148,8 @@ impl Call {
     /// silently ignored.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
-        serde_json::from_slice(body).map_err(|e| Error::bad_request("invalid_request", format!("the request body is not valid: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| Error::bad_request("invalid_request", format!("the request body is not valid: {e}")))
     }
 
     pub fn require_merchant(&self) -> Result<(), Error> {
@@ -169,18 +172,16 @@ impl Call {
     pub fn page(&self) -> Result<(usize, Option<recoup_shared::store::Cursor>), Error> {
         let limit = match self.query("limit") {
             None => 20,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| Error::bad_request("invalid_request", "limit must be a whole number from 1 to 100").with("field", "limit"))?,
+            Some(l) => l.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+                Error::bad_request("invalid_request", "limit must be a whole number from 1 to 100")
+                    .with("field", "limit")
+            })?,
         };
         let cursor = match self.query("starting_after") {
             None => None,
-            Some(c) => Some(
-                recoup_shared::store::Cursor::decode(c)
-                    .ok_or_else(|| Error::bad_request("invalid_cursor", "starting_after is not a cursor this API returned"))?,
-            ),
+            Some(c) => Some(recoup_shared::store::Cursor::decode(c).ok_or_else(|| {
+                Error::bad_request("invalid_cursor", "starting_after is not a cursor this API returned")
+            })?),
         };
         Ok((limit, cursor))
     }
@@ -343,7 +344,9 @@ where
     let body = body_bytes(&req);
     let raw_query = req.uri().query().unwrap_or("").to_owned();
     // The raw query and its decoded pairs: `4242+4242+...` or `%20` separators decode to spaces.
-    let in_query = req.query_string_parameters_ref().is_some_and(|q| q.iter().any(|(k, v)| contains_card_number(k) || contains_card_number(v)));
+    let in_query = req
+        .query_string_parameters_ref()
+        .is_some_and(|q| q.iter().any(|(k, v)| contains_card_number(k) || contains_card_number(v)));
     if contains_card_number(&String::from_utf8_lossy(&body)) || contains_card_number(&raw_query) || in_query {
         // The request is dropped here: its body is not parsed, stored or logged.
         tracing::warn!(route = route.path, role = caller.role(), "refused a request carrying a card number");
@@ -465,7 +468,8 @@ mod tests {
             "headers": {}, "isBase64Encoded": false,
             "requestContext": {"stage": stage, "timeEpoch": 0, "http": {"method": "POST", "path": raw_path}},
         });
-        let event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        let event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
+            serde_json::from_value(event).unwrap();
         lambda_http::request::LambdaRequest::ApiGatewayV2(event).into()
     }
 

@@ -38,7 +38,9 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| async move {
         // A failed invocation is retried by its trigger; the code names the failure in
         // the Lambda error report.
-        handler(app, event.payload).await.map_err(|e| Diagnostic { error_type: e.code.to_owned(), error_message: e.message })
+        handler(app, event.payload)
+            .await
+            .map_err(|e| Diagnostic { error_type: e.code.to_owned(), error_message: e.message })
     }))
     .await
 }

@@ -37,7 +37,8 @@ where
 /// The body of a message, parsed; a body that does not parse is a poison message.
 pub fn body<T: for<'de> Deserialize<'de>>(record: &SqsMessage) -> Result<T, Error> {
     let raw = record.body.as_deref().unwrap_or("");
-    serde_json::from_str(raw).map_err(|e| Error::bad_request("poison_message", format!("message body does not parse: {e}")))
+    serde_json::from_str(raw)
+        .map_err(|e| Error::bad_request("poison_message", format!("message body does not parse: {e}")))
 }
 
 /// An EventBridge event as an SQS target receives it: the bus envelope around our event.

@@ -70,15 +70,17 @@ struct MarkPaid {
 }
 
 fn customer_id(s: &str) -> Result<CustomerId, Error> {
-    CustomerId::parse(s).ok_or_else(|| Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id"))
+    CustomerId::parse(s).ok_or_else(|| {
+        Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id")
+    })
 }
 
 fn card_choice(body: &ChargeWith) -> Result<CardChoice, Error> {
     match &body.payment_method_id {
         None => Ok(CardChoice::Default),
-        Some(id) => PaymentMethodId::parse(id)
-            .map(CardChoice::Specific)
-            .ok_or_else(|| Error::not_found("payment method")),
+        Some(id) => {
+            PaymentMethodId::parse(id).map(CardChoice::Specific).ok_or_else(|| Error::not_found("payment method"))
+        }
     }
 }
 
@@ -180,7 +182,8 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             call.require_merchant()?;
             let id = path_id(&call, 0, "invoice", InvoiceId::parse)?;
             let body: MarkPaid = call.json()?;
-            let reference = body.reference.map(|r| r.trim().chars().take(200).collect::<String>()).filter(|r| !r.is_empty());
+            let reference =
+                body.reference.map(|r| r.trim().chars().take(200).collect::<String>()).filter(|r| !r.is_empty());
             Ok(Reply::ok(views::invoice(&s.mark_invoice_paid(&id, reference).await?, audience)))
         }
         ("POST", "/v1/invoices/{id}/void") => {

@@ -54,10 +54,9 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
         ("GET", "/v1/payment-methods") => {
             let customer = match &call.caller {
                 Caller::Owner(c) => c.clone(),
-                Caller::Merchant { .. } => call
-                    .query("customer_id")
-                    .and_then(CustomerId::parse)
-                    .ok_or_else(|| Error::bad_request("invalid_request", "customer_id is required").with("field", "customer_id"))?,
+                Caller::Merchant { .. } => call.query("customer_id").and_then(CustomerId::parse).ok_or_else(|| {
+                    Error::bad_request("invalid_request", "customer_id is required").with("field", "customer_id")
+                })?,
                 Caller::Member(_) => return Err(Error::forbidden("team members cannot see payment methods")),
             };
             let cards = s.list_payment_methods(&customer).await?;

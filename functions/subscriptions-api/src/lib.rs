@@ -51,7 +51,9 @@ fn flag(call: &Call, name: &str) -> Result<bool, Error> {
     match call.query(name) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(_) => Err(Error::bad_request("invalid_request", format!("{name} must be true or false")).with("field", name)),
+        Some(_) => {
+            Err(Error::bad_request("invalid_request", format!("{name} must be true or false")).with("field", name))
+        }
     }
 }
 
@@ -75,8 +77,9 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
         ("POST", "/v1/subscriptions") => {
             call.require_merchant()?;
             let body: NewSub = call.json()?;
-            let customer_id = CustomerId::parse(&body.customer_id)
-                .ok_or_else(|| Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id"))?;
+            let customer_id = CustomerId::parse(&body.customer_id).ok_or_else(|| {
+                Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id")
+            })?;
             let (sub, first) = s
                 .create_subscription(NewSubscription {
                     customer_id,
@@ -123,10 +126,13 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let sub = visible(&app, &call).await?;
             Ok(Reply::ok(render(&app, &call, &sub, flag(&call, "include_sub_objects")?).await?))
         }
-        ("POST", action @ ("/v1/subscriptions/{id}/reactivate"
-        | "/v1/subscriptions/{id}/cancel"
-        | "/v1/subscriptions/{id}/pause"
-        | "/v1/subscriptions/{id}/resume")) => {
+        (
+            "POST",
+            action @ ("/v1/subscriptions/{id}/reactivate"
+            | "/v1/subscriptions/{id}/cancel"
+            | "/v1/subscriptions/{id}/pause"
+            | "/v1/subscriptions/{id}/resume"),
+        ) => {
             call.require_merchant()?;
             let id = path_id(&call, 0, "subscription", SubscriptionId::parse)?;
             let sub = match action {
@@ -144,7 +150,11 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let report = s.process_payment(&id, number).await?;
             let sub = s.subscription(&id).await?;
             let payments = s.subscription_payments(&sub).await?;
-            let payment = payments.iter().find(|p| p.number == number).map(|p| views::payment(p, Audience::Merchant)).unwrap_or(Value::Null);
+            let payment = payments
+                .iter()
+                .find(|p| p.number == number)
+                .map(|p| views::payment(p, Audience::Merchant))
+                .unwrap_or(Value::Null);
             match report.outcome {
                 ChargeOutcome::Paid => Ok(Reply::ok(payment)),
                 ChargeOutcome::Pending => Ok(Reply::accepted(payment)),

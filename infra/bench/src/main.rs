@@ -108,11 +108,8 @@ impl Bench {
         let rep_before = self.consumed.as_ref().map(|c| (c.read_units(), c.write_units()));
         f().await;
         let metrics = self.metrics.snapshot().since(&before);
-        let reported = self
-            .consumed
-            .as_ref()
-            .zip(rep_before)
-            .map(|(c, (r, w))| (c.read_units() - r, c.write_units() - w));
+        let reported =
+            self.consumed.as_ref().zip(rep_before).map(|(c, (r, w))| (c.read_units() - r, c.write_units() - w));
         Measured { metrics, reported }
     }
 
@@ -139,7 +136,9 @@ async fn store_section() {
     println!("Recoup's own reads and writes (the sandbox PSP's bookkeeping excluded). Capacity units are estimated");
     println!("by DynamoDB's published rules from the item sizes; the last column is what the emulator reported");
     println!("(moto reports single-item calls only, not transactions).\n");
-    println!("| operation | backend | gets | queries | writes | items read | items written | est. RCU / WCU | reported RCU / WCU |");
+    println!(
+        "| operation | backend | gets | queries | writes | items read | items written | est. RCU / WCU | reported RCU / WCU |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for backend in ["embedded", "dynamodb"] {
         let Some(b) = bench_on(backend).await else {
@@ -148,12 +147,23 @@ async fn store_section() {
         };
         let s = &b.services;
         let cus = b.customer(None).await;
-        let m = b.measure(|| async { s.register_payment_method(&cus, "pm_card_visa", false).await.map(|_| ()).unwrap() }).await;
+        let m = b
+            .measure(|| async { s.register_payment_method(&cus, "pm_card_visa", false).await.map(|_| ()).unwrap() })
+            .await;
         println!("{}", row("register a card (nothing outstanding)", backend, &m));
 
-        let issue = |collection_method| IssueInvoice { customer_id: cus.clone(), amount: usd(2500), description: "bench".into(), collection_method };
+        let issue = |collection_method| IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(2500),
+            description: "bench".into(),
+            collection_method,
+        };
         let inv = s.issue_invoice(issue(CollectionMethod::SendInvoice)).await.unwrap().invoice;
-        let m = b.measure(|| async { s.register_payment_method(&cus, "pm_card_mastercard", false).await.map(|_| ()).unwrap() }).await;
+        let m = b
+            .measure(|| async {
+                s.register_payment_method(&cus, "pm_card_mastercard", false).await.map(|_| ()).unwrap()
+            })
+            .await;
         println!("{}", row("register a card, 1 invoice outstanding (charged at once)", backend, &m));
         let _ = inv;
 
@@ -283,7 +293,10 @@ async fn month_section(n: usize) {
     println!("| invoices | {n} |");
     println!("| paid at the first attempt | {first_try} |");
     println!("| failed the first attempt | {failed_first} |");
-    println!("| recovered by retries | {recovered} ({:.1}% of those that failed) |", 100.0 * recovered as f64 / failed_first.max(1) as f64);
+    println!(
+        "| recovered by retries | {recovered} ({:.1}% of those that failed) |",
+        100.0 * recovered as f64 / failed_first.max(1) as f64
+    );
     println!("| errored after the last retry | {errored} |");
     println!("| still open at day 30 | {open} |");
     println!("| attempts sent to the PSP | {sent} ({:.2} per invoice) |", sent as f64 / n as f64);
@@ -359,7 +372,9 @@ fn binaries_section() {
     println!("|---|---|---|");
     let dir = root().join("target/lambda");
     for f in FUNCTIONS.iter().chain(["hello-lambda"].iter()) {
-        let size = |p: PathBuf| std::fs::metadata(p).map(|m| format!("{:.1} MB", m.len() as f64 / 1_048_576.0)).unwrap_or("—".into());
+        let size = |p: PathBuf| {
+            std::fs::metadata(p).map(|m| format!("{:.1} MB", m.len() as f64 / 1_048_576.0)).unwrap_or("—".into())
+        };
         println!("| {f} | {} | {} |", size(dir.join(f).join("bootstrap")), size(dir.join(f).join("bootstrap.zip")));
     }
     println!();
@@ -419,7 +434,8 @@ async fn main() {
     let month_n: usize = std::env::var("RECOUP_BENCH_INVOICES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     // The emulator stores about 20 items a second with three indexes: 100,000 would take
     // over an hour to load, so the DynamoDB sweep runs on fewer (same 1% due).
-    let moto_sweep: usize = std::env::var("RECOUP_BENCH_MOTO_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let moto_sweep: usize =
+        std::env::var("RECOUP_BENCH_MOTO_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
     if want("store") {
         store_section().await;
     }
@@ -430,9 +446,12 @@ async fn main() {
         println!("### One retry sweep: due invoices among many stored\n");
         println!("The sweep queries the sparse schedule index (8 shards); it never scans. A scan of the same table");
         println!("is shown for scale.\n");
-        println!("| backend | invoices stored | due found | queries | items read | est. RCU | a scan's est. RCU | sweep time | load time |");
+        println!(
+            "| backend | invoices stored | due found | queries | items read | est. RCU | a scan's est. RCU | sweep time | load time |"
+        );
         println!("|---|---|---|---|---|---|---|---|---|");
-        let embedded_items: usize = std::env::var("RECOUP_BENCH_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let embedded_items: usize =
+            std::env::var("RECOUP_BENCH_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
         sweep_section("embedded", embedded_items, embedded_items / 100).await;
         if moto().is_some() {
             sweep_section("dynamodb", moto_sweep, moto_sweep / 100).await;

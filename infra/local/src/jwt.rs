@@ -53,7 +53,8 @@ pub fn verify(secret: &str, token: &str, now: i64) -> Result<std::collections::H
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed);
     };
-    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| JwtError::Malformed)?)
+        .map_err(|_| JwtError::Malformed)?;
     if header.get("alg") != Some(&json!("HS256")) {
         return Err(JwtError::Algorithm);
     }
@@ -62,7 +63,8 @@ pub fn verify(secret: &str, token: &str, now: i64) -> Result<std::collections::H
     m.update(format!("{h}.{p}").as_bytes());
     m.verify_slice(&signature).map_err(|_| JwtError::Signature)?;
     let claims: Map<String, Value> =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| JwtError::Malformed)?)
+            .map_err(|_| JwtError::Malformed)?;
     match claims.get("exp").and_then(Value::as_i64) {
         Some(exp) if exp > now => {}
         _ => return Err(JwtError::Expired),

@@ -129,7 +129,9 @@ impl Local {
             let run = self.run_schedules().await;
             let n = self.drain().await;
             delivered += n;
-            let quiet = n == 0 && run["retry_scheduler"]["enqueued"] == json!(0) && run["renewal_scheduler"]["renewed"] == json!(0);
+            let quiet = n == 0
+                && run["retry_scheduler"]["enqueued"] == json!(0)
+                && run["renewal_scheduler"]["renewed"] == json!(0);
             runs.push(run);
             if quiet {
                 break;

@@ -12,7 +12,11 @@ use recoup_shared::time::parse_duration;
 use serde_json::{Map, json};
 
 #[derive(Parser)]
-#[command(name = "recoup-local", version, about = "Recoup on one machine: the API, the dunning engine, the event bus and the sandbox PSP")]
+#[command(
+    name = "recoup-local",
+    version,
+    about = "Recoup on one machine: the API, the dunning engine, the event bus and the sandbox PSP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,7 +108,9 @@ async fn main() -> Result<(), String> {
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             println!("listening on http://{bound}");
             if secret() == jwt::DEFAULT_SECRET {
-                tracing::warn!("tokens are signed with the built-in development secret; set RECOUP_JWT_SECRET to change it");
+                tracing::warn!(
+                    "tokens are signed with the built-in development secret; set RECOUP_JWT_SECRET to change it"
+                );
             }
             // Queue consumers: deliver what the API and the bus produce, promptly.
             let worker = local.clone();

@@ -25,15 +25,25 @@ use serde_json::{Value, json};
 
 use crate::{Local, jwt};
 
-type Handler = for<'a> fn(&'a App, lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + 'a>>;
+type Handler =
+    for<'a> fn(&'a App, lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + 'a>>;
 
-fn payment_methods(app: &App, req: lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
+fn payment_methods(
+    app: &App,
+    req: lambda_http::Request,
+) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
     Box::pin(payment_methods_api::handle(app, req))
 }
-fn invoices(app: &App, req: lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
+fn invoices(
+    app: &App,
+    req: lambda_http::Request,
+) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
     Box::pin(invoices_api::handle(app, req))
 }
-fn subscriptions(app: &App, req: lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
+fn subscriptions(
+    app: &App,
+    req: lambda_http::Request,
+) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
     Box::pin(subscriptions_api::handle(app, req))
 }
 
@@ -114,7 +124,8 @@ fn api_gateway_event(
             .or_insert(json!(v));
     }
     let names = route.path.split('/').filter(|s| s.starts_with('{')).map(|s| s.trim_matches(['{', '}']));
-    let path_params: serde_json::Map<String, Value> = names.zip(params).map(|(n, v)| (n.to_owned(), json!(v))).collect();
+    let path_params: serde_json::Map<String, Value> =
+        names.zip(params).map(|(n, v)| (n.to_owned(), json!(v))).collect();
     let (body, base64) = match std::str::from_utf8(body) {
         Ok(s) => (json!(s), false),
         Err(_) => {
@@ -176,7 +187,13 @@ async fn api(State(local): State<Arc<Local>>, method: Method, uri: Uri, headers:
     let event = api_gateway_event(incoming, route, params, claims, local.clock.now());
     let request: lambda_http::Request = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
         Ok(e) => LambdaRequest::ApiGatewayV2(e).into(),
-        Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("request could not be represented: {e}")),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("request could not be represented: {e}"),
+            );
+        }
     };
     let response = handler(&local.app, request).await;
     let (parts, body) = response.into_parts();
@@ -257,12 +274,21 @@ async fn advance(State(local): State<Arc<Local>>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(a) => a,
-            Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("{e}; send e.g. {{\"days\": 1}}")),
+            Err(e) => {
+                return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("{e}; send e.g. {{\"days\": 1}}"));
+            }
         }
     };
-    let total = TimeDelta::days(by.days) + TimeDelta::hours(by.hours) + TimeDelta::minutes(by.minutes) + TimeDelta::seconds(by.seconds);
+    let total = TimeDelta::days(by.days)
+        + TimeDelta::hours(by.hours)
+        + TimeDelta::minutes(by.minutes)
+        + TimeDelta::seconds(by.seconds);
     if total < TimeDelta::zero() || total > TimeDelta::days(3650) {
-        return problem(StatusCode::BAD_REQUEST, "invalid_request", "the clock moves forward only, by at most ten years");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the clock moves forward only, by at most ten years",
+        );
     }
     if let Err(e) = local.advance_clock(total) {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", &e.to_string());

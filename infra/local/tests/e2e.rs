@@ -20,7 +20,13 @@ async fn the_readme_walkthrough_charges_a_good_card_and_explains_a_decline() {
     assert_eq!(pm.body["is_default"], true, "the first card becomes the default");
     assert_eq!(pm.body["status"], "valid");
 
-    let inv = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 2500, "currency": "usd", "description": "Pro plan"})).await;
+    let inv = r
+        .post(
+            "/v1/invoices",
+            &merchant,
+            json!({"customer_id": cus, "amount": 2500, "currency": "usd", "description": "Pro plan"}),
+        )
+        .await;
     assert_eq!(inv.status, 201, "{}", inv.body);
     assert_eq!(inv.body["status"], "paid");
     assert_eq!(inv.body["transactions"][0]["status"], "succeeded");
@@ -60,7 +66,13 @@ async fn cards_stripe_refuses_to_attach_are_refused_at_registration() {
     let list = r.get("/v1/payment-methods", &owner).await;
     assert_eq!(list.body["data"].as_array().unwrap().len(), 0, "nothing was saved");
     let bad = r
-        .call("POST", "/sandbox/v1/payment_methods", None, Some(json!({"card": {"number": "4242424242424241", "exp_month": 1, "exp_year": 2035, "cvc": "1"}})), None)
+        .call(
+            "POST",
+            "/sandbox/v1/payment_methods",
+            None,
+            Some(json!({"card": {"number": "4242424242424241", "exp_month": 1, "exp_year": 2035, "cvc": "1"}})),
+            None,
+        )
         .await;
     assert_eq!(bad.body["code"], "incorrect_number");
 }
@@ -76,10 +88,16 @@ async fn a_card_number_sent_to_the_api_is_refused_and_never_stored_or_logged() {
     assert_eq!(reply.body["code"], "raw_card_data_refused");
     assert!(!reply.body.to_string().contains(pan));
     let reply = r
-        .post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 100, "currency": "usd", "description": format!("card {pan}")}))
+        .post(
+            "/v1/invoices",
+            &merchant,
+            json!({"customer_id": cus, "amount": 100, "currency": "usd", "description": format!("card {pan}")}),
+        )
         .await;
     assert_eq!(reply.body["code"], "raw_card_data_refused");
-    let reply = r.call("GET", &format!("/v1/invoices?customer_id={cus}&note=4000-0566-5566-5556"), Some(&merchant), None, None).await;
+    let reply = r
+        .call("GET", &format!("/v1/invoices?customer_id={cus}&note=4000-0566-5566-5556"), Some(&merchant), None, None)
+        .await;
     assert_eq!(reply.body["code"], "raw_card_data_refused");
     // Tokenizing through the sandbox's card form is the one place the number may go.
     let token = r.tokenize(pan).await;
@@ -109,7 +127,10 @@ async fn callers_see_only_their_own_data_and_members_never_see_cards() {
     let seen = r.get(&format!("/v1/invoices/{inv_id}"), &member).await;
     assert_eq!(seen.status, 200, "members see invoices");
     assert!(seen.body["transactions"][0].get("payment_method").is_none(), "but not the card: {}", seen.body);
-    assert!(r.get(&format!("/v1/invoices/{inv_id}"), &owner).await.body["transactions"][0]["payment_method"]["last4"] == "4242");
+    assert!(
+        r.get(&format!("/v1/invoices/{inv_id}"), &owner).await.body["transactions"][0]["payment_method"]["last4"]
+            == "4242"
+    );
     assert_eq!(r.get(&format!("/v1/invoices/{inv_id}"), &stranger).await.status, 404);
     assert_eq!(r.get("/v1/invoices", &stranger).await.body["data"].as_array().unwrap().len(), 0);
     let masked = r.get(&format!("/v1/payment-methods?customer_id={cus}"), &merchant).await;
@@ -129,11 +150,24 @@ async fn removal_rules_are_enforced_over_http() {
     let r = Runner::start().await;
     let merchant = Runner::token("merchant", None);
     let (cus, owner, _) = r.customer(&merchant).await;
-    let first = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await.body["id"].as_str().unwrap().to_owned();
-    let second = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_mastercard"})).await.body["id"].as_str().unwrap().to_owned();
+    let first = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second =
+        r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_mastercard"})).await.body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let del = r.call("DELETE", &format!("/v1/payment-methods/{first}"), Some(&owner), None, None).await;
     assert_eq!((del.status, del.body["code"].as_str()), (409, Some("default_payment_method")));
-    let sub = r.post("/v1/subscriptions", &merchant, json!({"customer_id": cus, "amount": 1900, "currency": "usd", "interval": "month"})).await;
+    let sub = r
+        .post(
+            "/v1/subscriptions",
+            &merchant,
+            json!({"customer_id": cus, "amount": 1900, "currency": "usd", "interval": "month"}),
+        )
+        .await;
     assert_eq!(sub.status, 201, "{}", sub.body);
     assert_eq!(r.call("DELETE", &format!("/v1/payment-methods/{second}"), Some(&owner), None, None).await.status, 204);
     let del = r.call("DELETE", &format!("/v1/payment-methods/{first}"), Some(&owner), None, None).await;
@@ -157,7 +191,15 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_r
     assert_eq!(again.headers.get("idempotency-replayed").map(|v| v.to_str().unwrap()), Some("true"));
     let list = r.get(&format!("/v1/invoices?customer_id={cus}"), &merchant).await;
     assert_eq!(list.body["data"].as_array().unwrap().len(), 1, "one invoice, charged once");
-    let other = r.call("POST", "/v1/invoices", Some(&merchant), Some(json!({"customer_id": cus, "amount": 1, "currency": "usd"})), Some("order-42")).await;
+    let other = r
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&merchant),
+            Some(json!({"customer_id": cus, "amount": 1, "currency": "usd"})),
+            Some("order-42"),
+        )
+        .await;
     assert_eq!(other.status, 422);
     assert_eq!(other.body["code"], "idempotency_key_reused");
 }
@@ -239,10 +281,17 @@ async fn a_failed_subscription_payment_goes_through_dunning_and_is_recovered_by_
     }
     let emails = r.call("GET", "/v1/dev/emails", None, None, None).await.body;
     let emails = emails["data"].as_array().unwrap();
-    assert!(emails.iter().any(|e| e["subject"].as_str().unwrap().contains("unpaid") && e["body"].as_str().unwrap().contains("/portal")));
+    assert!(
+        emails
+            .iter()
+            .any(|e| e["subject"].as_str().unwrap().contains("unpaid")
+                && e["body"].as_str().unwrap().contains("/portal"))
+    );
 
     // The customer registers a new card, still inside the period: paid at once, active.
-    let pm = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_mastercard", "set_default": true})).await;
+    let pm = r
+        .post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_mastercard", "set_default": true}))
+        .await;
     assert_eq!(pm.body["recovered_invoices"][0]["invoice_id"], inv_id);
     assert_eq!(pm.body["recovered_invoices"][0]["outcome"], "paid");
     r.tick().await;
@@ -264,7 +313,13 @@ async fn the_recurring_api_procedure_finds_and_reprocesses_failed_payments() {
     let merchant = Runner::token("merchant", None);
     let (cus, owner, _) = r.customer(&merchant).await;
     r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_sandbox_visa_51_recover1"})).await;
-    let sub = r.post("/v1/subscriptions", &merchant, json!({"customer_id": cus, "amount": 1200, "currency": "eur", "interval": "week"})).await;
+    let sub = r
+        .post(
+            "/v1/subscriptions",
+            &merchant,
+            json!({"customer_id": cus, "amount": 1200, "currency": "eur", "interval": "week"}),
+        )
+        .await;
     let sub_id = sub.body["id"].as_str().unwrap().to_owned();
     // The subscription learns of the failed payment from the bus.
     r.tick().await;
@@ -299,7 +354,13 @@ async fn a_hard_failed_payment_needs_a_card_update_before_it_can_be_processed() 
     let merchant = Runner::token("merchant", None);
     let (cus, owner, _) = r.customer(&merchant).await;
     r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_sandbox_visa_14"})).await;
-    let sub = r.post("/v1/subscriptions", &merchant, json!({"customer_id": cus, "amount": 1200, "currency": "usd", "interval": "month"})).await;
+    let sub = r
+        .post(
+            "/v1/subscriptions",
+            &merchant,
+            json!({"customer_id": cus, "amount": 1200, "currency": "usd", "interval": "month"}),
+        )
+        .await;
     let sub_id = sub.body["id"].as_str().unwrap().to_owned();
     let detail = r.get(&format!("/v1/subscriptions/{sub_id}?include_sub_objects=true"), &merchant).await;
     assert_eq!(detail.body["payments"][0]["status"], "failed");
@@ -359,7 +420,13 @@ async fn mastercard_advice_codes_and_bank_transfers_work_over_http() {
     // The merchant reconciles a bank transfer instead.
     let paid = r.post(&format!("/v1/invoices/{id}/mark-paid"), &merchant, json!({"reference": "wire 2030-118"})).await;
     assert_eq!(paid.body["status"], "paid");
-    let bank = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 90000, "currency": "usd", "collection_method": "send_invoice"})).await;
+    let bank = r
+        .post(
+            "/v1/invoices",
+            &merchant,
+            json!({"customer_id": cus, "amount": 90000, "currency": "usd", "collection_method": "send_invoice"}),
+        )
+        .await;
     assert_eq!(bank.body["status"], "open");
     assert_eq!(bank.body["attempt_count"], 0, "bank-transfer invoices are not charged");
 }

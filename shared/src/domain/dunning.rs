@@ -6,11 +6,11 @@
 //! is verified again; an expired card is never sent to the PSP; the card networks' limits
 //! hold across every charge on the card.
 
+use super::DomainError;
 use super::invoice::{AttemptTrigger, Invoice, InvoiceStatus};
 use super::ledger::{CardLedger, NetworkBlock};
 use super::payment_method::{PaymentMethod, PaymentMethodStatus};
 use super::subscription::SubscriptionStatus;
-use super::DomainError;
 use crate::decline::{ErrorType, RetryClass};
 use crate::ids::TransactionId;
 use crate::policy::DunningPolicy;
@@ -245,7 +245,10 @@ mod tests {
         let policy = DunningPolicy::default();
         let slot = inv.next_attempt_at().unwrap();
         match decide_due(&ctx(&inv, Some(&card), None, &policy, slot)) {
-            DueDecision::Skip { next: Some(next), reason: SkipReason::CardBlocked(ErrorType::PaymentMethodInvalid) } => {
+            DueDecision::Skip {
+                next: Some(next),
+                reason: SkipReason::CardBlocked(ErrorType::PaymentMethodInvalid),
+            } => {
                 assert!(next > slot)
             }
             other => panic!("unexpected {other:?}"),
@@ -305,7 +308,8 @@ mod tests {
             t0(),
         )
         .unwrap();
-        let txn = inv.begin_attempt(&card.snapshot(), AttemptTrigger::Initial, t0(), t0() + TimeDelta::minutes(10)).unwrap();
+        let txn =
+            inv.begin_attempt(&card.snapshot(), AttemptTrigger::Initial, t0(), t0() + TimeDelta::minutes(10)).unwrap();
         let policy = DunningPolicy::default();
         let later = t0() + TimeDelta::minutes(11);
         assert_eq!(decide_due(&ctx(&inv, Some(&card), None, &policy, later)), DueDecision::Reconcile(txn.id));

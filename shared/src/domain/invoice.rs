@@ -139,7 +139,9 @@ impl Transaction {
 /// How the PSP answered a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    Succeeded { charge_id: String },
+    Succeeded {
+        charge_id: String,
+    },
     Declined(Decline),
     /// No answer (timeout, connection lost): the charge may or may not exist. Never
     /// treated as a failure; reconciled later by idempotency key.
@@ -277,9 +279,9 @@ impl Invoice {
 
     /// A retry on this card of a payment it already declined.
     pub fn is_reattempt_on(&self, card: &CardSnapshot) -> bool {
-        self.transactions.iter().any(|t| {
-            t.status == TransactionStatus::Failed && t.sent_to_psp && t.card.fingerprint == card.fingerprint
-        })
+        self.transactions
+            .iter()
+            .any(|t| t.status == TransactionStatus::Failed && t.sent_to_psp && t.card.fingerprint == card.fingerprint)
     }
 
     /// The decline that stops automatic attempts on this card, if any: a hard decline or
@@ -445,7 +447,10 @@ impl Invoice {
             error_type: txn.error_type().unwrap_or(ErrorType::Unknown),
             retry: txn.retry_class.unwrap_or(RetryClass::Soft),
         }];
-        if next.is_none() && self.status == InvoiceStatus::Open && self.collection_method == CollectionMethod::ChargeAutomatically {
+        if next.is_none()
+            && self.status == InvoiceStatus::Open
+            && self.collection_method == CollectionMethod::ChargeAutomatically
+        {
             events.extend(self.error_out(now));
         }
         events
@@ -661,7 +666,10 @@ mod tests {
         assert_eq!(inv.attempt_count(), 7);
         assert!(matches!(
             last[..],
-            [EventPayload::InvoicePaymentFailed { next_attempt_at: None, .. }, EventPayload::InvoiceErrored { attempt_count: 7, .. }]
+            [
+                EventPayload::InvoicePaymentFailed { next_attempt_at: None, .. },
+                EventPayload::InvoiceErrored { attempt_count: 7, .. }
+            ]
         ));
         assert!(inv.transactions().iter().skip(1).all(|t| t.reattempt));
     }
@@ -688,8 +696,7 @@ mod tests {
         assert_eq!(inv.pending_transaction().map(|t| &t.id), Some(&txn.id));
         assert_eq!(inv.next_attempt_at(), Some(t0() + policy.reconcile_after));
         // Later the PSP says it succeeded.
-        inv.settle(&txn.id, AttemptOutcome::Succeeded { charge_id: "ch".into() }, &policy, None, t0())
-            .unwrap();
+        inv.settle(&txn.id, AttemptOutcome::Succeeded { charge_id: "ch".into() }, &policy, None, t0()).unwrap();
         assert_eq!(inv.status(), InvoiceStatus::Paid);
         assert_eq!(inv.succeeded_transactions(), 1);
     }
@@ -718,9 +725,8 @@ mod tests {
     #[test]
     fn an_expired_card_is_recorded_without_calling_the_psp() {
         let mut inv = invoice();
-        let (txn, events) = inv
-            .record_expired_card(&card("a"), AttemptTrigger::Retry, &DunningPolicy::default(), t0())
-            .unwrap();
+        let (txn, events) =
+            inv.record_expired_card(&card("a"), AttemptTrigger::Retry, &DunningPolicy::default(), t0()).unwrap();
         assert!(!txn.sent_to_psp);
         assert_eq!(txn.error_type(), Some(ErrorType::PaymentMethodExpired));
         assert!(matches!(events[..], [EventPayload::InvoicePaymentFailed { .. }]));

@@ -76,12 +76,8 @@ impl CardLedger {
         }
         for limit in network_limits(self.network) {
             let since = now - limit.window;
-            let mut times: Vec<Timestamp> = self
-                .entries
-                .iter()
-                .filter(|e| e.reattempt && e.at > since)
-                .map(|e| e.at)
-                .collect();
+            let mut times: Vec<Timestamp> =
+                self.entries.iter().filter(|e| e.reattempt && e.at > since).map(|e| e.at).collect();
             if times.len() >= limit.max_reattempts {
                 times.sort();
                 // The window frees a place when the oldest counted reattempts age out.
@@ -124,9 +120,7 @@ impl CardLedger {
     }
 
     pub fn has_pending_for(&self, payment_method_id: &PaymentMethodId) -> bool {
-        self.entries
-            .iter()
-            .any(|e| &e.payment_method_id == payment_method_id && e.outcome == LedgerOutcome::Pending)
+        self.entries.iter().any(|e| &e.payment_method_id == payment_method_id && e.outcome == LedgerOutcome::Pending)
     }
 
     /// Drops settled entries no network window can still count.

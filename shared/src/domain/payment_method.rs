@@ -150,9 +150,7 @@ pub enum RemovalRefused {
 impl RemovalRefused {
     pub fn code(self) -> &'static str {
         match self {
-            RemovalRefused::LastPaymentMethodWithActiveSubscription => {
-                "last_payment_method_with_active_subscription"
-            }
+            RemovalRefused::LastPaymentMethodWithActiveSubscription => "last_payment_method_with_active_subscription",
             RemovalRefused::DefaultPaymentMethod => "default_payment_method",
             RemovalRefused::PendingTransactions => "pending_transactions",
         }
@@ -230,12 +228,7 @@ mod tests {
     }
 
     fn ctx(is_default: bool, other_methods: usize, live: bool, pending: bool) -> RemovalContext {
-        RemovalContext {
-            is_default,
-            other_methods,
-            has_live_subscription: live,
-            has_pending_transaction: pending,
-        }
+        RemovalContext { is_default, other_methods, has_live_subscription: live, has_pending_transaction: pending }
     }
 
     #[test]

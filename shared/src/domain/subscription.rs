@@ -64,7 +64,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(amount: Money, interval: Interval, interval_count: u32, description: String) -> Result<Self, DomainError> {
+    pub fn new(
+        amount: Money,
+        interval: Interval,
+        interval_count: u32,
+        description: String,
+    ) -> Result<Self, DomainError> {
         let max = match interval {
             Interval::Day => 365,
             Interval::Week => 52,
@@ -186,12 +191,8 @@ impl Subscription {
             paused_at: None,
             canceled_at: None,
         };
-        let link = SubscriptionLink {
-            subscription_id: sub.id.clone(),
-            payment_number: 1,
-            period_start: now,
-            period_end: end,
-        };
+        let link =
+            SubscriptionLink { subscription_id: sub.id.clone(), payment_number: 1, period_start: now, period_end: end };
         (sub, link)
     }
 
@@ -510,10 +511,7 @@ mod tests {
         inv.mark_paid(None, end + TimeDelta::days(1)).unwrap();
         let events = sub.observe_invoice(&inv, end + TimeDelta::days(1));
         assert_eq!(sub.status(), SubscriptionStatus::Active);
-        assert!(matches!(
-            events[..],
-            [EventPayload::SubscriptionActivated { reason: ActivationReason::Payment, .. }]
-        ));
+        assert!(matches!(events[..], [EventPayload::SubscriptionActivated { reason: ActivationReason::Payment, .. }]));
         assert_eq!(sub.failed_payment_count(), 0);
     }
 

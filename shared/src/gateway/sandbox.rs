@@ -35,7 +35,9 @@ use crate::time::Clock;
 pub enum Behavior {
     Succeed,
     /// Attaching fails (Stripe checks the card when it is attached to a customer).
-    RefuseAttach { decline_code: String },
+    RefuseAttach {
+        decline_code: String,
+    },
     /// Attaches; every charge is declined, or the first `recover_after` charges are.
     DeclineCharges {
         decline_code: String,
@@ -249,16 +251,31 @@ impl SandboxGateway {
 
     /// The PSP's card form: turns card details into a token. The number is used to pick
     /// the test behaviour and is then dropped.
-    pub async fn tokenize(&self, number: &str, exp_month: u8, exp_year: u16, cvc: &str) -> Result<Result<SandboxCard, TokenizeError>, StoreError> {
+    pub async fn tokenize(
+        &self,
+        number: &str,
+        exp_month: u8,
+        exp_year: u16,
+        cvc: &str,
+    ) -> Result<Result<SandboxCard, TokenizeError>, StoreError> {
         let digits: String = number.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
-        if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || !luhn_valid(digits.as_bytes()) {
+        if !(12..=19).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !luhn_valid(digits.as_bytes())
+        {
             return Ok(Err(TokenizeError { code: "incorrect_number", message: "the card number is incorrect" }));
         }
         let Ok(expiry) = CardExpiry::new(exp_month, exp_year) else {
-            return Ok(Err(TokenizeError { code: "invalid_expiry_month", message: "the expiry month or year is invalid" }));
+            return Ok(Err(TokenizeError {
+                code: "invalid_expiry_month",
+                message: "the expiry month or year is invalid",
+            }));
         };
         if expiry.is_expired(self.clock.now()) {
-            return Ok(Err(TokenizeError { code: "invalid_expiry_year", message: "the card's expiry date is in the past" }));
+            return Ok(Err(TokenizeError {
+                code: "invalid_expiry_year",
+                message: "the card's expiry date is in the past",
+            }));
         }
         if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(Err(TokenizeError { code: "invalid_cvc", message: "the security code is invalid" }));
@@ -283,7 +300,8 @@ impl SandboxGateway {
     pub async fn resolve(&self, token: &str) -> Result<Option<SandboxCard>, StoreError> {
         let now = self.clock.now();
         if let Some((_, number)) = TEST_TOKENS.iter().find(|(t, _)| *t == token) {
-            let behavior = TEST_CARDS.iter().find(|c| c.number == *number).map_or(Behavior::Succeed, |c| (c.behavior)());
+            let behavior =
+                TEST_CARDS.iter().find(|c| c.number == *number).map_or(Behavior::Succeed, |c| (c.behavior)());
             return Ok(Some(SandboxCard {
                 token: token.to_owned(),
                 brand: brand_of(number),
@@ -299,9 +317,15 @@ impl SandboxGateway {
         Ok(self.repo.load::<SandboxCard>(&keys::sandbox("TOKEN", token)).await?.map(Versioned::into_inner))
     }
 
-    async fn record_charge(&self, request: &ChargeRequest, card: &SandboxCard) -> Result<(AttemptOutcome, bool), StoreError> {
+    async fn record_charge(
+        &self,
+        request: &ChargeRequest,
+        card: &SandboxCard,
+    ) -> Result<(AttemptOutcome, bool), StoreError> {
         loop {
-            if let Some(existing) = self.repo.load::<SandboxCharge>(&keys::sandbox("CHARGE", &request.idempotency_key)).await? {
+            if let Some(existing) =
+                self.repo.load::<SandboxCharge>(&keys::sandbox("CHARGE", &request.idempotency_key)).await?
+            {
                 let same = existing.psp_token == request.psp_token
                     && existing.amount == request.amount.amount()
                     && existing.currency == request.amount.currency().code();
@@ -323,7 +347,9 @@ impl SandboxGateway {
             } else {
                 match &card.behavior {
                     Behavior::Succeed | Behavior::LoseFirstResponse => StoredOutcome::Succeeded { charge_id },
-                    Behavior::RefuseAttach { decline_code } => StoredOutcome::Declined { decline: decline_for(decline_code) },
+                    Behavior::RefuseAttach { decline_code } => {
+                        StoredOutcome::Declined { decline: decline_for(decline_code) }
+                    }
                     Behavior::AuthenticateOffSession if request.off_session => {
                         StoredOutcome::Declined { decline: decline_for("authentication_required") }
                     }
@@ -464,7 +490,8 @@ impl PaymentGateway for SandboxGateway {
             Ok(Some(card)) => card,
             Ok(None) => {
                 return AttemptOutcome::Declined(
-                    Decline::new(ErrorType::PaymentMethodInvalid, "no such payment method").with_decline_code("invalid_number"),
+                    Decline::new(ErrorType::PaymentMethodInvalid, "no such payment method")
+                        .with_decline_code("invalid_number"),
                 );
             }
             Err(_) => return AttemptOutcome::Unknown,

@@ -15,10 +15,10 @@
 
 use crate::card::Network;
 use crate::decline::{HardReason, RetryClass, mastercard_retry_after};
+use crate::domain::PaymentMethod;
 use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
 use crate::domain::ledger::{CardLedger, LedgerEntry, LedgerOutcome};
-use crate::domain::PaymentMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::ChargeRequest;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
@@ -59,7 +59,10 @@ pub enum DueOutcome {
     Charged(ChargeOutcome),
     Reconciled(Option<ChargeOutcome>),
     Parked,
-    Skipped { next: Option<Timestamp>, reason: SkipReason },
+    Skipped {
+        next: Option<Timestamp>,
+        reason: SkipReason,
+    },
 }
 
 /// The outcome of one new-card recovery charge.
@@ -158,7 +161,12 @@ impl Services {
     }
 
     /// Charges an invoice now, on request (merchant, customer, initial, new card).
-    pub async fn charge_invoice(&self, invoice_id: &InvoiceId, choice: CardChoice, trigger: AttemptTrigger) -> Result<ChargeReport> {
+    pub async fn charge_invoice(
+        &self,
+        invoice_id: &InvoiceId,
+        choice: CardChoice,
+        trigger: AttemptTrigger,
+    ) -> Result<ChargeReport> {
         for _ in 0..OPTIMISTIC_RETRIES {
             let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
             let card = self.card(&inv.customer_id, &choice).await?;
@@ -212,9 +220,15 @@ impl Services {
 
     /// Records the PSP's answer. Retries on contention: an answer once received is
     /// recorded unless the store itself is down (then reconciliation finds it later).
-    async fn settle(&self, invoice_id: &InvoiceId, claimed: &Transaction, outcome: AttemptOutcome) -> Result<ChargeReport> {
+    async fn settle(
+        &self,
+        invoice_id: &InvoiceId,
+        claimed: &Transaction,
+        outcome: AttemptOutcome,
+    ) -> Result<ChargeReport> {
         for _ in 0..OPTIMISTIC_RETRIES * 2 {
-            let mut inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::internal("settling a missing invoice"))?;
+            let mut inv =
+                self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::internal("settling a missing invoice"))?;
             let Some(current) = inv.transactions().iter().find(|t| t.id == claimed.id).cloned() else {
                 return Err(Error::internal("settling an unknown transaction"));
             };
@@ -233,11 +247,9 @@ impl Services {
             let events = inv.settle(&current.id, outcome.clone(), &self.policy, retry_not_before, now)?;
             let settled = inv.transactions().iter().find(|t| t.id == current.id).cloned().unwrap_or(current.clone());
 
-            let mut ledger = self
-                .repo
-                .ledger(&current.card.fingerprint)
-                .await?
-                .unwrap_or_else(|| Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network())));
+            let mut ledger = self.repo.ledger(&current.card.fingerprint).await?.unwrap_or_else(|| {
+                Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network()))
+            });
             let ledger_outcome = match &outcome {
                 AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
                 AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
@@ -248,7 +260,8 @@ impl Services {
             let mut card_update = None;
             if let AttemptOutcome::Declined(d) = &outcome
                 && invalidates_card(settled.retry_class)
-                && let Some(mut pm) = self.repo.payment_method(&inv.customer_id, &current.card.payment_method_id).await?
+                && let Some(mut pm) =
+                    self.repo.payment_method(&inv.customer_id, &current.card.payment_method_id).await?
                 && pm.fingerprint == current.card.fingerprint
                 && pm.verified_at <= current.created_at
             {
@@ -280,7 +293,12 @@ impl Services {
         Err(exhausted())
     }
 
-    async fn record_expired(&self, mut inv: Versioned<Invoice>, card: &PaymentMethod, trigger: AttemptTrigger) -> Result<Step<ChargeReport>> {
+    async fn record_expired(
+        &self,
+        mut inv: Versioned<Invoice>,
+        card: &PaymentMethod,
+        trigger: AttemptTrigger,
+    ) -> Result<Step<ChargeReport>> {
         let now = self.now();
         let (txn, events) = inv.record_expired_card(&card.snapshot(), trigger, &self.policy, now)?;
         let mut tx = Tx::new();
@@ -290,7 +308,11 @@ impl Services {
             Ok(events) => {
                 self.publish(events).await;
                 tracing::info!(invoice_id = %inv.id, card = %card.id, "expired card: attempt recorded without calling the PSP");
-                Ok(Step::Done(ChargeReport { invoice: inv.into_inner(), transaction: txn, outcome: ChargeOutcome::Declined }))
+                Ok(Step::Done(ChargeReport {
+                    invoice: inv.into_inner(),
+                    transaction: txn,
+                    outcome: ChargeOutcome::Declined,
+                }))
             }
             Err(StoreError::ConditionFailed { .. }) => Ok(Step::Raced),
             Err(e) => Err(e.into()),
@@ -397,11 +419,17 @@ impl Services {
     /// A card was registered: charge every outstanding invoice with it at once, oldest
     /// first, stopping at the first that does not get paid (a declining card is not
     /// hammered with the rest).
-    pub async fn recover_outstanding(&self, customer: &CustomerId, card: &PaymentMethodId) -> Result<Vec<RecoveryAttempt>> {
+    pub async fn recover_outstanding(
+        &self,
+        customer: &CustomerId,
+        card: &PaymentMethodId,
+    ) -> Result<Vec<RecoveryAttempt>> {
         let outstanding = self.repo.outstanding_invoices(customer).await?;
         let mut results = Vec::new();
         for inv in outstanding {
-            let result = self.charge_invoice(&inv.id, CardChoice::Specific(card.clone()), AttemptTrigger::NewPaymentMethod).await;
+            let result = self
+                .charge_invoice(&inv.id, CardChoice::Specific(card.clone()), AttemptTrigger::NewPaymentMethod)
+                .await;
             let stop = match &result {
                 Ok(r) => r.outcome != ChargeOutcome::Paid,
                 // Another charge of it is running, or it was paid meanwhile: go on.

@@ -47,7 +47,10 @@ impl Entity for IdempotencyRecord {
 pub enum Begin {
     /// First use: go ahead, then complete (or release) the record.
     Proceed(Versioned<IdempotencyRecord>),
-    Replay { status: u16, body: String },
+    Replay {
+        status: u16,
+        body: String,
+    },
     /// The key was used with a different request.
     Mismatch,
     /// The first request with this key is still running.
@@ -112,7 +115,12 @@ impl Services {
         Ok(Begin::InProgress)
     }
 
-    pub async fn idempotency_complete(&self, mut record: Versioned<IdempotencyRecord>, status: u16, body: String) -> Result<()> {
+    pub async fn idempotency_complete(
+        &self,
+        mut record: Versioned<IdempotencyRecord>,
+        status: u16,
+        body: String,
+    ) -> Result<()> {
         record.state = IdempotencyState::Completed { status, body };
         let mut tx = Tx::new();
         tx.save(&record)?;

@@ -63,7 +63,12 @@ impl Services {
         self.repo.invoice(id).await?.ok_or_else(|| Error::not_found("invoice"))
     }
 
-    pub async fn list_invoices(&self, customer: &CustomerId, limit: usize, after: Option<Cursor>) -> Result<Listing<Invoice>> {
+    pub async fn list_invoices(
+        &self,
+        customer: &CustomerId,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<Invoice>> {
         self.customer(customer).await?;
         Ok(self.repo.customer_invoices(customer, limit, after).await?)
     }

@@ -13,7 +13,15 @@ impl Services {
     /// Sends the email an event calls for, if any. Redelivery sends nothing twice.
     pub async fn notify(&self, event: &Event) -> Result<Option<Email>> {
         let (subject, body) = match &event.payload {
-            EventPayload::InvoicePaymentFailed { invoice_id, amount, attempt_count, next_attempt_at, error_type, retry, .. } => {
+            EventPayload::InvoicePaymentFailed {
+                invoice_id,
+                amount,
+                attempt_count,
+                next_attempt_at,
+                error_type,
+                retry,
+                ..
+            } => {
                 // One email when trouble starts, and one whenever only the customer can fix it.
                 if *attempt_count > 1 && retry.is_soft() {
                     return Ok(None);

@@ -4,8 +4,8 @@
 //! publishes it twice, which consumers tolerate.
 
 use crate::events::Event;
-use crate::store::repo::{OutboxRecord, Tx, Versioned};
 use crate::store::StoreError;
+use crate::store::repo::{OutboxRecord, Tx, Versioned};
 
 use super::Services;
 

@@ -38,11 +38,10 @@ fn gateway_error(e: GatewayError) -> Error {
             format!("the card could not be verified: {}", d.error_type.for_customer().customer_advice()),
         )
         .with("error_type", d.error_type.for_customer().as_str()),
-        GatewayError::InvalidToken => Error::bad_request(
-            "invalid_payment_method",
-            "the payment provider does not know this payment method token",
-        )
-        .with("field", "payment_method"),
+        GatewayError::InvalidToken => {
+            Error::bad_request("invalid_payment_method", "the payment provider does not know this payment method token")
+                .with("field", "payment_method")
+        }
         GatewayError::Unavailable(cause) => Error::unavailable(cause),
     }
 }
@@ -50,7 +49,12 @@ fn gateway_error(e: GatewayError) -> Error {
 impl Services {
     /// Registers a tokenized card for the customer. The first card becomes the default.
     /// Registering a card, even one already saved, charges every outstanding invoice.
-    pub async fn register_payment_method(&self, customer_id: &CustomerId, psp_token: &str, set_default: bool) -> Result<Registration> {
+    pub async fn register_payment_method(
+        &self,
+        customer_id: &CustomerId,
+        psp_token: &str,
+        set_default: bool,
+    ) -> Result<Registration> {
         // The customer must exist before anything is sent to the PSP.
         self.customer(customer_id).await?;
         let verified = self.gateway.verify(psp_token, customer_id).await.map_err(gateway_error)?;
@@ -126,10 +130,15 @@ impl Services {
             .collect())
     }
 
-    pub async fn set_default_payment_method(&self, customer_id: &CustomerId, id: &PaymentMethodId) -> Result<SavedCard> {
+    pub async fn set_default_payment_method(
+        &self,
+        customer_id: &CustomerId,
+        id: &PaymentMethodId,
+    ) -> Result<SavedCard> {
         for _ in 0..OPTIMISTIC_RETRIES {
             let mut customer = self.customer(customer_id).await?;
-            let card = self.repo.payment_method(customer_id, id).await?.ok_or_else(|| Error::not_found("payment method"))?;
+            let card =
+                self.repo.payment_method(customer_id, id).await?.ok_or_else(|| Error::not_found("payment method"))?;
             let mut tx = Tx::new();
             if customer.default_payment_method_id() != Some(&card.id) {
                 customer.set_default_payment_method(Some(card.id.clone()));
@@ -185,7 +194,10 @@ impl Services {
                     tx.check(l);
                 }
                 None => {
-                    tx.check(&Versioned::new(crate::domain::CardLedger::new(target.fingerprint.clone(), target.network())));
+                    tx.check(&Versioned::new(crate::domain::CardLedger::new(
+                        target.fingerprint.clone(),
+                        target.network(),
+                    )));
                 }
             }
             if is_default {
@@ -195,7 +207,10 @@ impl Services {
                 tx.check(&customer);
             }
             tx.emit(
-                [EventPayload::PaymentMethodRemoved { payment_method_id: target.id.clone(), customer_id: customer_id.clone() }],
+                [EventPayload::PaymentMethodRemoved {
+                    payment_method_id: target.id.clone(),
+                    customer_id: customer_id.clone(),
+                }],
                 now,
             )?;
             match self.repo.commit(tx).await {

@@ -48,7 +48,10 @@ fn concurrent() -> Error {
 impl Services {
     /// Starts a subscription billed to the customer's default card; payment 1 is invoiced
     /// and charged at once.
-    pub async fn create_subscription(&self, req: NewSubscription) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
+    pub async fn create_subscription(
+        &self,
+        req: NewSubscription,
+    ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
         let plan = Plan::new(req.amount, req.interval, req.interval_count, req.description.trim().to_owned())?;
         for _ in 0..OPTIMISTIC_RETRIES {
             let mut customer = self.customer(&req.customer_id).await?;
@@ -78,7 +81,13 @@ impl Services {
             tx.save(&Versioned::new(invoice.clone()))?;
             tx.save(&customer)?;
             tx.emit(
-                [EventPayload::SubscriptionCreated { subscription_id: sub.id.clone(), customer_id: sub.customer_id.clone() }, created],
+                [
+                    EventPayload::SubscriptionCreated {
+                        subscription_id: sub.id.clone(),
+                        customer_id: sub.customer_id.clone(),
+                    },
+                    created,
+                ],
                 now,
             )?;
             match self.repo.commit(tx).await {
@@ -100,7 +109,12 @@ impl Services {
         self.repo.subscription(id).await?.ok_or_else(|| Error::not_found("subscription"))
     }
 
-    pub async fn list_subscriptions(&self, failing_only: bool, limit: usize, after: Option<Cursor>) -> Result<Listing<Subscription>> {
+    pub async fn list_subscriptions(
+        &self,
+        failing_only: bool,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<Subscription>> {
         Ok(self.repo.subscriptions(failing_only, limit, after).await?)
     }
 
@@ -217,16 +231,22 @@ impl Services {
         let upcoming = sub.payments().iter().map(|p| p.number).max().unwrap_or(0) + 1;
         let Some(payment) = sub.payment(number) else {
             if number == upcoming && sub.next_renewal_at().is_some() {
-                return Err(Error::conflict("payment_waiting", "this payment is queued for a future date; it cannot be processed by hand")
-                    .with("payment_number", number));
+                return Err(Error::conflict(
+                    "payment_waiting",
+                    "this payment is queued for a future date; it cannot be processed by hand",
+                )
+                .with("payment_number", number));
             }
             return Err(Error::not_found("payment").with("payment_number", number));
         };
         let inv = self.invoice(&payment.invoice_id).await?;
         match payment_status(&inv) {
             PaymentStatus::Approved => {
-                return Err(Error::conflict("payment_already_approved", "this payment was approved; there is nothing to process")
-                    .with("payment_number", number));
+                return Err(Error::conflict(
+                    "payment_already_approved",
+                    "this payment was approved; there is nothing to process",
+                )
+                .with("payment_number", number));
             }
             PaymentStatus::Waiting => {
                 return Err(Error::conflict(
@@ -254,7 +274,9 @@ impl Services {
                     NewInvoice {
                         customer_id: sub.customer_id.clone(),
                         amount: sub.plan.amount,
-                        description: format!("{} (payment {})", sub.plan.description, link.payment_number).trim().to_owned(),
+                        description: format!("{} (payment {})", sub.plan.description, link.payment_number)
+                            .trim()
+                            .to_owned(),
                         collection_method: CollectionMethod::ChargeAutomatically,
                         subscription: Some(link.clone()),
                     },

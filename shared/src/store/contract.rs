@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp};
+use super::{
+    Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp,
+};
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}#{}", uuid::Uuid::new_v4().simple())
@@ -90,19 +92,13 @@ pub async fn a_transaction_is_all_or_nothing(store: Arc<dyn ItemStore>) {
     // The same key twice is refused outright, before any condition.
     assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
     let err = store
-        .write(vec![
-            put(item(&pk, "NEW", 1), Condition::NotExists),
-            put(item(&pk, "EXISTS", 2), Condition::Version(7)),
-        ])
+        .write(vec![put(item(&pk, "NEW", 1), Condition::NotExists), put(item(&pk, "EXISTS", 2), Condition::Version(7))])
         .await
         .unwrap_err();
     assert_eq!(err, StoreError::ConditionFailed { op: 1 });
     assert_eq!(store.get(&Key::new(&pk, "NEW")).await.expect("get"), None, "nothing was written");
     store
-        .write(vec![
-            put(item(&pk, "NEW", 1), Condition::NotExists),
-            put(item(&pk, "EXISTS", 2), Condition::Version(1)),
-        ])
+        .write(vec![put(item(&pk, "NEW", 1), Condition::NotExists), put(item(&pk, "EXISTS", 2), Condition::Version(1))])
         .await
         .expect("both conditions hold");
     assert!(store.get(&Key::new(&pk, "NEW")).await.expect("get").is_some());
@@ -129,8 +125,12 @@ pub async fn a_check_guards_a_transaction_without_writing(store: Arc<dyn ItemSto
         .expect("guard holds");
     assert_eq!(store.get(&Key::new(&pk, "GUARD")).await.expect("get").map(|i| i.version), Some(3));
     // A check alone, and a check that an item is absent.
-    write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::NotExists }).await.expect("absent");
-    let err = write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::Exists }).await.unwrap_err();
+    write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::NotExists })
+        .await
+        .expect("absent");
+    let err = write_one(&*store, WriteOp::Check { key: Key::new(&pk, "NOPE"), condition: Condition::Exists })
+        .await
+        .unwrap_err();
     assert_eq!(err, StoreError::ConditionFailed { op: 0 });
 }
 
@@ -139,9 +139,13 @@ pub async fn a_delete_honours_its_condition(store: Arc<dyn ItemStore>) {
     let mut it = item(&pk, "A", 1);
     it.indexes = IndexKeys::default().with(Index::Gsi2, Some(IndexKey::new(unique("G2"), "a")));
     write_one(&*store, put(it.clone(), Condition::NotExists)).await.expect("create");
-    let err = write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(9) }).await.unwrap_err();
+    let err = write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(9) })
+        .await
+        .unwrap_err();
     assert_eq!(err, StoreError::ConditionFailed { op: 0 });
-    write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(1) }).await.expect("delete");
+    write_one(&*store, WriteOp::Delete { key: it.key.clone(), condition: Condition::Version(1) })
+        .await
+        .expect("delete");
     assert_eq!(store.get(&it.key).await.expect("get"), None);
     let gsi = it.indexes.get(Index::Gsi2).cloned().expect("index key");
     let left = collect(&*store, Query::index(Index::Gsi2, gsi.pk, SortKeyRange::All)).await;

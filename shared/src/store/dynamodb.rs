@@ -19,7 +19,10 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem,
 };
 
-use super::{Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Page, Query, SortKeyRange, StoreError, WriteOp, validate_batch};
+use super::{
+    Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Page, Query, SortKeyRange, StoreError,
+    WriteOp, validate_batch,
+};
 
 const PK: &str = "PK";
 const SK: &str = "SK";
@@ -69,7 +72,10 @@ pub fn attr_to_json(a: &AttributeValue) -> Result<serde_json::Value, StoreError>
 }
 
 fn key_map(key: &Key) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_owned(), AttributeValue::S(key.pk.clone())), (SK.to_owned(), AttributeValue::S(key.sk.clone()))])
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(key.pk.clone())),
+        (SK.to_owned(), AttributeValue::S(key.sk.clone())),
+    ])
 }
 
 fn to_attrs(item: &Item) -> HashMap<String, AttributeValue> {
@@ -171,7 +177,9 @@ pub struct ConsumedCapacityTotals {
 impl ConsumedCapacityTotals {
     fn add(&self, c: Option<&ConsumedCapacity>, write: bool) {
         let Some(c) = c else { return };
-        let units = c.capacity_units().unwrap_or_default()
+        let units = c
+            .capacity_units()
+            .unwrap_or_default()
             .max(c.read_capacity_units().unwrap_or_default() + c.write_capacity_units().unwrap_or_default());
         let milli = (units * 1000.0).round() as u64;
         if write {
@@ -225,7 +233,11 @@ impl DynamoStore {
                 .map_err(|e| StoreError::Invalid(e.to_string()))
         };
         let key = |name: &str, kt: KeyType| {
-            KeySchemaElement::builder().attribute_name(name).key_type(kt).build().map_err(|e| StoreError::Invalid(e.to_string()))
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kt)
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))
         };
         let mut req = self
             .client
@@ -308,7 +320,9 @@ impl DynamoStore {
                         ConditionCheck::builder()
                             .table_name(&self.table)
                             .set_key(Some(key_map(&key)))
-                            .condition_expression(expr.unwrap_or_else(|| format!("attribute_exists({PK}) OR attribute_not_exists({PK})")))
+                            .condition_expression(
+                                expr.unwrap_or_else(|| format!("attribute_exists({PK}) OR attribute_not_exists({PK})")),
+                            )
                             .set_expression_attribute_values(values)
                             .build()
                             .map_err(built)?,
@@ -468,17 +482,19 @@ impl ItemStore for DynamoStore {
                         if let Some(op) = reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed")) {
                             return Err(StoreError::ConditionFailed { op });
                         }
-                        let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+                        let codes: Vec<&str> =
+                            reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
                         Err(StoreError::Contention(format!("transaction canceled: {codes:?}")))
                     }
                     other => {
                         let code = other.code().unwrap_or("Unknown");
                         let msg = other.message().unwrap_or("");
                         Err(match code {
-                            "TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException"
-                            | "RequestLimitExceeded" | "TransactionInProgressException" => {
-                                StoreError::Contention(format!("{code}: {msg}"))
-                            }
+                            "TransactionConflictException"
+                            | "ThrottlingException"
+                            | "ProvisionedThroughputExceededException"
+                            | "RequestLimitExceeded"
+                            | "TransactionInProgressException" => StoreError::Contention(format!("{code}: {msg}")),
                             "ValidationException" => StoreError::Invalid(msg.to_owned()),
                             _ => StoreError::Unavailable(format!("{code}: {msg}")),
                         })

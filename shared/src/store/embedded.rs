@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Condition, Cursor, Index, IndexKey, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
+use super::{
+    Condition, Cursor, Index, IndexKey, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch,
+};
 
 /// `(PK, SK)` → the item.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -156,10 +158,8 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
         }
     }
     let next = if more {
-        out.last().map(|last| Cursor {
-            key: last.key.clone(),
-            index_key: q.index.and_then(|i| last.indexes.get(i).cloned()),
-        })
+        out.last()
+            .map(|last| Cursor { key: last.key.clone(), index_key: q.index.and_then(|i| last.indexes.get(i).cloned()) })
     } else {
         None
     };
@@ -190,9 +190,9 @@ fn write_sync(db: &Database, ops: Vec<WriteOp>) -> Result<(), StoreError> {
                 .map(|v| decode(v.value()))
                 .transpose()?;
             let condition = match op {
-                WriteOp::Put { condition, .. } | WriteOp::Delete { condition, .. } | WriteOp::Check { condition, .. } => {
-                    *condition
-                }
+                WriteOp::Put { condition, .. }
+                | WriteOp::Delete { condition, .. }
+                | WriteOp::Check { condition, .. } => *condition,
             };
             if !holds(condition, existing.as_ref()) {
                 // Dropping the transaction without commit aborts it: nothing is written.

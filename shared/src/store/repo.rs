@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keys;
-use super::{Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp};
+use super::{
+    Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp,
+};
 use crate::card::Fingerprint;
 use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
 use crate::events::{Event, EventPayload};
@@ -73,7 +75,8 @@ impl<T> DerefMut for Versioned<T> {
 }
 
 pub fn to_item<T: Entity>(value: &T, version: u64) -> Result<Item, StoreError> {
-    let body = serde_json::to_value(value).map_err(|e| StoreError::Invalid(format!("{} does not serialize: {e}", T::KIND)))?;
+    let body =
+        serde_json::to_value(value).map_err(|e| StoreError::Invalid(format!("{} does not serialize: {e}", T::KIND)))?;
     Ok(Item {
         key: value.key(),
         entity: T::KIND.to_owned(),
@@ -131,7 +134,11 @@ impl Tx {
     }
 
     /// Records events in the outbox, in this same transaction.
-    pub fn emit(&mut self, payloads: impl IntoIterator<Item = EventPayload>, now: Timestamp) -> Result<&mut Self, StoreError> {
+    pub fn emit(
+        &mut self,
+        payloads: impl IntoIterator<Item = EventPayload>,
+        now: Timestamp,
+    ) -> Result<&mut Self, StoreError> {
         for payload in payloads {
             let event = Event::new(payload, now);
             let record = OutboxRecord { event: event.clone(), published_at: None };
@@ -178,10 +185,8 @@ impl Entity for Customer {
         keys::customer(&self.id)
     }
     fn index_keys(&self) -> IndexKeys {
-        IndexKeys::default().with(
-            Index::Gsi1,
-            Some(keys::listing_entry(keys::ALL_CUSTOMERS, self.created_at, self.id.as_str())),
-        )
+        IndexKeys::default()
+            .with(Index::Gsi1, Some(keys::listing_entry(keys::ALL_CUSTOMERS, self.created_at, self.id.as_str())))
     }
 }
 
@@ -206,10 +211,7 @@ impl Entity for Invoice {
                 format!("{}#{}", crate::time::sortable(self.created_at), self.id),
             )
         });
-        IndexKeys::default()
-            .with(Index::Gsi1, Some(listing))
-            .with(Index::Gsi2, due)
-            .with(Index::Gsi3, outstanding)
+        IndexKeys::default().with(Index::Gsi1, Some(listing)).with(Index::Gsi2, due).with(Index::Gsi3, outstanding)
     }
 }
 
@@ -223,10 +225,7 @@ impl Entity for Subscription {
         let renewal = self.next_renewal_at().map(|at| keys::renewal_entry(&self.id, at));
         let failing = (self.failed_payment_count() > 0)
             .then(|| keys::listing_entry(keys::FAILING_SUBSCRIPTIONS, self.created_at, self.id.as_str()));
-        IndexKeys::default()
-            .with(Index::Gsi1, Some(listing))
-            .with(Index::Gsi2, renewal)
-            .with(Index::Gsi3, failing)
+        IndexKeys::default().with(Index::Gsi1, Some(listing)).with(Index::Gsi2, renewal).with(Index::Gsi3, failing)
     }
 }
 
@@ -296,7 +295,8 @@ impl Repo {
     async fn listing<T: Entity>(&self, query: Query) -> Result<Listing<T>, StoreError> {
         query.validate_cursor()?;
         let page = self.store.query(&query).await?;
-        let items = page.items.into_iter().map(|i| from_item::<T>(i).map(Versioned::into_inner)).collect::<Result<_, _>>()?;
+        let items =
+            page.items.into_iter().map(|i| from_item::<T>(i).map(Versioned::into_inner)).collect::<Result<_, _>>()?;
         Ok(Listing { items, next: page.next })
     }
 
@@ -304,7 +304,11 @@ impl Repo {
         self.load(&keys::customer(id)).await
     }
 
-    pub async fn payment_method(&self, customer: &CustomerId, id: &PaymentMethodId) -> Result<Option<Versioned<PaymentMethod>>, StoreError> {
+    pub async fn payment_method(
+        &self,
+        customer: &CustomerId,
+        id: &PaymentMethodId,
+    ) -> Result<Option<Versioned<PaymentMethod>>, StoreError> {
         self.load(&keys::payment_method(customer, id)).await
     }
 
@@ -322,7 +326,12 @@ impl Repo {
     }
 
     /// A customer's invoices, newest first.
-    pub async fn customer_invoices(&self, customer: &CustomerId, limit: usize, after: Option<Cursor>) -> Result<Listing<Invoice>, StoreError> {
+    pub async fn customer_invoices(
+        &self,
+        customer: &CustomerId,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<Invoice>, StoreError> {
         let q = Query::index(Index::Gsi1, keys::customer_invoices(customer), SortKeyRange::All)
             .descending()
             .limit(limit)
@@ -332,9 +341,8 @@ impl Repo {
 
     /// A customer's open and errored invoices, oldest first, each re-read consistently.
     pub async fn outstanding_invoices(&self, customer: &CustomerId) -> Result<Vec<Versioned<Invoice>>, StoreError> {
-        let entries: Vec<Versioned<Invoice>> = self
-            .query_all(Query::index(Index::Gsi3, keys::outstanding_invoices(customer), SortKeyRange::All))
-            .await?;
+        let entries: Vec<Versioned<Invoice>> =
+            self.query_all(Query::index(Index::Gsi3, keys::outstanding_invoices(customer), SortKeyRange::All)).await?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(inv) = self.invoice(&entry.id).await?
@@ -350,7 +358,12 @@ impl Repo {
         self.load(&keys::subscription(id)).await
     }
 
-    pub async fn subscriptions(&self, failing_only: bool, limit: usize, after: Option<Cursor>) -> Result<Listing<Subscription>, StoreError> {
+    pub async fn subscriptions(
+        &self,
+        failing_only: bool,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<Subscription>, StoreError> {
         let q = if failing_only {
             Query::index(Index::Gsi3, keys::FAILING_SUBSCRIPTIONS, SortKeyRange::All)
         } else {
@@ -360,7 +373,8 @@ impl Repo {
     }
 
     pub async fn customers(&self, limit: usize, after: Option<Cursor>) -> Result<Listing<Customer>, StoreError> {
-        let q = Query::index(Index::Gsi1, keys::ALL_CUSTOMERS, SortKeyRange::All).descending().limit(limit).after(after);
+        let q =
+            Query::index(Index::Gsi1, keys::ALL_CUSTOMERS, SortKeyRange::All).descending().limit(limit).after(after);
         self.listing(q).await
     }
 
@@ -371,7 +385,8 @@ impl Repo {
     /// Ids in one schedule partition due at or before `now`, oldest first.
     async fn due_ids(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
-        let mut query = Query::index(Index::Gsi2, partition, SortKeyRange::AtMost(keys::due_bound(now))).limit(limit.min(1000));
+        let mut query =
+            Query::index(Index::Gsi2, partition, SortKeyRange::AtMost(keys::due_bound(now))).limit(limit.min(1000));
         loop {
             let page = self.store.query(&query).await?;
             for item in &page.items {
@@ -422,7 +437,8 @@ impl Repo {
             if out.len() >= limit {
                 break;
             }
-            let q = Query::index(Index::Gsi2, keys::outbox_partition(shard), SortKeyRange::All).limit(limit - out.len());
+            let q =
+                Query::index(Index::Gsi2, keys::outbox_partition(shard), SortKeyRange::All).limit(limit - out.len());
             let page = self.store.query(&q).await?;
             for item in page.items {
                 out.push(from_item(item)?);

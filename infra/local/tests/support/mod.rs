@@ -76,7 +76,14 @@ impl Runner {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>, key: Option<&str>) -> Reply {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Reply {
         let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -91,7 +98,8 @@ impl Runner {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, body, headers }
     }
 
@@ -109,7 +117,9 @@ impl Runner {
     }
 
     pub async fn advance(&self, days: i64, minutes: i64) -> Value {
-        self.call("POST", "/v1/dev/clock/advance", None, Some(json!({"days": days, "minutes": minutes})), None).await.body
+        self.call("POST", "/v1/dev/clock/advance", None, Some(json!({"days": days, "minutes": minutes})), None)
+            .await
+            .body
     }
 
     pub async fn tokenize(&self, number: &str) -> String {
@@ -138,16 +148,11 @@ impl Runner {
 
     pub async fn event_types(&self) -> Vec<String> {
         let r = self.call("GET", "/v1/dev/events", None, None, None).await;
-        let mut kinds: Vec<String> = r.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["detail-type"].as_str().unwrap().to_owned())
-            .collect();
+        let mut kinds: Vec<String> =
+            r.body["data"].as_array().unwrap().iter().map(|e| e["detail-type"].as_str().unwrap().to_owned()).collect();
         kinds.reverse();
         kinds
     }
-
 }
 
 fn uuid_like() -> String {
