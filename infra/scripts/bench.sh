@@ -4,7 +4,7 @@
 # with moto_server for the DynamoDB rows.
 #   RECOUP_BENCH_INVOICES=1000        invoices in the simulated dunning month
 #   RECOUP_BENCH_SWEEP_ITEMS=100000   invoices stored for the embedded sweep
-#   RECOUP_BENCH_MOTO_SWEEP_ITEMS=5000  invoices stored for the DynamoDB (moto) sweep
+#   RECOUP_BENCH_MOTO_SWEEP_ITEMS=20000 invoices stored for the DynamoDB (moto) sweep
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"

@@ -15,7 +15,7 @@ moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 
 for _ in $(seq 1 60); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
+    if curl -fs -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
         break
     fi
     kill -0 "$moto_pid" 2>/dev/null || { echo "error: moto_server exited; see target/moto.log" >&2; exit 1; }
