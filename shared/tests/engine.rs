@@ -8,10 +8,11 @@ use recoup_shared::decline::ErrorType;
 use recoup_shared::domain::InvoiceStatus;
 use recoup_shared::domain::SubscriptionStatus;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
-use recoup_shared::domain::subscription::{Interval, PaymentStatus};
+use recoup_shared::domain::subscription::{Interval, PaymentStatus, Subscription};
+use recoup_shared::error::Error;
 use recoup_shared::ids::{CustomerId, InvoiceId};
 use recoup_shared::money::{Currency, Money};
-use recoup_shared::services::charging::{CardChoice, ChargeOutcome, DueOutcome};
+use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport, DueOutcome};
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::store::ItemStore;
@@ -35,6 +36,20 @@ async fn issue(app: &TestApp, customer: &CustomerId, amount: i64) -> recoup_shar
             amount: usd(amount),
             description: "Pro plan".into(),
             collection_method: CollectionMethod::ChargeAutomatically,
+        })
+        .await
+        .unwrap()
+}
+
+/// A monthly 19.00 USD "Pro" subscription for the customer; payment 1 charged at once.
+async fn monthly_pro_subscription(app: &TestApp, customer: &CustomerId) -> (Subscription, Result<ChargeReport, Error>) {
+    app.services
+        .create_subscription(NewSubscription {
+            customer_id: customer.clone(),
+            amount: usd(1900),
+            interval: Interval::Month,
+            interval_count: 1,
+            description: "Pro".into(),
         })
         .await
         .unwrap()
@@ -304,17 +319,7 @@ pub async fn removal_rules_hold(store: Arc<dyn ItemStore>) {
     assert!(!second.is_default);
     let err = app.services.remove_payment_method(&cus, &first.method.id).await.unwrap_err();
     assert_eq!(err.code, "default_payment_method");
-    let (_sub, _first_charge) = app
-        .services
-        .create_subscription(NewSubscription {
-            customer_id: cus.clone(),
-            amount: usd(1900),
-            interval: Interval::Month,
-            interval_count: 1,
-            description: "Pro".into(),
-        })
-        .await
-        .unwrap();
+    let (_sub, _first_charge) = monthly_pro_subscription(&app, &cus).await;
     app.services.remove_payment_method(&cus, &second.method.id).await.unwrap();
     let err = app.services.remove_payment_method(&cus, &first.method.id).await.unwrap_err();
     assert_eq!(err.code, "last_payment_method_with_active_subscription");
@@ -354,17 +359,7 @@ pub async fn a_card_with_a_pending_charge_cannot_be_removed(store: Arc<dyn ItemS
 pub async fn a_subscription_errors_with_its_invoice_and_comes_back_when_paid(store: Arc<dyn ItemStore>) {
     let app = test_app(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
-    let (sub, first) = app
-        .services
-        .create_subscription(NewSubscription {
-            customer_id: cus.clone(),
-            amount: usd(1900),
-            interval: Interval::Month,
-            interval_count: 1,
-            description: "Pro".into(),
-        })
-        .await
-        .unwrap();
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     let inv = first.unwrap().invoice;
     run_dunning(&app, &inv.id).await;
     app.services.follow_invoice(&inv.id).await.unwrap();
@@ -399,17 +394,7 @@ pub async fn a_subscription_errors_with_its_invoice_and_comes_back_when_paid(sto
 pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn ItemStore>) {
     let app = test_app(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_54").await;
-    let (sub, _) = app
-        .services
-        .create_subscription(NewSubscription {
-            customer_id: cus.clone(),
-            amount: usd(1900),
-            interval: Interval::Month,
-            interval_count: 1,
-            description: "Pro".into(),
-        })
-        .await
-        .unwrap();
+    let (sub, _) = monthly_pro_subscription(&app, &cus).await;
     let payments =
         app.services.subscription_payments(&app.services.subscription(&sub.id).await.unwrap()).await.unwrap();
     assert_eq!(payments[0].status, PaymentStatus::Failed, "expired card: a hard decline");
