@@ -164,6 +164,20 @@ pub enum HardReason {
     MastercardAdvice,
 }
 
+impl HardReason {
+    /// Whether the decline condemns the card itself rather than this payment: the card is
+    /// then blocked by fingerprint, for every customer, until it changes.
+    pub fn blocks_card(self) -> bool {
+        match self {
+            HardReason::LostOrStolen
+            | HardReason::DoNotTryAgain
+            | HardReason::VisaCategory1
+            | HardReason::MastercardAdvice => true,
+            HardReason::Expired | HardReason::InvalidDetails | HardReason::NotSupported | HardReason::Fraud => false,
+        }
+    }
+}
+
 /// What the decline means for retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "class", rename_all = "snake_case")]

@@ -81,3 +81,123 @@ pub fn test_app(store: Arc<dyn ItemStore>) -> TestApp {
     };
     TestApp { services, clock, published }
 }
+
+type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type WritePredicate = Box<dyn Fn(&[crate::store::WriteOp]) -> bool + Send + Sync>;
+
+enum Interference {
+    /// Run another actor's work just before the write.
+    RunBefore(Hook),
+    /// The write fails as if the store were unreachable; nothing is written.
+    Fail,
+    /// The write succeeds, then the store is unreachable until [`InterleavingStore::restore`].
+    DownAfter,
+}
+
+/// A store wrapper that puts another actor's work, or a failure, at an exact point of a use
+/// case: at the first write that matches a predicate. It turns a race that a review found by
+/// reading the code into a test that fails the same way every time.
+pub struct InterleavingStore {
+    inner: Arc<dyn ItemStore>,
+    armed: std::sync::Mutex<Option<(WritePredicate, Interference)>>,
+    down: std::sync::atomic::AtomicBool,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+/// Matches a write that puts an item of this kind (`invoice`, `subscription`, ...).
+pub fn puts(kind: &'static str) -> impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static {
+    move |ops| ops.iter().any(|op| matches!(op, crate::store::WriteOp::Put { item, .. } if item.entity == kind))
+}
+
+impl InterleavingStore {
+    pub fn new(inner: Arc<dyn ItemStore>) -> Arc<Self> {
+        Arc::new(InterleavingStore {
+            inner,
+            armed: std::sync::Mutex::new(None),
+            down: std::sync::atomic::AtomicBool::new(false),
+            fired: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn arm(&self, when: impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static, what: Interference) {
+        self.fired.store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some((Box::new(when), what));
+    }
+
+    /// Runs `hook` (with this store working normally) just before the first matching write.
+    pub fn before_write(
+        &self,
+        when: impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static,
+        hook: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.arm(when, Interference::RunBefore(Box::pin(hook)));
+    }
+
+    /// Fails the first matching write.
+    pub fn fail_write(&self, when: impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static) {
+        self.arm(when, Interference::Fail);
+    }
+
+    /// Lets the first matching write through, then fails everything until `restore`.
+    pub fn down_after_write(&self, when: impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static) {
+        self.arm(when, Interference::DownAfter);
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the armed interference happened.
+    pub fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check_up(&self) -> Result<(), crate::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::store::StoreError::Unavailable("the test took the store down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ItemStore for InterleavingStore {
+    async fn get(&self, key: &crate::store::Key) -> Result<Option<crate::store::Item>, crate::store::StoreError> {
+        self.check_up()?;
+        self.inner.get(key).await
+    }
+
+    async fn query(&self, query: &crate::store::Query) -> Result<crate::store::Page, crate::store::StoreError> {
+        self.check_up()?;
+        self.inner.query(query).await
+    }
+
+    async fn write(&self, ops: Vec<crate::store::WriteOp>) -> Result<(), crate::store::StoreError> {
+        self.check_up()?;
+        let triggered = {
+            let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            match armed.as_ref() {
+                Some((when, _)) if when(&ops) => armed.take().map(|(_, what)| what),
+                Some(_) | None => None,
+            }
+        };
+        let Some(what) = triggered else { return self.inner.write(ops).await };
+        self.fired.store(true, std::sync::atomic::Ordering::SeqCst);
+        match what {
+            Interference::RunBefore(hook) => {
+                hook.await;
+                self.inner.write(ops).await
+            }
+            Interference::Fail => Err(crate::store::StoreError::Unavailable("the test failed this write".into())),
+            Interference::DownAfter => {
+                let result = self.inner.write(ops).await;
+                self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+                result
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}

@@ -16,7 +16,7 @@ use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport,
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::store::ItemStore;
-use recoup_shared::testkit::{TestApp, test_app};
+use recoup_shared::testkit::{InterleavingStore, TestApp, puts, test_app};
 use recoup_shared::time::Clock;
 
 fn usd(amount: i64) -> Money {
@@ -235,7 +235,8 @@ pub async fn soft_declines_are_retried_on_schedule_then_the_invoice_errors(store
 
 pub async fn a_hard_decline_is_not_retried_on_the_same_card(store: Arc<dyn ItemStore>) {
     let app = test_app(store);
-    let cus = customer_with_card(&app, "pm_sandbox_visa_04").await;
+    // Suspected fraud (Visa 59): a hard decline of this payment, not of the card itself.
+    let cus = customer_with_card(&app, "pm_sandbox_visa_59").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
     let outcomes = run_dunning(&app, &inv.id).await;
     assert!(outcomes.iter().all(|o| matches!(o, DueOutcome::Skipped { .. })), "{outcomes:?}");
@@ -246,10 +247,25 @@ pub async fn a_hard_decline_is_not_retried_on_the_same_card(store: Arc<dyn ItemS
     let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Manual).await.unwrap_err();
     assert_eq!(err.code, "payment_method_update_required");
     // Registering the same card again counts as updating it: it is tried at once.
-    let reg = app.services.register_payment_method(&cus, "pm_sandbox_visa_04", false).await.unwrap();
+    let reg = app.services.register_payment_method(&cus, "pm_sandbox_visa_59", false).await.unwrap();
     assert!(reg.replaced);
     assert_eq!(reg.recovery.len(), 1);
     assert_eq!(reg.recovery[0].outcome.as_ref().unwrap(), &ChargeOutcome::Declined);
+}
+
+/// A decline that condemns the card (pick-up) is not lifted by registering the same card
+/// again: the issuer refuses its verification, and Recoup's block holds.
+pub async fn a_condemned_card_registered_again_stays_blocked(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_04").await;
+    let inv = issue(&app, &cus, 4900).await.invoice;
+    assert_eq!(inv.attempt_count(), 1);
+    let err = app.services.register_payment_method(&cus, "pm_sandbox_visa_04", false).await.unwrap_err();
+    assert_eq!(err.code, "payment_method_verification_failed");
+    let outcomes = run_dunning(&app, &inv.id).await;
+    assert!(outcomes.iter().all(|o| matches!(o, DueOutcome::Skipped { .. })), "{outcomes:?}");
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!((stored.attempt_count(), stored.status()), (1, InvoiceStatus::Error));
 }
 
 pub async fn an_expired_default_card_is_never_sent_to_the_psp(store: Arc<dyn ItemStore>) {
@@ -474,6 +490,232 @@ pub async fn a_bank_transfer_invoice_is_never_dunned(store: Arc<dyn ItemStore>) 
     assert_eq!(stored.next_attempt_at(), None, "no automatic retries for bank transfers");
 }
 
+/// The engine's store with a hand on it: another actor's work, or a failure, at an exact
+/// point of a use case.
+fn interleaved(store: Arc<dyn ItemStore>) -> (TestApp, Arc<InterleavingStore>) {
+    let store = InterleavingStore::new(store);
+    (test_app(store.clone()), store)
+}
+
+/// A subscription whose payment 1 (card `token`) has been dunned until the invoice errored;
+/// the updater has not run yet.
+async fn errored_first_payment(app: &TestApp, token: &str) -> (CustomerId, Subscription, InvoiceId) {
+    let cus = customer_with_card(app, token).await;
+    let (sub, first) = monthly_pro_subscription(app, &cus).await;
+    let inv = first.unwrap().invoice.id;
+    run_dunning(app, &inv).await;
+    assert_eq!(app.services.invoice(&inv).await.unwrap().status(), InvoiceStatus::Error);
+    (cus, sub, inv)
+}
+
+/// Review bug 1: an updater that read an invoice while it was `error` must not apply that
+/// stale view after the invoice was paid.
+pub async fn a_stale_updater_cannot_error_a_subscription_whose_invoice_was_paid(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let (_, sub, inv) = errored_first_payment(&app, "pm_sandbox_visa_51").await;
+    // Updater U1 has read the errored invoice and is about to commit; meanwhile the merchant
+    // reconciles a bank transfer for it and updater U2 runs on the new state.
+    let s = app.services.clone();
+    let paid = inv.clone();
+    store.before_write(puts("subscription"), async move {
+        s.mark_invoice_paid(&paid, Some("wire-42".into())).await.unwrap();
+        s.follow_invoice(&paid).await.unwrap();
+    });
+    app.services.follow_invoice(&inv).await.unwrap();
+    assert!(store.fired());
+    let stored = app.services.subscription(&sub.id).await.unwrap();
+    assert_eq!(app.services.invoice(&inv).await.unwrap().status(), InvoiceStatus::Paid);
+    assert_eq!(stored.status(), SubscriptionStatus::Active, "the stale error was applied");
+    assert_eq!(stored.failed_payment_count(), 0);
+    // A late delivery of the old event changes nothing either.
+    assert!(app.services.follow_invoice(&inv).await.unwrap().is_empty());
+}
+
+/// Review bug 2: a worker parking an invoice of a paused subscription while the merchant
+/// resumes it must not leave the invoice off the schedule.
+pub async fn parking_cannot_lose_an_invoice_to_a_concurrent_resume(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    let inv = first.unwrap().invoice;
+    app.services.pause_subscription(&sub.id).await.unwrap();
+    app.clock.set(inv.next_attempt_at().unwrap());
+    let s = app.services.clone();
+    let sid = sub.id.clone();
+    store.before_write(puts("invoice"), async move {
+        s.resume_subscription(&sid).await.unwrap();
+    });
+    app.services.process_due(&inv.id).await.unwrap();
+    assert!(store.fired());
+    assert_eq!(app.services.subscription(&sub.id).await.unwrap().status(), SubscriptionStatus::Active);
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert!(
+        stored.next_attempt_at().is_some() || stored.pending_transaction().is_some(),
+        "an open invoice of an active subscription has no next attempt"
+    );
+}
+
+/// Review bug 2, second half: a resume whose write fails changes nothing, and retrying it
+/// puts the parked invoices back on the schedule.
+pub async fn a_failed_resume_can_be_retried_and_unparks(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    let inv = first.unwrap().invoice;
+    app.services.pause_subscription(&sub.id).await.unwrap();
+    app.clock.set(inv.next_attempt_at().unwrap());
+    assert_eq!(app.services.process_due(&inv.id).await.unwrap(), DueOutcome::Parked);
+    store.fail_write(puts("invoice"));
+    assert!(app.services.resume_subscription(&sub.id).await.is_err());
+    assert!(store.fired());
+    assert_eq!(app.services.subscription(&sub.id).await.unwrap().status(), SubscriptionStatus::Paused);
+    app.services.resume_subscription(&sub.id).await.unwrap();
+    assert_eq!(app.services.invoice(&inv.id).await.unwrap().next_attempt_at(), Some(app.clock.now()));
+}
+
+/// Review bug 3: a canceled subscription's invoice is not collected when a card is
+/// registered, nor by the schedule; the merchant may void it.
+pub async fn a_canceled_subscriptions_invoice_is_not_collected_automatically(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51_idcan").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    let inv = first.unwrap().invoice;
+    app.services.cancel_subscription(&sub.id).await.unwrap();
+    app.clock.advance(TimeDelta::days(1));
+    let reg = app.services.register_payment_method(&cus, "pm_card_mastercard", true).await.unwrap();
+    assert!(reg.recovery.is_empty(), "recovered a canceled subscription's invoice: {:?}", reg.recovery);
+    assert_eq!(app.services.process_due(&inv.id).await.unwrap(), DueOutcome::Parked);
+    let stored = app.services.invoice(&inv.id).await.unwrap();
+    assert_eq!((stored.status(), stored.attempt_count()), (InvoiceStatus::Open, 1));
+    let err = app.services.charge_invoice(&inv.id, CardChoice::Default, AttemptTrigger::Retry).await.unwrap_err();
+    assert_eq!(err.code, "subscription_canceled");
+    assert_eq!(app.services.void_invoice(&inv.id).await.unwrap().status(), InvoiceStatus::Void);
+}
+
+/// The rule's other side: the merchant may still charge such an invoice by hand, and an
+/// attempt already under way at the cancel is reconciled to its end by its key.
+pub async fn a_canceled_subscriptions_invoice_is_charged_only_deliberately(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_timeout_idcan").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    let first = first.unwrap();
+    assert_eq!(first.outcome, ChargeOutcome::Pending);
+    app.services.cancel_subscription(&sub.id).await.unwrap();
+    app.clock.set(first.invoice.next_attempt_at().unwrap());
+    let outcome = app.services.process_due(&first.invoice.id).await.unwrap();
+    assert_eq!(outcome, DueOutcome::Reconciled(Some(ChargeOutcome::Paid)));
+    assert_eq!(succeeded_psp_charges(&app, &first.invoice.id).await, 1);
+
+    let other = app.services.create_customer("bob@example.com", None).await.unwrap().id;
+    app.services.register_payment_method(&other, "pm_sandbox_visa_51_idbob", false).await.unwrap();
+    let (sub, first) = monthly_pro_subscription(&app, &other).await;
+    let inv = first.unwrap().invoice.id;
+    app.services.cancel_subscription(&sub.id).await.unwrap();
+    app.services.register_payment_method(&other, "pm_card_visa", true).await.unwrap();
+    let report = app.services.charge_invoice(&inv, CardChoice::Default, AttemptTrigger::Manual).await.unwrap();
+    assert_eq!(report.outcome, ChargeOutcome::Paid);
+}
+
+/// Review bug 4: a payment that errored while the subscription was paused still stands
+/// when it is resumed.
+pub async fn resuming_past_a_payment_that_errored_while_paused_lands_in_errored(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    let inv = first.unwrap().invoice.id;
+    app.services.pause_subscription(&sub.id).await.unwrap();
+    app.clock.advance(TimeDelta::days(15));
+    let report = app.services.charge_invoice(&inv, CardChoice::Default, AttemptTrigger::Manual).await.unwrap();
+    assert_eq!(report.invoice.status(), InvoiceStatus::Error);
+    app.services.follow_invoice(&inv).await.unwrap();
+    assert_eq!(app.services.subscription(&sub.id).await.unwrap().status(), SubscriptionStatus::Paused);
+    let resumed = app.services.resume_subscription(&sub.id).await.unwrap();
+    assert_eq!(resumed.status(), SubscriptionStatus::Errored);
+    assert_eq!(resumed.failed_payment_count(), 1);
+    assert_eq!(app.published.kinds().last(), Some(&"subscription.errored"));
+}
+
+/// Review bug 5: a pick-up decline blocks the card for every customer who saved it, until
+/// the provider reports a changed card.
+pub async fn a_never_retry_decline_blocks_the_card_for_every_customer(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let a = customer_with_card(&app, "pm_sandbox_visa_04_idshared").await;
+    let b = customer_with_card(&app, "pm_sandbox_visa_04_idshared").await;
+    let declined = issue(&app, &a, 2500).await.invoice;
+    let t = &declined.transactions()[0];
+    assert_eq!((t.status, t.sent_to_psp), (TransactionStatus::Failed, true));
+
+    let issued = issue(&app, &b, 1500).await;
+    let err = issued.charge.unwrap().unwrap_err();
+    assert_eq!(err.code, "payment_method_update_required");
+    assert_eq!(issued.invoice.attempt_count(), 0, "the blocked card was sent to the PSP for another customer");
+    // Not by the schedule either: the invoice waits for another card.
+    let outcomes = run_dunning(&app, &issued.invoice.id).await;
+    assert!(outcomes.iter().all(|o| !matches!(o, DueOutcome::Charged(_))), "{outcomes:?}");
+    assert_eq!(app.services.invoice(&issued.invoice.id).await.unwrap().attempt_count(), 0);
+
+    // Registering the same card again does not lift the block: the issuer refuses it.
+    let err = app.services.register_payment_method(&b, "pm_sandbox_visa_04_idshared", true).await.unwrap_err();
+    assert_eq!(err.code, "payment_method_verification_failed");
+    // The card updater's new expiry does.
+    let reg = app.services.register_payment_method(&b, "pm_sandbox_visa_04_idshared_exp1240", true).await.unwrap();
+    assert!(reg.replaced, "the same card (fingerprint), with a new expiry");
+}
+
+/// Review, suspected: when the PSP was called but its answer could not be recorded, the
+/// caller hears `pending` (reconciled later), not that nothing was attempted.
+pub async fn an_answer_that_cannot_be_recorded_is_reported_pending_and_reconciled(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    // The claim (invoice and ledger, no event) commits; then the store is unreachable.
+    store.down_after_write(|ops: &[recoup_shared::store::WriteOp]| puts("card_ledger")(ops) && !puts("event")(ops));
+    let issued = issue(&app, &cus, 2500).await;
+    assert!(store.fired());
+    assert_eq!(issued.charge.unwrap().unwrap().outcome, ChargeOutcome::Pending);
+    store.restore();
+    let inv = app.services.invoice(&issued.invoice.id).await.unwrap();
+    app.clock.set(inv.next_attempt_at().unwrap());
+    let outcome = app.services.process_due(&inv.id).await.unwrap();
+    assert_eq!(outcome, DueOutcome::Reconciled(Some(ChargeOutcome::Paid)));
+    assert_eq!(succeeded_psp_charges(&app, &inv.id).await, 1);
+}
+
+/// Review, suspected: an invoice committed before the store failed is answered as
+/// created, so the caller's idempotency key is not freed for a second invoice.
+pub async fn an_invoice_committed_before_the_store_failed_is_answered_as_created(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    store.down_after_write(puts("invoice"));
+    let issued = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(2500),
+            description: String::new(),
+            collection_method: CollectionMethod::ChargeAutomatically,
+        })
+        .await;
+    store.restore();
+    let issued = issued.expect("the invoice was committed: the request succeeded");
+    assert!(issued.charge.unwrap().is_err());
+    let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
+    assert_eq!(stored.next_attempt_at(), Some(stored.created_at), "charged by the schedule instead");
+}
+
+/// Review, suspected: "process payment N" on an invoice taken off the schedule before its
+/// first attempt processes it, instead of calling it queued.
+pub async fn process_payment_n_runs_a_parked_payment_never_attempted(store: Arc<dyn ItemStore>) {
+    let app = test_app(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
+    app.clock.set(first.unwrap().invoice.subscription.unwrap().period_end);
+    let renewed = app.services.renew_due(10).await.unwrap();
+    app.services.pause_subscription(&sub.id).await.unwrap();
+    assert_eq!(app.services.process_due(&renewed[0]).await.unwrap(), DueOutcome::Parked);
+    let report = app.services.process_payment(&sub.id, 2).await.unwrap();
+    assert_eq!(report.outcome, ChargeOutcome::Paid);
+}
+
 macro_rules! engine_suite {
     ($make:expr) => {
         engine_suite!(@tests $make;
@@ -484,6 +726,7 @@ macro_rules! engine_suite {
             an_unanswered_charge_is_reconciled_by_its_idempotency_key,
             soft_declines_are_retried_on_schedule_then_the_invoice_errors,
             a_hard_decline_is_not_retried_on_the_same_card,
+            a_condemned_card_registered_again_stays_blocked,
             an_expired_default_card_is_never_sent_to_the_psp,
             mastercard_advice_24_delays_the_next_try_by_an_hour,
             visa_caps_reattempts_of_one_card_across_invoices,
@@ -494,6 +737,16 @@ macro_rules! engine_suite {
             an_invoice_without_a_card_errors_when_the_schedule_runs_out,
             an_authentication_decline_waits_for_the_customer,
             a_bank_transfer_invoice_is_never_dunned,
+            a_stale_updater_cannot_error_a_subscription_whose_invoice_was_paid,
+            parking_cannot_lose_an_invoice_to_a_concurrent_resume,
+            a_failed_resume_can_be_retried_and_unparks,
+            a_canceled_subscriptions_invoice_is_not_collected_automatically,
+            a_canceled_subscriptions_invoice_is_charged_only_deliberately,
+            resuming_past_a_payment_that_errored_while_paused_lands_in_errored,
+            a_never_retry_decline_blocks_the_card_for_every_customer,
+            an_answer_that_cannot_be_recorded_is_reported_pending_and_reconciled,
+            an_invoice_committed_before_the_store_failed_is_answered_as_created,
+            process_payment_n_runs_a_parked_payment_never_attempted,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

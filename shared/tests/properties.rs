@@ -1,11 +1,16 @@
-//! Properties of the engine over random interleavings: scheduled retries, manual and
-//! customer charges, new cards and default changes, races between workers, duplicate and
-//! reordered event deliveries, renewals, clock jumps. After every step:
+//! Properties of the engine over random interleavings: two customers who share cards,
+//! scheduled retries, manual and customer charges, new cards and default changes, races
+//! between workers, duplicate and reordered event deliveries, renewals, pauses, resumes,
+//! cancels and re-activations, voids, clock jumps. After every step:
 //!
 //! * no invoice is ever charged successfully twice, in Recoup or at the PSP;
 //! * no reattempt breaks a card network's limit;
 //! * no automatic attempt hits a card that hard-declined the invoice until that card is
 //!   registered again, and no expired card is ever sent to the PSP;
+//! * a card condemned by a never-retry decline is sent to the PSP again by no one, for any
+//!   customer, until its expiry changes;
+//! * no automatic attempt starts on a canceled subscription's invoice;
+//! * every open invoice of an active subscription has a next attempt or a pending charge;
 //! * every invoice and subscription is in a consistent state.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +22,7 @@ use recoup_shared::card::Fingerprint;
 use recoup_shared::decline::{RetryClass, mastercard_retry_after};
 use recoup_shared::domain::invoice::{AttemptOutcome, AttemptTrigger, CollectionMethod, TransactionStatus};
 use recoup_shared::domain::subscription::Interval;
-use recoup_shared::domain::{Invoice, InvoiceStatus, SubscriptionStatus};
+use recoup_shared::domain::{Invoice, InvoiceStatus, Subscription, SubscriptionStatus};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
 use recoup_shared::money::{Currency, Money};
 use recoup_shared::policy::network_limits;
@@ -27,10 +32,10 @@ use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::testkit::{TestApp, embedded_store, test_app};
 use recoup_shared::time::{Clock, Timestamp};
 
-/// Cards the customer may register: soft declines (Visa, Mastercard with an advice
+/// Cards the customers may register (both draw from the same list, so they share cards): soft declines (Visa, Mastercard with an advice
 /// code, or without), a good card, hard declines, an unanswered charge, a card that expires
 /// at the end of January (the clock starts mid-January).
-const CARDS: [&str; 9] = [
+const CARDS: [&str; 10] = [
     "pm_sandbox_visa_51",
     "pm_sandbox_mastercard_51_advice24",
     "pm_sandbox_mastercard_51",
@@ -41,7 +46,12 @@ const CARDS: [&str; 9] = [
     // Hard declines that leave the card itself valid: only the invoice's block stops them.
     "pm_sandbox_visa_59",
     "pm_card_authenticationRequired",
+    // A pick-up card: condemned for everyone once declined.
+    "pm_sandbox_visa_04_idshared",
 ];
+
+/// The two customers.
+const WHO: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -58,6 +68,7 @@ enum Op {
         invoice: usize,
     },
     RegisterCard {
+        who: usize,
         card: usize,
         default: bool,
     },
@@ -65,6 +76,7 @@ enum Op {
         card: usize,
     },
     Issue {
+        who: usize,
         amount: i64,
     },
     /// Redeliver an invoice's event to the subscription updater, in any order, any time.
@@ -80,6 +92,21 @@ enum Op {
     MarkPaid {
         invoice: usize,
     },
+    Void {
+        invoice: usize,
+    },
+    Pause {
+        who: usize,
+    },
+    Resume {
+        who: usize,
+    },
+    Cancel {
+        who: usize,
+    },
+    Reactivate {
+        who: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,31 +115,57 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0usize..6).prop_map(|invoice| Op::ProcessDue { invoice }),
         6 => (0usize..6).prop_map(|invoice| Op::ManualCharge { invoice }),
         1 => (0usize..6).prop_map(|invoice| Op::CustomerPay { invoice }),
-        2 => (0usize..CARDS.len(), any::<bool>()).prop_map(|(card, default)| Op::RegisterCard { card, default }),
+        2 => (0usize..WHO, 0usize..CARDS.len(), any::<bool>())
+            .prop_map(|(who, card, default)| Op::RegisterCard { who, card, default }),
         2 => (0usize..CARDS.len()).prop_map(|card| Op::SetDefault { card }),
-        1 => (100i64..50_000).prop_map(|amount| Op::Issue { amount }),
+        1 => (0usize..WHO, 100i64..50_000).prop_map(|(who, amount)| Op::Issue { who, amount }),
         2 => (0usize..6).prop_map(|invoice| Op::Deliver { invoice }),
         2 => (0usize..6).prop_map(|invoice| Op::Race { invoice }),
         3 => Just(Op::Sweep),
         1 => (0usize..6).prop_map(|invoice| Op::MarkPaid { invoice }),
+        1 => (0usize..6).prop_map(|invoice| Op::Void { invoice }),
+        1 => (0usize..WHO).prop_map(|who| Op::Pause { who }),
+        1 => (0usize..WHO).prop_map(|who| Op::Resume { who }),
+        1 => (0usize..WHO).prop_map(|who| Op::Cancel { who }),
+        1 => (0usize..WHO).prop_map(|who| Op::Reactivate { who }),
     ]
 }
 
 struct World {
     app: TestApp,
-    customer: CustomerId,
-    subscription: SubscriptionId,
-    /// When each card (by fingerprint) was last registered.
-    registrations: HashMap<Fingerprint, Vec<Timestamp>>,
-    cards: Vec<PaymentMethodId>,
+    customers: Vec<CustomerId>,
+    /// One subscription per customer.
+    subscriptions: Vec<SubscriptionId>,
+    /// When each customer registered each card (by fingerprint).
+    registrations: HashMap<(CustomerId, Fingerprint), Vec<Timestamp>>,
+    cards: Vec<(CustomerId, PaymentMethodId)>,
 }
 
 impl World {
     async fn invoices(&self) -> Vec<InvoiceId> {
-        let listing = self.app.services.list_invoices(&self.customer, 100, None).await.unwrap();
-        let mut ids: Vec<InvoiceId> = listing.items.into_iter().map(|i| i.id).collect();
+        let mut ids = Vec::new();
+        for c in &self.customers {
+            let listing = self.app.services.list_invoices(c, 100, None).await.unwrap();
+            ids.extend(listing.items.into_iter().map(|i| i.id));
+        }
         ids.sort();
         ids
+    }
+
+    async fn all_invoices(&self) -> Vec<Invoice> {
+        let mut out = Vec::new();
+        for id in self.invoices().await {
+            out.push(self.app.services.invoice(&id).await.unwrap().into_inner());
+        }
+        out
+    }
+
+    async fn subscriptions(&self) -> Vec<Subscription> {
+        let mut out = Vec::new();
+        for id in &self.subscriptions {
+            out.push(self.app.services.subscription(id).await.unwrap().into_inner());
+        }
+        out
     }
 
     async fn pick(&self, i: usize) -> Option<InvoiceId> {
@@ -120,12 +173,13 @@ impl World {
         (!ids.is_empty()).then(|| ids[i % ids.len()].clone())
     }
 
-    async fn register(&mut self, token: &str, default: bool) {
-        if let Ok(reg) = self.app.services.register_payment_method(&self.customer, token, default).await {
+    async fn register(&mut self, who: usize, token: &str, default: bool) {
+        let customer = self.customers[who % WHO].clone();
+        if let Ok(reg) = self.app.services.register_payment_method(&customer, token, default).await {
             let pm = reg.card.method;
-            self.registrations.entry(pm.fingerprint.clone()).or_default().push(pm.verified_at);
-            if !self.cards.contains(&pm.id) {
-                self.cards.push(pm.id);
+            self.registrations.entry((customer.clone(), pm.fingerprint.clone())).or_default().push(pm.verified_at);
+            if !self.cards.iter().any(|(_, id)| *id == pm.id) {
+                self.cards.push((customer, pm.id));
             }
         }
     }
@@ -149,11 +203,11 @@ impl World {
                     let _ = s.charge_invoice(&id, CardChoice::Default, AttemptTrigger::Customer).await;
                 }
             }
-            Op::RegisterCard { card, default } => self.register(CARDS[*card], *default).await,
-            Op::Issue { amount } => {
+            Op::RegisterCard { who, card, default } => self.register(*who, CARDS[*card], *default).await,
+            Op::Issue { who, amount } => {
                 let _ = s
                     .issue_invoice(IssueInvoice {
-                        customer_id: self.customer.clone(),
+                        customer_id: self.customers[who % WHO].clone(),
                         amount: Money::new(*amount, Currency::parse("USD").unwrap()).unwrap(),
                         description: String::new(),
                         collection_method: CollectionMethod::ChargeAutomatically,
@@ -162,8 +216,8 @@ impl World {
             }
             Op::SetDefault { card } => {
                 if !self.cards.is_empty() {
-                    let id = self.cards[*card % self.cards.len()].clone();
-                    let _ = s.set_default_payment_method(&self.customer, &id).await;
+                    let (customer, id) = self.cards[*card % self.cards.len()].clone();
+                    let _ = s.set_default_payment_method(&customer, &id).await;
                 }
             }
             Op::Deliver { invoice } => {
@@ -195,6 +249,23 @@ impl World {
                     let _ = s.mark_invoice_paid(&id, Some("wire".into())).await;
                 }
             }
+            Op::Void { invoice } => {
+                if let Some(id) = self.pick(*invoice).await {
+                    let _ = s.void_invoice(&id).await;
+                }
+            }
+            Op::Pause { who } => {
+                let _ = s.pause_subscription(&self.subscriptions[who % WHO]).await;
+            }
+            Op::Resume { who } => {
+                let _ = s.resume_subscription(&self.subscriptions[who % WHO]).await;
+            }
+            Op::Cancel { who } => {
+                let _ = s.cancel_subscription(&self.subscriptions[who % WHO]).await;
+            }
+            Op::Reactivate { who } => {
+                let _ = s.reactivate_subscription(&self.subscriptions[who % WHO]).await;
+            }
         }
     }
 
@@ -218,6 +289,11 @@ impl World {
             self.check_no_expired_card_sent(&inv).await?;
         }
         self.check_advice_delays().await?;
+        let invoices = self.all_invoices().await;
+        let subscriptions = self.subscriptions().await;
+        check_card_blocks(&invoices)?;
+        check_schedule_keeps_every_open_invoice(&invoices, &subscriptions)?;
+        check_no_automatic_attempt_after_cancel(&invoices, &subscriptions)?;
         for fp in fingerprints.keys() {
             if let Some(ledger) = s.repo.ledger(fp).await.unwrap() {
                 for limit in network_limits(ledger.network) {
@@ -281,7 +357,7 @@ impl World {
                 }
                 let reregistered = self
                     .registrations
-                    .get(&t.card.fingerprint)
+                    .get(&(inv.customer_id.clone(), t.card.fingerprint.clone()))
                     .is_some_and(|times| times.iter().any(|r| *r >= h.created_at && *r <= t.created_at));
                 if !reregistered {
                     return Err(format!("invoice {} retried card {} after a hard decline", inv.id, t.card.last4));
@@ -294,7 +370,7 @@ impl World {
     async fn check_no_expired_card_sent(&self, inv: &Invoice) -> Result<(), String> {
         for t in inv.transactions().iter().filter(|t| t.sent_to_psp) {
             if let Some(pm) =
-                self.app.services.repo.payment_method(&self.customer, &t.card.payment_method_id).await.unwrap()
+                self.app.services.repo.payment_method(&inv.customer_id, &t.card.payment_method_id).await.unwrap()
                 && pm.fingerprint == t.card.fingerprint
                 && pm.verified_at <= t.created_at
                 && pm.expiry.is_expired(t.created_at)
@@ -305,22 +381,84 @@ impl World {
         Ok(())
     }
 
-    /// After every event has been delivered, the subscription agrees with its invoices.
-    async fn check_subscription_settles(&self) -> Result<(), String> {
+    /// After every event has been delivered, each subscription agrees with its invoices: an
+    /// errored invoice the merchant did not re-activate past keeps it from being active.
+    async fn check_subscriptions_settle(&self) -> Result<(), String> {
         let s = &self.app.services;
         for id in self.invoices().await {
             s.follow_invoice(&id).await.map_err(|e| e.to_string())?;
         }
-        let sub = s.subscription(&self.subscription).await.unwrap();
-        let mut any_error = false;
-        for p in sub.payments() {
-            any_error |= s.invoice(&p.invoice_id).await.unwrap().status() == InvoiceStatus::Error;
-        }
-        if any_error && sub.status() != SubscriptionStatus::Errored {
-            return Err(format!("an invoice is in error but the subscription is {:?}", sub.status()));
+        for sub in self.subscriptions().await {
+            for p in sub.payments() {
+                let errored = s.invoice(&p.invoice_id).await.unwrap().status() == InvoiceStatus::Error;
+                if errored && !sub.is_forgiven(&p.invoice_id) && sub.status() == SubscriptionStatus::Active {
+                    return Err(format!("payment {} is in error but the subscription is active", p.number));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Invariant 7: after a never-retry decline, no one sends that card (same fingerprint and
+/// expiry) to the PSP again.
+fn check_card_blocks(invoices: &[Invoice]) -> Result<(), String> {
+    let all: Vec<_> = invoices.iter().flat_map(|i| i.transactions().iter().map(move |t| (i, t))).collect();
+    for (_, d) in &all {
+        let Some(RetryClass::Hard { reason }) = d.retry_class else { continue };
+        let Some(declined_at) = d.settled_at.filter(|_| reason.blocks_card() && d.sent_to_psp) else { continue };
+        for (inv, t) in &all {
+            if t.sent_to_psp
+                && t.created_at > declined_at
+                && t.card.fingerprint == d.card.fingerprint
+                && t.card.expiry == d.card.expiry
+            {
+                return Err(format!(
+                    "card {} was condemned ({reason:?}) at {declined_at} but sent again for invoice {} of {}",
+                    t.card.last4, inv.id, inv.customer_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 8: every open invoice of an active subscription has a next attempt or a
+/// pending charge.
+fn check_schedule_keeps_every_open_invoice(invoices: &[Invoice], subs: &[Subscription]) -> Result<(), String> {
+    for sub in subs.iter().filter(|s| s.status() == SubscriptionStatus::Active) {
+        for inv in invoices.iter().filter(|i| i.subscription_id() == Some(&sub.id)) {
+            if inv.status() == InvoiceStatus::Open
+                && inv.next_attempt_at().is_none()
+                && inv.pending_transaction().is_none()
+            {
+                return Err(format!("open invoice {} of active subscription {} is off the schedule", inv.id, sub.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A canceled subscription's invoices are charged after the cancel only by a person.
+fn check_no_automatic_attempt_after_cancel(invoices: &[Invoice], subs: &[Subscription]) -> Result<(), String> {
+    for sub in subs {
+        let Some(canceled_at) = sub.canceled_at() else { continue };
+        for inv in invoices.iter().filter(|i| i.subscription_id() == Some(&sub.id)) {
+            for t in inv.transactions() {
+                let automatic = matches!(
+                    t.trigger,
+                    AttemptTrigger::Initial | AttemptTrigger::Retry | AttemptTrigger::NewPaymentMethod
+                );
+                if automatic && t.sent_to_psp && t.created_at > canceled_at {
+                    return Err(format!(
+                        "invoice {} charged ({:?}) after its subscription was canceled",
+                        inv.id, t.trigger
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_invoice(inv: &Invoice) -> Result<(), String> {
@@ -348,34 +486,39 @@ fn check_invoice(inv: &Invoice) -> Result<(), String> {
     ok(pending == 0 || inv.next_attempt_at().is_some(), "a pending attempt with no reconciliation planned")
 }
 
-async fn world(first_card: usize) -> World {
+async fn world(first_cards: [usize; WHO]) -> World {
     let app = test_app(embedded_store());
     let s = app.services.clone();
-    let customer = s.create_customer("ada@example.com", None).await.unwrap().id;
     let mut w = World {
         app,
-        customer: customer.clone(),
-        subscription: SubscriptionId::generate(),
+        customers: Vec::new(),
+        subscriptions: Vec::new(),
         registrations: HashMap::new(),
         cards: Vec::new(),
     };
-    w.register(CARDS[first_card], true).await;
     let usd = |n| Money::new(n, Currency::parse("USD").unwrap()).unwrap();
-    let (sub, _) = s
-        .create_subscription(NewSubscription {
-            customer_id: customer.clone(),
-            amount: usd(1900),
-            interval: Interval::Week,
-            interval_count: 2,
-            description: "Pro".into(),
-        })
-        .await
-        .unwrap();
-    w.subscription = sub.id;
-    for amount in [500, 12_000] {
+    for (who, (email, card)) in ["ada@example.com", "bob@example.com"].into_iter().zip(first_cards).enumerate() {
+        let customer = s.create_customer(email, None).await.unwrap().id;
+        w.customers.push(customer.clone());
+        w.register(who, CARDS[card], true).await;
+        // A condemned card is refused at registration; the customer then starts with a good one.
+        if s.list_payment_methods(&customer).await.unwrap().is_empty() {
+            w.register(who, "pm_card_visa", true).await;
+        }
+        let (sub, _) = s
+            .create_subscription(NewSubscription {
+                customer_id: customer.clone(),
+                amount: usd(1900),
+                interval: Interval::Week,
+                interval_count: 2,
+                description: "Pro".into(),
+            })
+            .await
+            .unwrap();
+        w.subscriptions.push(sub.id);
         s.issue_invoice(IssueInvoice {
             customer_id: customer.clone(),
-            amount: usd(amount),
+            amount: usd(500 + 11_500 * who as i64),
             description: String::new(),
             collection_method: CollectionMethod::ChargeAutomatically,
         })
@@ -390,18 +533,18 @@ proptest! {
 
     #[test]
     fn no_interleaving_double_charges_breaks_a_network_rule_or_leaves_an_invalid_state(
-        first_card in 0usize..CARDS.len(),
+        first_cards in [0usize..CARDS.len(), 0usize..CARDS.len()],
         ops in prop::collection::vec(op(), 1..70),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let result: Result<(), String> = rt.block_on(async {
-            let mut w = world(first_card).await;
+            let mut w = world(first_cards).await;
             w.check().await?;
             for (i, op) in ops.iter().enumerate() {
                 w.apply(op).await;
                 w.check().await.map_err(|e| format!("after step {i} ({op:?}): {e}"))?;
             }
-            w.check_subscription_settles().await?;
+            w.check_subscriptions_settle().await?;
             let _ = Arc::clone(&w.app.clock).now();
             Ok(())
         });

@@ -281,6 +281,14 @@ fn body_bytes(req: &Request) -> Vec<u8> {
     }
 }
 
+/// Whether a failed request leaves its `Idempotency-Key` free for a retry instead of
+/// replaying the failure: server-side failures, and a conflict that ran out of retries (its
+/// work was never committed). The use cases answer successfully once their work is
+/// committed, so a failure here means nothing was done.
+fn forgets_key(e: &Error) -> bool {
+    status_of(e.kind) >= 500 || e.code == "concurrent_update"
+}
+
 fn valid_idempotency_key(k: &str) -> bool {
     !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
@@ -399,12 +407,12 @@ where
     let role = caller.role();
     let customer = caller.customer().map(ToString::to_string);
     let call = Call { method: route.method, route: route.path, params, query, body, caller };
-    let (status, body) = match dispatch(app.clone(), call).await {
-        Ok(reply) => (reply.status, reply.body),
-        Err(e) => (status_of(e.kind), Some(error_body(&e))),
+    let (status, body, retryable) = match dispatch(app.clone(), call).await {
+        Ok(reply) => (reply.status, reply.body, false),
+        Err(e) => (status_of(e.kind), Some(error_body(&e)), forgets_key(&e)),
     };
     if let Some(record) = claim {
-        let outcome = if status >= 500 {
+        let outcome = if retryable {
             app.services.idempotency_release(record).await
         } else {
             let stored = body.as_ref().map_or(String::new(), Value::to_string);

@@ -3,8 +3,13 @@
 //! The rules, in order: an unanswered attempt is reconciled before anything else; a paused,
 //! errored or canceled subscription is not collected; a card that hard-declined this
 //! invoice (or needs its holder to authenticate) is not tried again automatically until it
-//! is verified again; an expired card is never sent to the PSP; the card networks' limits
-//! hold across every charge on the card.
+//! is verified again; a card blocked by a never-retry decline (for any customer) is not
+//! charged at all; an expired card is never sent to the PSP; the card networks' limits hold
+//! across every charge on the card.
+//!
+//! A canceled subscription's invoices are no longer collected automatically: not by the
+//! schedule, not when a card is registered. The merchant may still charge one by hand,
+//! mark it paid or void it, and the customer may pay it on-session.
 
 use super::DomainError;
 use super::invoice::{AttemptTrigger, Invoice, InvoiceStatus};
@@ -85,6 +90,9 @@ pub fn decide_due(ctx: &DueContext<'_>) -> DueDecision {
     if let Some(blocking) = inv.blocking_decline(card) {
         return skip(SkipReason::CardBlocked(blocking.error_type().unwrap_or(ErrorType::Unknown)), None);
     }
+    if let Some(block) = ctx.ledger.and_then(|l| l.block_for(card.expiry)) {
+        return skip(SkipReason::CardBlocked(block.error_type), None);
+    }
     match card.status(now) {
         PaymentMethodStatus::Expired => return DueDecision::RecordExpired,
         PaymentMethodStatus::Invalid => {
@@ -111,6 +119,8 @@ pub enum ChargeRefusal {
     /// The issuer wants the cardholder to authenticate: only the customer can pay now.
     CustomerAuthenticationRequired,
     NetworkLimit(NetworkBlock),
+    /// The invoice's subscription was canceled: it is not collected automatically.
+    SubscriptionCanceled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +129,21 @@ pub enum ChargePlan {
     RecordExpired,
 }
 
+/// Whether a charge with this trigger collects a canceled subscription's invoice: only a
+/// person's deliberate act does (the merchant's manual charge, the customer paying).
+fn collects_after_cancel(trigger: AttemptTrigger) -> bool {
+    match trigger {
+        AttemptTrigger::Manual | AttemptTrigger::Customer => true,
+        AttemptTrigger::Initial | AttemptTrigger::Retry | AttemptTrigger::NewPaymentMethod => false,
+    }
+}
+
 /// Checks a manual charge, a customer payment or a new-card recovery attempt.
 pub fn plan_charge(
     invoice: &Invoice,
     card: &PaymentMethod,
     ledger: Option<&CardLedger>,
+    subscription: Option<SubscriptionStatus>,
     trigger: AttemptTrigger,
     now: Timestamp,
 ) -> Result<ChargePlan, ChargeRefusal> {
@@ -136,6 +156,21 @@ pub fn plan_charge(
     }
     if invoice.pending_transaction().is_some() {
         return Err(ChargeRefusal::Domain(DomainError::ChargeInProgress));
+    }
+    match subscription {
+        Some(SubscriptionStatus::Canceled) if !collects_after_cancel(trigger) => {
+            return Err(ChargeRefusal::SubscriptionCanceled);
+        }
+        Some(
+            SubscriptionStatus::Canceled
+            | SubscriptionStatus::Active
+            | SubscriptionStatus::Errored
+            | SubscriptionStatus::Paused,
+        )
+        | None => {}
+    }
+    if let Some(block) = ledger.and_then(|l| l.block_for(card.expiry)) {
+        return Err(ChargeRefusal::PaymentMethodUpdateRequired(block.error_type));
     }
     if let Some(blocking) = invoice.blocking_decline(card) {
         match blocking.retry_class {
@@ -333,14 +368,72 @@ mod tests {
         let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
         let inv = failed_invoice(&card, Decline::new(ErrorType::PaymentMethodExpired, "expired"));
         assert_eq!(
-            plan_charge(&inv, &card, None, AttemptTrigger::Manual, t0()),
+            plan_charge(&inv, &card, None, None, AttemptTrigger::Manual, t0()),
             Err(ChargeRefusal::PaymentMethodUpdateRequired(ErrorType::PaymentMethodExpired))
         );
         let inv = failed_invoice(&card, Decline::new(ErrorType::AuthenticationRequired, "3ds"));
         assert_eq!(
-            plan_charge(&inv, &card, None, AttemptTrigger::Manual, t0()),
+            plan_charge(&inv, &card, None, None, AttemptTrigger::Manual, t0()),
             Err(ChargeRefusal::CustomerAuthenticationRequired)
         );
-        assert_eq!(plan_charge(&inv, &card, None, AttemptTrigger::Customer, t0()), Ok(ChargePlan::Attempt));
+        assert_eq!(plan_charge(&inv, &card, None, None, AttemptTrigger::Customer, t0()), Ok(ChargePlan::Attempt));
+    }
+
+    #[test]
+    fn a_blocked_card_is_not_charged_even_for_a_first_attempt_until_its_expiry_changes() {
+        use crate::decline::HardReason;
+        use crate::domain::ledger::CardBlock;
+        let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
+        let (inv, _) = Invoice::issue(
+            NewInvoice {
+                customer_id: card.customer_id.clone(),
+                amount: Money::new(1000, Currency::parse("USD").unwrap()).unwrap(),
+                description: String::new(),
+                collection_method: CollectionMethod::ChargeAutomatically,
+                subscription: None,
+            },
+            t0(),
+        )
+        .unwrap();
+        let mut inv = inv;
+        inv.schedule_first_attempt(t0());
+        let mut ledger = CardLedger::new(card.fingerprint.clone(), Network::Visa);
+        ledger.block(CardBlock {
+            at: t0(),
+            error_type: ErrorType::PaymentMethodDeclined,
+            reason: HardReason::VisaCategory1,
+            expiry: Some(card.expiry),
+        });
+        let policy = DunningPolicy::default();
+        assert!(matches!(
+            decide_due(&ctx(&inv, Some(&card), Some(&ledger), &policy, t0())),
+            DueDecision::Skip { reason: SkipReason::CardBlocked(ErrorType::PaymentMethodDeclined), .. }
+        ));
+        for trigger in [AttemptTrigger::Initial, AttemptTrigger::Manual, AttemptTrigger::Customer] {
+            assert_eq!(
+                plan_charge(&inv, &card, Some(&ledger), None, trigger, t0()),
+                Err(ChargeRefusal::PaymentMethodUpdateRequired(ErrorType::PaymentMethodDeclined))
+            );
+        }
+        let mut renewed = card.clone();
+        renewed.expiry = CardExpiry::new(12, 2038).unwrap();
+        assert_eq!(decide_due(&ctx(&inv, Some(&renewed), Some(&ledger), &policy, t0())), DueDecision::Attempt);
+    }
+
+    #[test]
+    fn a_canceled_subscriptions_invoice_is_collected_only_by_a_persons_act() {
+        let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
+        let inv = failed_invoice(&card, nsf());
+        let canceled = Some(SubscriptionStatus::Canceled);
+        for trigger in [AttemptTrigger::Initial, AttemptTrigger::Retry, AttemptTrigger::NewPaymentMethod] {
+            assert_eq!(
+                plan_charge(&inv, &card, None, canceled, trigger, t0()),
+                Err(ChargeRefusal::SubscriptionCanceled),
+                "{trigger:?}"
+            );
+        }
+        for trigger in [AttemptTrigger::Manual, AttemptTrigger::Customer] {
+            assert_eq!(plan_charge(&inv, &card, None, canceled, trigger, t0()), Ok(ChargePlan::Attempt), "{trigger:?}");
+        }
     }
 }

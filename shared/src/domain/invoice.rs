@@ -601,6 +601,7 @@ mod tests {
             brand: CardBrand::Visa,
             last4: "4242".into(),
             fingerprint: Fingerprint::new(fp),
+            expiry: None,
         }
     }
 

@@ -4,10 +4,21 @@
 //!
 //! The ledger is also how removal knows a card has a charge in flight: an entry stays
 //! `pending` until its outcome is recorded.
+//!
+//! It is one item per card, so it stays small however often the card is charged: a settled
+//! entry is kept only while a network window can still count it (reattempts, 30 days at
+//! most, and only on networks that limit them). The networks' own caps bound how many that
+//! can be, so the item never nears the store's size limit.
+//!
+//! And it holds the card's block: a decline that says the card itself will never be
+//! approved (lost, stolen, pick-up, Visa category 1, Mastercard advice 01/03/21, revoked
+//! authorization) stops every charge on that card, for every customer who saved it, until
+//! the provider reports it changed (a new expiry; a new number is a new card).
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::{Fingerprint, Network};
+use crate::card::{CardExpiry, Fingerprint, Network};
+use crate::decline::{ErrorType, HardReason};
 use crate::ids::{PaymentMethodId, TransactionId};
 use crate::policy::{LONGEST_NETWORK_WINDOW, NetworkRule, network_limits};
 use crate::time::Timestamp;
@@ -33,6 +44,24 @@ pub struct LedgerEntry {
     pub outcome: LedgerOutcome,
 }
 
+/// A never-retry decline that blocks the card (by fingerprint) for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardBlock {
+    pub at: Timestamp,
+    pub error_type: ErrorType,
+    pub reason: HardReason,
+    /// The expiry the card had when it was declined; the block holds while the card still
+    /// has it. `None` when it was not known: then only a new number lifts it.
+    pub expiry: Option<CardExpiry>,
+}
+
+impl CardBlock {
+    /// Whether the block applies to the card as it is now.
+    pub fn applies_to(&self, expiry: CardExpiry) -> bool {
+        self.expiry.is_none_or(|e| e == expiry)
+    }
+}
+
 /// A network rule that forbids an attempt now, and when it will allow one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkBlock {
@@ -48,11 +77,13 @@ pub struct CardLedger {
     /// Earliest retry the issuer allows (Mastercard advice codes 24-30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_not_before: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    block: Option<CardBlock>,
 }
 
 impl CardLedger {
     pub fn new(fingerprint: Fingerprint, network: Network) -> Self {
-        CardLedger { fingerprint, network, entries: Vec::new(), retry_not_before: None }
+        CardLedger { fingerprint, network, entries: Vec::new(), retry_not_before: None, block: None }
     }
 
     pub fn entries(&self) -> &[LedgerEntry] {
@@ -61,6 +92,16 @@ impl CardLedger {
 
     pub fn retry_not_before(&self) -> Option<Timestamp> {
         self.retry_not_before
+    }
+
+    /// The block on this card, if it applies to the card with this expiry.
+    pub fn block_for(&self, expiry: CardExpiry) -> Option<&CardBlock> {
+        self.block.as_ref().filter(|b| b.applies_to(expiry))
+    }
+
+    /// Blocks the card after a never-retry decline. A later block replaces an earlier one.
+    pub fn block(&mut self, block: CardBlock) {
+        self.block = Some(block);
     }
 
     /// Whether the networks allow an attempt at `now`. First attempts of a payment are
@@ -108,6 +149,9 @@ impl CardLedger {
         if let Some(e) = self.entries.iter_mut().find(|e| &e.transaction_id == transaction_id) {
             e.outcome = outcome;
         }
+        if outcome != LedgerOutcome::Pending {
+            self.prune(self.entries.iter().map(|e| e.at).max().unwrap_or_default());
+        }
         match outcome {
             LedgerOutcome::Approved => self.retry_not_before = None,
             LedgerOutcome::Declined => {
@@ -123,10 +167,12 @@ impl CardLedger {
         self.entries.iter().any(|e| &e.payment_method_id == payment_method_id && e.outcome == LedgerOutcome::Pending)
     }
 
-    /// Drops settled entries no network window can still count.
+    /// Drops settled entries no network limit can still count: first attempts, reattempts
+    /// on a network without limits, and reattempts older than the longest window.
     fn prune(&mut self, now: Timestamp) {
         let horizon = now - LONGEST_NETWORK_WINDOW;
-        self.entries.retain(|e| e.outcome == LedgerOutcome::Pending || e.at > horizon);
+        let limited = !network_limits(self.network).is_empty();
+        self.entries.retain(|e| e.outcome == LedgerOutcome::Pending || (limited && e.reattempt && e.at > horizon));
     }
 }
 
@@ -233,5 +279,47 @@ mod tests {
         l.record(entry(t0 + TimeDelta::days(45), false));
         assert!(l.has_pending_for(&pm));
         assert_eq!(l.entries().len(), 2);
+    }
+
+    /// A card charged thousands of times in a month keeps a small ledger item: only the
+    /// reattempts a network can count stay, and the caps bound those.
+    #[test]
+    fn the_ledger_stays_small_however_often_the_card_is_charged() {
+        let t0 = parse("2030-01-01T00:00:00Z");
+        for network in [Network::Visa, Network::Mastercard, Network::Other] {
+            let mut l = ledger(network);
+            for i in 0..5_000 {
+                let at = t0 + TimeDelta::minutes(8 * i);
+                let reattempt = i % 2 == 1 && l.check(at, true).is_ok();
+                let mut e = entry(at, reattempt);
+                e.outcome = LedgerOutcome::Pending;
+                let id = e.transaction_id.clone();
+                l.record(e);
+                let outcome = if i % 3 == 0 { LedgerOutcome::Approved } else { LedgerOutcome::Declined };
+                l.settle(&id, outcome, None);
+            }
+            let max = network_limits(network).iter().map(|l| l.max_reattempts).max().unwrap_or(0);
+            assert!(l.entries().len() <= max, "{network:?}: {} entries kept", l.entries().len());
+            let size = serde_json::to_vec(&l).unwrap().len();
+            assert!(size < 16 * 1024, "{network:?}: ledger item is {size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_block_holds_for_the_same_expiry_and_lifts_for_a_new_one() {
+        let t0 = parse("2030-01-01T00:00:00Z");
+        let mut l = ledger(Network::Visa);
+        let exp = CardExpiry::new(12, 2031).unwrap();
+        assert!(l.block_for(exp).is_none());
+        l.block(CardBlock {
+            at: t0,
+            error_type: ErrorType::PaymentMethodDeclined,
+            reason: HardReason::LostOrStolen,
+            expiry: Some(exp),
+        });
+        assert_eq!(l.block_for(exp).map(|b| b.reason), Some(HardReason::LostOrStolen));
+        assert!(l.block_for(CardExpiry::new(12, 2034).unwrap()).is_none(), "the card updater's new expiry lifts it");
+        let round = serde_json::from_value::<CardLedger>(serde_json::to_value(&l).unwrap()).unwrap();
+        assert_eq!(round, l);
     }
 }

@@ -66,6 +66,9 @@ pub struct CardSnapshot {
     pub brand: CardBrand,
     pub last4: String,
     pub fingerprint: Fingerprint,
+    /// The expiry at the time of the attempt: a card-level block holds for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<CardExpiry>,
 }
 
 impl CardSnapshot {
@@ -132,6 +135,7 @@ impl PaymentMethod {
             brand: self.brand,
             last4: self.last4.clone(),
             fingerprint: self.fingerprint.clone(),
+            expiry: Some(self.expiry),
         }
     }
 }

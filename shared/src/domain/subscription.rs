@@ -220,6 +220,16 @@ impl Subscription {
         self.errored_at
     }
 
+    /// Errored invoices that keep it errored (not those the merchant re-activated past).
+    pub fn errored_invoices(&self) -> impl Iterator<Item = &InvoiceId> {
+        self.errored_invoices.iter()
+    }
+
+    /// Whether the merchant re-activated past this errored invoice.
+    pub fn is_forgiven(&self, invoice: &InvoiceId) -> bool {
+        self.forgiven_invoices.contains(invoice)
+    }
+
     pub fn canceled_at(&self) -> Option<Timestamp> {
         self.canceled_at
     }
@@ -405,8 +415,19 @@ impl Subscription {
                 return Err(self.refuse("resume"));
             }
         }
-        self.status = SubscriptionStatus::Active;
         self.paused_at = None;
+        // A payment that errored while it was paused still stands: it resumes errored, as it
+        // would have become had it not been paused.
+        if let Some(errored) = self.errored_invoices.iter().next().cloned() {
+            self.status = SubscriptionStatus::Errored;
+            self.errored_at = Some(now);
+            return Ok(vec![EventPayload::SubscriptionErrored {
+                subscription_id: self.id.clone(),
+                customer_id: self.customer_id.clone(),
+                invoice_id: errored,
+            }]);
+        }
+        self.status = SubscriptionStatus::Active;
         self.reanchor_if_lapsed(now);
         Ok(vec![EventPayload::SubscriptionActivated {
             subscription_id: self.id.clone(),
@@ -455,6 +476,7 @@ mod tests {
             brand: CardBrand::Visa,
             last4: "4242".into(),
             fingerprint: Fingerprint::new("fp"),
+            expiry: None,
         }
     }
 
@@ -583,5 +605,24 @@ mod tests {
         let d = Decline::new(ErrorType::PaymentMethodExpired, "expired");
         inv.settle(&txn.id, AttemptOutcome::Declined(d), &policy, None, t0).unwrap();
         assert_eq!(payment_status(&inv), PaymentStatus::Failed);
+    }
+
+    #[test]
+    fn resuming_after_a_payment_errored_while_paused_lands_in_errored() {
+        let t0 = parse("2030-01-01T00:00:00Z");
+        let (mut sub, link) = Subscription::start(CustomerId::generate(), plan(Interval::Month), t0);
+        let mut inv = invoice_for(&mut sub, link, t0);
+        sub.pause(t0).unwrap();
+        let end = fail_until_error(&mut inv, t0);
+        assert!(sub.observe_invoice(&inv, end).is_empty());
+        assert_eq!(sub.status(), SubscriptionStatus::Paused);
+        let events = sub.resume(end).unwrap();
+        assert_eq!(sub.status(), SubscriptionStatus::Errored);
+        assert!(matches!(&events[..], [EventPayload::SubscriptionErrored { invoice_id, .. }] if *invoice_id == inv.id));
+        assert_eq!(sub.next_renewal_at(), None);
+        // Paid later inside the period, it comes back as usual.
+        inv.mark_paid(None, end).unwrap();
+        sub.observe_invoice(&inv, end);
+        assert_eq!(sub.status(), SubscriptionStatus::Active);
     }
 }

@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use super::{ChargeRequest, GatewayError, PaymentGateway};
 use crate::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
-use crate::decline::{Decline, ErrorType, decline_for_network_code, error_type_for_decline_code};
+use crate::decline::{Decline, ErrorType, RetryClass, classify, decline_for_network_code, error_type_for_decline_code};
 use crate::domain::invoice::AttemptOutcome;
 use crate::domain::payment_method::VerifiedCard;
 use crate::ids::CustomerId;
@@ -217,11 +217,15 @@ impl Entity for SandboxCharge {
     }
 }
 
-/// Charges seen per token, for cards that recover after a number of declines.
+/// Charges seen per token, for cards that recover after a number of declines; and the
+/// decline that condemned the card (lost, stolen, pick-up...), after which the issuer
+/// refuses its verification too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SandboxCardState {
     token: String,
     charges: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    condemned: Option<Decline>,
 }
 
 impl Entity for SandboxCardState {
@@ -335,11 +339,10 @@ impl SandboxGateway {
                 }
                 return Ok((existing.outcome.to_attempt(), false));
             }
-            let state = self
-                .repo
-                .load::<SandboxCardState>(&keys::sandbox("CARDSTATE", &card.token))
-                .await?
-                .unwrap_or_else(|| Versioned::new(SandboxCardState { token: card.token.clone(), charges: 0 }));
+            let state =
+                self.repo.load::<SandboxCardState>(&keys::sandbox("CARDSTATE", &card.token)).await?.unwrap_or_else(
+                    || Versioned::new(SandboxCardState { token: card.token.clone(), charges: 0, condemned: None }),
+                );
             let now = self.clock.now();
             let charge_id = format!("ch_sbx_{}", crate::ids::EventId::generate().as_str().trim_start_matches("evt_"));
             let outcome = if card.expiry.is_expired(now) {
@@ -382,6 +385,12 @@ impl SandboxGateway {
             };
             let mut next_state = state.clone();
             next_state.charges += 1;
+            if let StoredOutcome::Declined { decline } = &outcome
+                && let RetryClass::Hard { reason } = classify(decline, card.brand.network())
+                && reason.blocks_card()
+            {
+                next_state.condemned = Some(decline.clone());
+            }
             let mut tx = Tx::new();
             tx.save(&Versioned::new(record))?;
             tx.save(&next_state)?;
@@ -475,6 +484,14 @@ impl PaymentGateway for SandboxGateway {
         }
         if let Behavior::RefuseAttach { decline_code } = &card.behavior {
             return Err(GatewayError::Declined(decline_for(decline_code)));
+        }
+        let state = self
+            .repo
+            .load::<SandboxCardState>(&keys::sandbox("CARDSTATE", &card.token))
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        if let Some(decline) = state.and_then(|s| s.into_inner().condemned) {
+            return Err(GatewayError::Declined(decline));
         }
         Ok(VerifiedCard {
             psp_token: card.token,

@@ -15,10 +15,10 @@
 
 use crate::card::Network;
 use crate::decline::{HardReason, RetryClass, mastercard_retry_after};
-use crate::domain::PaymentMethod;
 use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
-use crate::domain::ledger::{CardLedger, LedgerEntry, LedgerOutcome};
+use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
+use crate::domain::{PaymentMethod, Subscription};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::ChargeRequest;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
@@ -96,6 +96,10 @@ fn refusal(r: ChargeRefusal) -> Error {
         )
         .with("rule", serde_json::to_value(block.rule).unwrap_or_default())
         .with("retry_after", block.until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        ChargeRefusal::SubscriptionCanceled => Error::conflict(
+            "subscription_canceled",
+            "the invoice's subscription was canceled, so it is no longer collected automatically; the merchant may charge it by hand, mark it paid or void it",
+        ),
     }
 }
 
@@ -160,6 +164,13 @@ impl Services {
             .unwrap_or_else(|| Versioned::new(CardLedger::new(card.fingerprint.clone(), card.network()))))
     }
 
+    async fn subscription_of(&self, invoice: &Invoice) -> Result<Option<Versioned<Subscription>>> {
+        match invoice.subscription_id() {
+            Some(sid) => Ok(self.repo.subscription(sid).await?),
+            None => Ok(None),
+        }
+    }
+
     /// Charges an invoice now, on request (merchant, customer, initial, new card).
     pub async fn charge_invoice(
         &self,
@@ -171,9 +182,11 @@ impl Services {
             let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
             let card = self.card(&inv.customer_id, &choice).await?;
             let ledger = self.ledger_for(&card).await?;
-            let plan = plan_charge(&inv, &card, Some(&ledger), trigger, self.now()).map_err(refusal)?;
+            let sub = self.subscription_of(&inv).await?;
+            let status = sub.as_ref().map(|s| s.status());
+            let plan = plan_charge(&inv, &card, Some(&ledger), status, trigger, self.now()).map_err(refusal)?;
             let step = match plan {
-                ChargePlan::Attempt => self.attempt(inv, card, ledger, trigger).await?,
+                ChargePlan::Attempt => self.attempt(inv, card, ledger, sub.as_ref(), trigger).await?,
                 ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger).await?,
             };
             if let Step::Done(report) = step {
@@ -183,12 +196,14 @@ impl Services {
         Err(exhausted())
     }
 
-    /// Claim, charge, settle.
+    /// Claim, charge, settle. The claim is conditioned on the subscription too (when the
+    /// invoice has one), so a charge decided before a cancel or pause does not start after it.
     async fn attempt(
         &self,
         mut inv: Versioned<Invoice>,
         card: Versioned<PaymentMethod>,
         mut ledger: Versioned<CardLedger>,
+        subscription: Option<&Versioned<Subscription>>,
         trigger: AttemptTrigger,
     ) -> Result<Step<ChargeReport>> {
         let now = self.now();
@@ -205,6 +220,9 @@ impl Services {
         tx.save(&inv)?;
         tx.save(&ledger)?;
         tx.check(&card);
+        if let Some(sub) = subscription {
+            tx.check(sub);
+        }
         match self.repo.commit(tx).await {
             Ok(_) => {}
             Err(StoreError::ConditionFailed { .. }) => return Ok(Step::Raced),
@@ -215,7 +233,20 @@ impl Services {
             reattempt = txn.reattempt, trigger = ?trigger, card = %card.id, "charging"
         );
         let outcome = self.gateway.charge(&request_for(&inv, &txn)).await;
-        self.settle(&inv.id, &txn, outcome).await.map(Step::Done)
+        match self.settle(&inv.id, &txn, outcome).await {
+            Ok(report) => Ok(Step::Done(report)),
+            // The PSP was called but its answer could not be recorded: the attempt stays
+            // pending and is reconciled by its key. Reporting an error here would tell the
+            // caller nothing was attempted.
+            Err(e) => {
+                tracing::warn!(invoice_id = %inv.id, transaction_id = %txn.id, error = %e, "could not record the PSP's answer; left for reconciliation");
+                Ok(Step::Done(ChargeReport {
+                    invoice: inv.into_inner(),
+                    transaction: txn,
+                    outcome: ChargeOutcome::Pending,
+                }))
+            }
+        }
     }
 
     /// Records the PSP's answer. Retries on contention: an answer once received is
@@ -256,6 +287,12 @@ impl Services {
                 AttemptOutcome::Unknown => LedgerOutcome::Pending,
             };
             ledger.settle(&current.id, ledger_outcome, retry_not_before);
+            // A decline that condemns the card blocks it for every customer who saved it.
+            if let (AttemptOutcome::Declined(d), Some(RetryClass::Hard { reason })) = (&outcome, settled.retry_class)
+                && reason.blocks_card()
+            {
+                ledger.block(CardBlock { at: now, error_type: d.error_type, reason, expiry: current.card.expiry });
+            }
 
             let mut card_update = None;
             if let AttemptOutcome::Declined(d) = &outcome
@@ -345,10 +382,8 @@ impl Services {
             if inv.next_attempt_at().is_none_or(|at| at > now) {
                 return Ok(DueOutcome::NotDue);
             }
-            let subscription_status = match inv.subscription_id() {
-                Some(sid) => self.repo.subscription(sid).await?.map(|s| s.status()),
-                None => None,
-            };
+            let sub = self.subscription_of(&inv).await?;
+            let subscription_status = sub.as_ref().map(|s| s.status());
             let customer = self.customer(&inv.customer_id).await?;
             let card = match customer.default_payment_method_id() {
                 Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
@@ -376,6 +411,11 @@ impl Services {
                     inv.park();
                     let mut tx = Tx::new();
                     tx.save(&inv)?;
+                    // Parked only if the subscription is still as read: one resumed or
+                    // re-activated meanwhile has put its invoices back on the schedule.
+                    if let Some(sub) = &sub {
+                        tx.check(sub);
+                    }
                     match self.repo.commit(tx).await {
                         Ok(_) => return Ok(DueOutcome::Parked),
                         Err(StoreError::ConditionFailed { .. }) => continue,
@@ -386,7 +426,7 @@ impl Services {
                     let (Some(card), Some(ledger)) = (card, ledger) else {
                         return Err(Error::internal("attempt decided without a card"));
                     };
-                    if let Step::Done(report) = self.attempt(inv, card, ledger, trigger).await? {
+                    if let Step::Done(report) = self.attempt(inv, card, ledger, sub.as_ref(), trigger).await? {
                         return Ok(DueOutcome::Charged(report.outcome));
                     }
                 }
@@ -430,6 +470,10 @@ impl Services {
             let result = self
                 .charge_invoice(&inv.id, CardChoice::Specific(card.clone()), AttemptTrigger::NewPaymentMethod)
                 .await;
+            // Not collected automatically any more: not attempted, and not a reason to stop.
+            if matches!(&result, Err(e) if e.code == "subscription_canceled") {
+                continue;
+            }
             let stop = match &result {
                 Ok(r) => r.outcome != ChargeOutcome::Paid,
                 // Another charge of it is running, or it was paid meanwhile: go on.

@@ -1,8 +1,8 @@
 //! Invoices: issue (and charge at once when collected automatically), read, list, and
 //! the merchant's reconciliation of bank transfers.
 
-use crate::domain::Invoice;
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use crate::domain::{Invoice, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
 use crate::money::Money;
@@ -50,9 +50,14 @@ impl Services {
             CollectionMethod::SendInvoice => Ok(Issued { invoice, charge: None }),
             CollectionMethod::ChargeAutomatically => {
                 let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
+                // The invoice is committed: whatever happens now, the answer is a success
+                // (a failure would free the caller's idempotency key for a second invoice).
                 let invoice = match &charge {
                     Ok(report) => report.invoice.clone(),
-                    Err(_) => self.invoice(&invoice.id).await?.into_inner(),
+                    Err(_) => match self.repo.invoice(&invoice.id).await {
+                        Ok(Some(current)) => current.into_inner(),
+                        Ok(None) | Err(_) => invoice,
+                    },
                 };
                 Ok(Issued { invoice, charge: Some(charge) })
             }
@@ -78,12 +83,18 @@ impl Services {
         self.change_invoice(id, |inv, now| inv.mark_paid(reference.clone(), now).map_err(Error::from)).await
     }
 
+    /// Voids an invoice. A subscription's invoice may be voided once the subscription is
+    /// canceled (it is no longer collected); before that the subscription owns it.
     pub async fn void_invoice(&self, id: &InvoiceId) -> Result<Invoice> {
+        let canceled = match self.invoice(id).await?.subscription_id() {
+            Some(sid) => self.repo.subscription(sid).await?.is_some_and(|s| s.status() == SubscriptionStatus::Canceled),
+            None => false,
+        };
         self.change_invoice(id, |inv, now| {
-            if inv.subscription.is_some() {
+            if inv.subscription.is_some() && !canceled {
                 return Err(Error::conflict(
                     "subscription_invoice",
-                    "an invoice of a subscription cannot be voided; cancel or re-activate the subscription instead",
+                    "an invoice of a live subscription cannot be voided; cancel the subscription first, or re-activate it",
                 ));
             }
             inv.void(now).map_err(Error::from)

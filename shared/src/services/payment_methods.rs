@@ -58,6 +58,17 @@ impl Services {
         // The customer must exist before anything is sent to the PSP.
         self.customer(customer_id).await?;
         let verified = self.gateway.verify(psp_token, customer_id).await.map_err(gateway_error)?;
+        // A card condemned by a never-retry decline stays blocked when registered again; only
+        // a changed card (a new expiry from the provider) lifts the block.
+        if let Some(ledger) = self.repo.ledger(&verified.fingerprint).await?
+            && let Some(block) = ledger.block_for(verified.expiry)
+        {
+            tracing::info!(customer_id = %customer_id, reason = ?block.reason, "blocked card refused at registration");
+            return Err(gateway_error(GatewayError::Declined(crate::decline::Decline::new(
+                block.error_type,
+                "the card was declined for a reason that does not change until the card does",
+            ))));
+        }
         for _ in 0..OPTIMISTIC_RETRIES {
             let now = self.now();
             let mut customer = self.customer(customer_id).await?;

@@ -4,7 +4,7 @@
 
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
 use crate::domain::subscription::{Interval, PaymentStatus, Plan, payment_status};
-use crate::domain::{Invoice, InvoiceStatus, Subscription};
+use crate::domain::{Invoice, InvoiceStatus, Subscription, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::events::EventPayload;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
@@ -95,7 +95,12 @@ impl Services {
                     self.publish(events).await;
                     tracing::info!(subscription_id = %sub.id, customer_id = %sub.customer_id, "subscription started");
                     let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
-                    let sub = self.subscription(&sub.id).await?.into_inner();
+                    // Committed: answer with what was written if it cannot be read back, so
+                    // the caller's idempotency key is not freed for a second subscription.
+                    let sub = match self.repo.subscription(&sub.id).await {
+                        Ok(Some(current)) => current.into_inner(),
+                        Ok(None) | Err(_) => sub,
+                    };
                     return Ok((sub, charge));
                 }
                 Err(StoreError::ConditionFailed { .. }) => continue,
@@ -170,6 +175,7 @@ impl Services {
             let events = change(&mut sub, now)?;
             let mut tx = Tx::new();
             tx.save(&sub)?;
+            self.unpark_invoices(&sub, &mut tx, now).await?;
             tx.emit(events, now)?;
             match self.repo.commit(tx).await {
                 Ok(events) => {
@@ -185,9 +191,7 @@ impl Services {
 
     /// The merchant re-activates an errored subscription. Its unpaid invoices stay unpaid.
     pub async fn reactivate_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        let sub = self.change_subscription(id, |s, now| s.reactivate(now)).await?;
-        self.unpark_invoices(&sub).await?;
-        Ok(sub)
+        self.change_subscription(id, |s, now| s.reactivate(now)).await
     }
 
     pub async fn cancel_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
@@ -198,28 +202,32 @@ impl Services {
         self.change_subscription(id, |s, now| s.pause(now)).await
     }
 
+    /// Resumes a paused subscription: `active`, or `errored` if a payment errored meanwhile.
     pub async fn resume_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        let sub = self.change_subscription(id, |s, now| s.resume(now)).await?;
-        self.unpark_invoices(&sub).await?;
-        Ok(sub)
+        self.change_subscription(id, |s, now| s.resume(now)).await
     }
 
-    /// Puts open invoices that were taken off the schedule back on it.
-    async fn unpark_invoices(&self, sub: &Subscription) -> Result<()> {
+    /// When `sub` is (becoming) active, adds to `tx` the open invoices taken off the
+    /// schedule while it was not, put back on it; and a version check on every other open
+    /// invoice, so that a worker parking one of them meanwhile (it read the subscription
+    /// before this change) makes this commit fail and re-read. Together with the worker's
+    /// own check of the subscription's version, no open invoice of an active subscription
+    /// is left without a next attempt.
+    async fn unpark_invoices(&self, sub: &Subscription, tx: &mut Tx, now: Timestamp) -> Result<()> {
+        match sub.status() {
+            SubscriptionStatus::Active => {}
+            SubscriptionStatus::Errored | SubscriptionStatus::Paused | SubscriptionStatus::Canceled => return Ok(()),
+        }
         for p in sub.payments() {
-            for _ in 0..OPTIMISTIC_RETRIES {
-                let mut inv = self.invoice(&p.invoice_id).await?;
-                if inv.status() != InvoiceStatus::Open || inv.next_attempt_at().is_some() {
-                    break;
-                }
-                inv.unpark(self.now());
-                let mut tx = Tx::new();
+            let mut inv = self.invoice(&p.invoice_id).await?;
+            if inv.status() != InvoiceStatus::Open {
+                continue;
+            }
+            if inv.next_attempt_at().is_none() && inv.pending_transaction().is_none() {
+                inv.unpark(now);
                 tx.save(&inv)?;
-                match self.repo.commit(tx).await {
-                    Ok(_) => break,
-                    Err(StoreError::ConditionFailed { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+            } else {
+                tx.check(&inv);
             }
         }
         Ok(())
@@ -248,6 +256,9 @@ impl Services {
                 )
                 .with("payment_number", number));
             }
+            // Not queued and not in progress (taken off the schedule while the subscription
+            // was not collected): processing it by hand is what the merchant asks for.
+            PaymentStatus::Waiting if inv.next_attempt_at().is_none() && inv.pending_transaction().is_none() => {}
             PaymentStatus::Waiting => {
                 return Err(Error::conflict(
                     "payment_waiting",
@@ -306,10 +317,12 @@ impl Services {
 
     /// The subscription updater: brings the subscription of an invoice in line with the
     /// invoice as it is now. Returns the events it emitted (none when nothing changed).
+    /// The commit is conditioned on the invoice's version too, so a decision taken on an
+    /// invoice that changed meanwhile (paid while this ran) is taken again on the new one.
     pub async fn follow_invoice(&self, invoice_id: &InvoiceId) -> Result<Vec<&'static str>> {
-        let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(Vec::new()) };
-        let Some(sid) = inv.subscription_id().cloned() else { return Ok(Vec::new()) };
         for _ in 0..OPTIMISTIC_RETRIES {
+            let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(Vec::new()) };
+            let Some(sid) = inv.subscription_id().cloned() else { return Ok(Vec::new()) };
             let Some(mut sub) = self.repo.subscription(&sid).await? else { return Ok(Vec::new()) };
             let before = (*sub).clone();
             let now = self.now();
@@ -318,18 +331,18 @@ impl Services {
                 return Ok(Vec::new());
             }
             let kinds: Vec<&'static str> = events.iter().map(EventPayload::kind).collect();
-            let reactivated = events.iter().any(|e| matches!(e, EventPayload::SubscriptionActivated { .. }));
             let mut tx = Tx::new();
             tx.save(&sub)?;
+            tx.check(&inv);
+            if before.status() != SubscriptionStatus::Active {
+                self.unpark_invoices(&sub, &mut tx, now).await?;
+            }
             tx.emit(events, now)?;
             match self.repo.commit(tx).await {
                 Ok(events) => {
                     self.publish(events).await;
                     if !kinds.is_empty() {
                         tracing::info!(subscription_id = %sid, invoice_id = %invoice_id, events = ?kinds, "subscription updated");
-                    }
-                    if reactivated {
-                        self.unpark_invoices(&sub).await?;
                     }
                     return Ok(kinds);
                 }
