@@ -495,4 +495,14 @@ mod tests {
         assert!(!valid_idempotency_key("has space"));
         assert!(!valid_idempotency_key(&"k".repeat(256)));
     }
+
+    /// A retryable failure frees the key; a decision (a refusal, a decline) is replayed.
+    #[test]
+    fn only_failures_that_committed_nothing_free_the_idempotency_key() {
+        assert!(forgets_key(&Error::unavailable("store down")));
+        assert!(forgets_key(&Error::internal("bug")));
+        assert!(forgets_key(&Error::conflict("concurrent_update", "kept changing")));
+        assert!(!forgets_key(&Error::conflict("charge_in_progress", "pending")));
+        assert!(!forgets_key(&Error::bad_request("invalid_amount", "no")));
+    }
 }
