@@ -19,14 +19,13 @@ use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision,
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
 use crate::domain::{PaymentMethod, Subscription};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gateway::ChargeRequest;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
-use crate::store::StoreError;
 use crate::store::repo::{Tx, Versioned};
 use crate::time::Timestamp;
 
-use super::{OPTIMISTIC_RETRIES, Services};
+use super::{Decision, OPTIMISTIC_RETRIES, Services};
 
 /// Which card to charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +71,19 @@ pub struct RecoveryAttempt {
     pub outcome: std::result::Result<ChargeOutcome, Error>,
 }
 
-enum Step<T> {
-    Done(T),
-    /// Another writer changed what we read; read again.
-    Raced,
+/// A committed claim, and what remains to do after it.
+enum Claim {
+    /// Call the PSP with this pending attempt, then settle it.
+    Charge { invoice: Invoice, transaction: Transaction },
+    /// Nothing to send (an expired card): the attempt is recorded.
+    Recorded(ChargeReport),
+}
+
+/// What processing a due invoice committed, and what remains to do after it.
+enum DueStep {
+    Done(DueOutcome),
+    Reconcile,
+    Claimed(Box<Claim>),
 }
 
 fn refusal(r: ChargeRefusal) -> Error {
@@ -138,10 +146,6 @@ fn request_for(invoice: &Invoice, txn: &Transaction) -> ChargeRequest {
     }
 }
 
-fn exhausted() -> Error {
-    Error::new(ErrorKind::Conflict, "concurrent_update", "the invoice kept changing while being charged; retry")
-}
-
 impl Services {
     async fn card(&self, customer: &CustomerId, choice: &CardChoice) -> Result<Versioned<PaymentMethod>> {
         let id = match choice {
@@ -178,34 +182,37 @@ impl Services {
         choice: CardChoice,
         trigger: AttemptTrigger,
     ) -> Result<ChargeReport> {
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
-            let card = self.card(&inv.customer_id, &choice).await?;
-            let ledger = self.ledger_for(&card).await?;
-            let sub = self.subscription_of(&inv).await?;
-            let status = sub.as_ref().map(|s| s.status());
-            let plan = plan_charge(&inv, &card, Some(&ledger), status, trigger, self.now()).map_err(refusal)?;
-            let step = match plan {
-                ChargePlan::Attempt => self.attempt(inv, card, ledger, sub.as_ref(), trigger).await?,
-                ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger).await?,
-            };
-            if let Step::Done(report) = step {
-                return Ok(report);
-            }
-        }
-        Err(exhausted())
+        let choice = &choice;
+        let claim = self
+            .optimistic("invoice", || async move {
+                let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
+                let card = self.card(&inv.customer_id, choice).await?;
+                let ledger = self.ledger_for(&card).await?;
+                let sub = self.subscription_of(&inv).await?;
+                let status = sub.as_ref().map(|s| s.status());
+                let (tx, claim) =
+                    match plan_charge(&inv, &card, Some(&ledger), status, trigger, self.now()).map_err(refusal)? {
+                        ChargePlan::Attempt => self.claim(inv, &card, ledger, sub.as_ref(), trigger)?,
+                        ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger)?,
+                    };
+                Ok(Decision::Commit(tx, claim))
+            })
+            .await?;
+        self.complete(claim).await
     }
 
-    /// Claim, charge, settle. The claim is conditioned on the subscription too (when the
-    /// invoice has one), so a charge decided before a cancel or pause does not start after it.
-    async fn attempt(
+    /// Claims an attempt: a pending transaction on the invoice and a pending entry on the
+    /// card's ledger, conditioned on both versions, on the card being unchanged, and on the
+    /// subscription too (when the invoice has one), so a charge decided before a cancel or
+    /// pause does not start after it.
+    fn claim(
         &self,
         mut inv: Versioned<Invoice>,
-        card: Versioned<PaymentMethod>,
+        card: &Versioned<PaymentMethod>,
         mut ledger: Versioned<CardLedger>,
         subscription: Option<&Versioned<Subscription>>,
         trigger: AttemptTrigger,
-    ) -> Result<Step<ChargeReport>> {
+    ) -> Result<(Tx, Claim)> {
         let now = self.now();
         let txn = inv.begin_attempt(&card.snapshot(), trigger, now, now + self.policy.reconcile_after)?;
         ledger.record(LedgerEntry {
@@ -219,141 +226,139 @@ impl Services {
         let mut tx = Tx::new();
         tx.save(&inv)?;
         tx.save(&ledger)?;
-        tx.check(&card);
+        tx.check(card);
         if let Some(sub) = subscription {
             tx.check(sub);
         }
-        match self.repo.commit(tx).await {
-            Ok(_) => {}
-            Err(StoreError::ConditionFailed { .. }) => return Ok(Step::Raced),
-            Err(e) => return Err(e.into()),
-        }
+        Ok((tx, Claim::Charge { invoice: inv.into_inner(), transaction: txn }))
+    }
+
+    /// An expired card: the attempt is recorded as failed without calling the PSP.
+    fn record_expired(
+        &self,
+        mut inv: Versioned<Invoice>,
+        card: &PaymentMethod,
+        trigger: AttemptTrigger,
+    ) -> Result<(Tx, Claim)> {
+        let now = self.now();
+        let (txn, events) = inv.record_expired_card(&card.snapshot(), trigger, &self.policy, now)?;
+        let mut tx = Tx::new();
+        tx.save(&inv)?;
+        tx.emit(events, now)?;
+        let report = ChargeReport { invoice: inv.into_inner(), transaction: txn, outcome: ChargeOutcome::Declined };
+        Ok((tx, Claim::Recorded(report)))
+    }
+
+    /// After a committed claim: charge the PSP with the attempt's key and settle.
+    async fn complete(&self, claim: Claim) -> Result<ChargeReport> {
+        let (invoice, txn) = match claim {
+            Claim::Recorded(report) => {
+                tracing::info!(invoice_id = %report.invoice.id, card = %report.transaction.card.payment_method_id, "expired card: attempt recorded without calling the PSP");
+                return Ok(report);
+            }
+            Claim::Charge { invoice, transaction } => (invoice, transaction),
+        };
         tracing::info!(
-            invoice_id = %inv.id, transaction_id = %txn.id, attempt = txn.number,
-            reattempt = txn.reattempt, trigger = ?trigger, card = %card.id, "charging"
+            invoice_id = %invoice.id, transaction_id = %txn.id, attempt = txn.number,
+            reattempt = txn.reattempt, trigger = ?txn.trigger, card = %txn.card.payment_method_id, "charging"
         );
-        let outcome = self.gateway.charge(&request_for(&inv, &txn)).await;
-        match self.settle(&inv.id, &txn, outcome).await {
-            Ok(report) => Ok(Step::Done(report)),
+        let outcome = self.gateway.charge(&request_for(&invoice, &txn)).await;
+        match self.settle(&invoice.id, &txn, outcome).await {
+            Ok(report) => Ok(report),
             // The PSP was called but its answer could not be recorded: the attempt stays
             // pending and is reconciled by its key. Reporting an error here would tell the
             // caller nothing was attempted.
             Err(e) => {
-                tracing::warn!(invoice_id = %inv.id, transaction_id = %txn.id, error = %e, "could not record the PSP's answer; left for reconciliation");
-                Ok(Step::Done(ChargeReport {
-                    invoice: inv.into_inner(),
-                    transaction: txn,
-                    outcome: ChargeOutcome::Pending,
-                }))
+                tracing::warn!(invoice_id = %invoice.id, transaction_id = %txn.id, error = %e, "could not record the PSP's answer; left for reconciliation");
+                Ok(ChargeReport { invoice, transaction: txn, outcome: ChargeOutcome::Pending })
             }
         }
     }
 
-    /// Records the PSP's answer. Retries on contention: an answer once received is
-    /// recorded unless the store itself is down (then reconciliation finds it later).
+    /// Records the PSP's answer. Retries on contention (twice as long as other use cases:
+    /// an answer once received is recorded unless the store itself is down, and then
+    /// reconciliation finds it later).
     async fn settle(
         &self,
         invoice_id: &InvoiceId,
         claimed: &Transaction,
         outcome: AttemptOutcome,
     ) -> Result<ChargeReport> {
-        for _ in 0..OPTIMISTIC_RETRIES * 2 {
-            let mut inv =
-                self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::internal("settling a missing invoice"))?;
-            let Some(current) = inv.transactions().iter().find(|t| t.id == claimed.id).cloned() else {
-                return Err(Error::internal("settling an unknown transaction"));
-            };
-            if current.status != TransactionStatus::Pending {
-                // Settled already (by reconciliation racing us): report what is recorded.
-                let outcome = outcome_of(&current);
-                return Ok(ChargeReport { invoice: inv.into_inner(), transaction: current, outcome });
-            }
-            let now = self.now();
-            let retry_not_before = match (&outcome, current.card.network()) {
-                (AttemptOutcome::Declined(d), Network::Mastercard) => {
-                    d.advice_code.as_deref().and_then(mastercard_retry_after).map(|wait| now + wait)
+        let outcome = &outcome;
+        let report = self
+            .optimistic_tries(OPTIMISTIC_RETRIES * 2, "invoice", || async move {
+                let mut inv = self
+                    .repo
+                    .invoice(invoice_id)
+                    .await?
+                    .ok_or_else(|| Error::internal("settling a missing invoice"))?;
+                let Some(current) = inv.transactions().iter().find(|t| t.id == claimed.id).cloned() else {
+                    return Err(Error::internal("settling an unknown transaction"));
+                };
+                if current.status != TransactionStatus::Pending {
+                    // Settled already (by reconciliation racing us): report what is recorded.
+                    let outcome = outcome_of(&current);
+                    return Ok(Decision::Answer(ChargeReport {
+                        invoice: inv.into_inner(),
+                        transaction: current,
+                        outcome,
+                    }));
                 }
-                _ => None,
-            };
-            let events = inv.settle(&current.id, outcome.clone(), &self.policy, retry_not_before, now)?;
-            let settled = inv.transactions().iter().find(|t| t.id == current.id).cloned().unwrap_or(current.clone());
+                let now = self.now();
+                let retry_not_before = match (outcome, current.card.network()) {
+                    (AttemptOutcome::Declined(d), Network::Mastercard) => {
+                        d.advice_code.as_deref().and_then(mastercard_retry_after).map(|wait| now + wait)
+                    }
+                    _ => None,
+                };
+                let events = inv.settle(&current.id, outcome.clone(), &self.policy, retry_not_before, now)?;
+                let settled =
+                    inv.transactions().iter().find(|t| t.id == current.id).cloned().unwrap_or(current.clone());
 
-            let mut ledger = self.repo.ledger(&current.card.fingerprint).await?.unwrap_or_else(|| {
-                Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network()))
-            });
-            let ledger_outcome = match &outcome {
-                AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
-                AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
-                AttemptOutcome::Unknown => LedgerOutcome::Pending,
-            };
-            ledger.settle(&current.id, ledger_outcome, retry_not_before);
-            // A decline that condemns the card blocks it for every customer who saved it.
-            if let (AttemptOutcome::Declined(d), Some(RetryClass::Hard { reason })) = (&outcome, settled.retry_class)
-                && reason.blocks_card()
-            {
-                ledger.block(CardBlock { at: now, error_type: d.error_type, reason, expiry: current.card.expiry });
-            }
-
-            let mut card_update = None;
-            if let AttemptOutcome::Declined(d) = &outcome
-                && invalidates_card(settled.retry_class)
-                && let Some(mut pm) =
-                    self.repo.payment_method(&inv.customer_id, &current.card.payment_method_id).await?
-                && pm.fingerprint == current.card.fingerprint
-                && pm.verified_at <= current.created_at
-            {
-                pm.invalidate(d.error_type, now);
-                card_update = Some(pm);
-            }
-
-            let mut tx = Tx::new();
-            tx.save(&inv)?;
-            tx.save(&ledger)?;
-            if let Some(pm) = &card_update {
-                tx.save(pm)?;
-            }
-            tx.emit(events, now)?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    let outcome = outcome_of(&settled);
-                    tracing::info!(
-                        invoice_id = %inv.id, transaction_id = %settled.id, outcome = ?outcome,
-                        error_type = ?settled.error_type(), next_attempt_at = ?inv.next_attempt_at(), "attempt settled"
-                    );
-                    return Ok(ChargeReport { invoice: inv.into_inner(), transaction: settled, outcome });
+                let mut ledger = self.repo.ledger(&current.card.fingerprint).await?.unwrap_or_else(|| {
+                    Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network()))
+                });
+                let ledger_outcome = match outcome {
+                    AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
+                    AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
+                    AttemptOutcome::Unknown => LedgerOutcome::Pending,
+                };
+                ledger.settle(&current.id, ledger_outcome, retry_not_before);
+                // A decline that condemns the card blocks it for every customer who saved it.
+                if let (AttemptOutcome::Declined(d), Some(RetryClass::Hard { reason })) = (outcome, settled.retry_class)
+                    && reason.blocks_card()
+                {
+                    ledger.block(CardBlock { at: now, error_type: d.error_type, reason, expiry: current.card.expiry });
                 }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(exhausted())
-    }
 
-    async fn record_expired(
-        &self,
-        mut inv: Versioned<Invoice>,
-        card: &PaymentMethod,
-        trigger: AttemptTrigger,
-    ) -> Result<Step<ChargeReport>> {
-        let now = self.now();
-        let (txn, events) = inv.record_expired_card(&card.snapshot(), trigger, &self.policy, now)?;
-        let mut tx = Tx::new();
-        tx.save(&inv)?;
-        tx.emit(events, now)?;
-        match self.repo.commit(tx).await {
-            Ok(events) => {
-                self.publish(events).await;
-                tracing::info!(invoice_id = %inv.id, card = %card.id, "expired card: attempt recorded without calling the PSP");
-                Ok(Step::Done(ChargeReport {
-                    invoice: inv.into_inner(),
-                    transaction: txn,
-                    outcome: ChargeOutcome::Declined,
-                }))
-            }
-            Err(StoreError::ConditionFailed { .. }) => Ok(Step::Raced),
-            Err(e) => Err(e.into()),
-        }
+                let mut card_update = None;
+                if let AttemptOutcome::Declined(d) = outcome
+                    && invalidates_card(settled.retry_class)
+                    && let Some(mut pm) =
+                        self.repo.payment_method(&inv.customer_id, &current.card.payment_method_id).await?
+                    && pm.fingerprint == current.card.fingerprint
+                    && pm.verified_at <= current.created_at
+                {
+                    pm.invalidate(d.error_type, now);
+                    card_update = Some(pm);
+                }
+
+                let mut tx = Tx::new();
+                tx.save(&inv)?;
+                tx.save(&ledger)?;
+                if let Some(pm) = &card_update {
+                    tx.save(pm)?;
+                }
+                tx.emit(events, now)?;
+                let outcome = outcome_of(&settled);
+                Ok(Decision::Commit(tx, ChargeReport { invoice: inv.into_inner(), transaction: settled, outcome }))
+            })
+            .await?;
+        tracing::info!(
+            invoice_id = %report.invoice.id, transaction_id = %report.transaction.id, outcome = ?report.outcome,
+            error_type = ?report.transaction.error_type(), next_attempt_at = ?report.invoice.next_attempt_at(), "attempt settled"
+        );
+        Ok(report)
     }
 
     /// Settles an attempt that never got its answer: asks the PSP by idempotency key, and
@@ -376,84 +381,80 @@ impl Services {
     /// The charge worker's job: look at an invoice that came due and do what the policy
     /// says. Safe to run twice for the same message.
     pub async fn process_due(&self, invoice_id: &InvoiceId) -> Result<DueOutcome> {
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let Some(mut inv) = self.repo.invoice(invoice_id).await? else { return Ok(DueOutcome::NotDue) };
-            let now = self.now();
-            if inv.next_attempt_at().is_none_or(|at| at > now) {
-                return Ok(DueOutcome::NotDue);
-            }
-            let sub = self.subscription_of(&inv).await?;
-            let subscription_status = sub.as_ref().map(|s| s.status());
-            let customer = self.customer(&inv.customer_id).await?;
-            let card = match customer.default_payment_method_id() {
-                Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
-                None => None,
-            };
-            let ledger = match &card {
-                Some(c) => Some(self.ledger_for(c).await?),
-                None => None,
-            };
-            let decision = decide_due(&DueContext {
-                invoice: &inv,
-                card: card.as_deref(),
-                ledger: ledger.as_deref(),
-                subscription_status,
-                policy: &self.policy,
-                now,
-            });
-            let trigger = if inv.attempt_count() == 0 { AttemptTrigger::Initial } else { AttemptTrigger::Retry };
-            match decision {
-                DueDecision::NotDue => return Ok(DueOutcome::NotDue),
-                DueDecision::Reconcile(_) => {
-                    return Ok(DueOutcome::Reconciled(self.reconcile(invoice_id).await?.map(|r| r.outcome)));
+        let step = self
+            .optimistic("invoice", || async move {
+                let Some(mut inv) = self.repo.invoice(invoice_id).await? else {
+                    return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
+                };
+                let now = self.now();
+                if inv.next_attempt_at().is_none_or(|at| at > now) {
+                    return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 }
-                DueDecision::Park => {
-                    inv.park();
-                    let mut tx = Tx::new();
-                    tx.save(&inv)?;
-                    // Parked only if the subscription is still as read: one resumed or
-                    // re-activated meanwhile has put its invoices back on the schedule.
-                    if let Some(sub) = &sub {
-                        tx.check(sub);
-                    }
-                    match self.repo.commit(tx).await {
-                        Ok(_) => return Ok(DueOutcome::Parked),
-                        Err(StoreError::ConditionFailed { .. }) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                DueDecision::Attempt => {
-                    let (Some(card), Some(ledger)) = (card, ledger) else {
-                        return Err(Error::internal("attempt decided without a card"));
-                    };
-                    if let Step::Done(report) = self.attempt(inv, card, ledger, sub.as_ref(), trigger).await? {
-                        return Ok(DueOutcome::Charged(report.outcome));
-                    }
-                }
-                DueDecision::RecordExpired => {
-                    let Some(card) = card else { return Err(Error::internal("expiry decided without a card")) };
-                    if let Step::Done(report) = self.record_expired(inv, &card, trigger).await? {
-                        return Ok(DueOutcome::Charged(report.outcome));
-                    }
-                }
-                DueDecision::Skip { next, reason } => {
-                    let events = inv.reschedule(next, now)?;
-                    let mut tx = Tx::new();
-                    tx.save(&inv)?;
-                    tx.emit(events, now)?;
-                    match self.repo.commit(tx).await {
-                        Ok(events) => {
-                            self.publish(events).await;
-                            tracing::info!(invoice_id = %inv.id, ?reason, ?next, "automatic attempt skipped");
-                            return Ok(DueOutcome::Skipped { next, reason });
+                let sub = self.subscription_of(&inv).await?;
+                let customer = self.customer(&inv.customer_id).await?;
+                let card = match customer.default_payment_method_id() {
+                    Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
+                    None => None,
+                };
+                let ledger = match &card {
+                    Some(c) => Some(self.ledger_for(c).await?),
+                    None => None,
+                };
+                let decision = decide_due(&DueContext {
+                    invoice: &inv,
+                    card: card.as_deref(),
+                    ledger: ledger.as_deref(),
+                    subscription_status: sub.as_ref().map(|s| s.status()),
+                    policy: &self.policy,
+                    now,
+                });
+                let trigger = if inv.attempt_count() == 0 { AttemptTrigger::Initial } else { AttemptTrigger::Retry };
+                Ok(match decision {
+                    DueDecision::NotDue => Decision::Answer(DueStep::Done(DueOutcome::NotDue)),
+                    DueDecision::Reconcile(_) => Decision::Answer(DueStep::Reconcile),
+                    DueDecision::Park => {
+                        inv.park();
+                        let mut tx = Tx::new();
+                        tx.save(&inv)?;
+                        // Parked only if the subscription is still as read: one resumed or
+                        // re-activated meanwhile has put its invoices back on the schedule.
+                        if let Some(sub) = &sub {
+                            tx.check(sub);
                         }
-                        Err(StoreError::ConditionFailed { .. }) => continue,
-                        Err(e) => return Err(e.into()),
+                        Decision::Commit(tx, DueStep::Done(DueOutcome::Parked))
                     }
+                    DueDecision::Attempt => {
+                        let (Some(card), Some(ledger)) = (card, ledger) else {
+                            return Err(Error::internal("attempt decided without a card"));
+                        };
+                        let (tx, claim) = self.claim(inv, &card, ledger, sub.as_ref(), trigger)?;
+                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim)))
+                    }
+                    DueDecision::RecordExpired => {
+                        let Some(card) = card else { return Err(Error::internal("expiry decided without a card")) };
+                        let (tx, claim) = self.record_expired(inv, &card, trigger)?;
+                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim)))
+                    }
+                    DueDecision::Skip { next, reason } => {
+                        let events = inv.reschedule(next, now)?;
+                        let mut tx = Tx::new();
+                        tx.save(&inv)?;
+                        tx.emit(events, now)?;
+                        Decision::Commit(tx, DueStep::Done(DueOutcome::Skipped { next, reason }))
+                    }
+                })
+            })
+            .await?;
+        match step {
+            DueStep::Done(outcome) => {
+                if let DueOutcome::Skipped { next, reason } = &outcome {
+                    tracing::info!(invoice_id = %invoice_id, ?reason, ?next, "automatic attempt skipped");
                 }
+                Ok(outcome)
             }
+            DueStep::Reconcile => Ok(DueOutcome::Reconciled(self.reconcile(invoice_id).await?.map(|r| r.outcome))),
+            DueStep::Claimed(claim) => Ok(DueOutcome::Charged(self.complete(*claim).await?.outcome)),
         }
-        Err(exhausted())
     }
 
     /// A card was registered: charge every outstanding invoice with it at once, oldest

@@ -7,12 +7,12 @@ use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::store::repo::{Entity, Tx, Versioned};
 use crate::store::{Key, StoreError, keys};
 use crate::time::Timestamp;
 
-use super::Services;
+use super::{Decision, Services};
 
 /// How long a key is remembered.
 pub const RETENTION: TimeDelta = TimeDelta::hours(24);
@@ -71,48 +71,51 @@ impl Services {
     /// and body.
     pub async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str) -> Result<Begin> {
         let id = sha256_hex(&[scope.as_bytes(), key.as_bytes()]);
-        for _ in 0..3 {
-            let now = self.now();
-            let existing = self.repo.load::<IdempotencyRecord>(&keys::idempotency(&id)).await?;
-            let fresh = IdempotencyRecord {
-                id: id.clone(),
-                request_hash: request_hash.to_owned(),
-                state: IdempotencyState::InProgress { lease_until: now + LEASE },
-                created_at: now,
-            };
-            let claim = match existing {
-                None => Versioned::new(fresh),
-                Some(rec) if rec.created_at + RETENTION <= now => {
-                    let mut rec = rec;
-                    *rec = fresh;
-                    rec
-                }
-                Some(rec) if rec.request_hash != request_hash => return Ok(Begin::Mismatch),
-                Some(rec) => match &rec.state {
-                    IdempotencyState::Completed { status, body } => {
-                        return Ok(Begin::Replay { status: *status, body: body.clone() });
-                    }
-                    IdempotencyState::InProgress { lease_until } if *lease_until > now => return Ok(Begin::InProgress),
-                    IdempotencyState::InProgress { .. } => {
+        let id = &id;
+        let begun = self
+            .optimistic_tries(3, "idempotency record", || async move {
+                let now = self.now();
+                let existing = self.repo.load::<IdempotencyRecord>(&keys::idempotency(id)).await?;
+                let fresh = IdempotencyRecord {
+                    id: id.clone(),
+                    request_hash: request_hash.to_owned(),
+                    state: IdempotencyState::InProgress { lease_until: now + LEASE },
+                    created_at: now,
+                };
+                let claim = match existing {
+                    None => Versioned::new(fresh),
+                    Some(rec) if rec.created_at + RETENTION <= now => {
                         let mut rec = rec;
-                        rec.state = IdempotencyState::InProgress { lease_until: now + LEASE };
+                        *rec = fresh;
                         rec
                     }
-                },
-            };
-            let mut tx = Tx::new();
-            tx.save(&claim)?;
-            match self.repo.commit(tx).await {
-                Ok(_) => {
-                    let mut claimed = claim;
-                    claimed.set_version(claimed.version() + 1);
-                    return Ok(Begin::Proceed(claimed));
-                }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+                    Some(rec) if rec.request_hash != request_hash => return Ok(Decision::Answer(Begin::Mismatch)),
+                    Some(rec) => match &rec.state {
+                        IdempotencyState::Completed { status, body } => {
+                            return Ok(Decision::Answer(Begin::Replay { status: *status, body: body.clone() }));
+                        }
+                        IdempotencyState::InProgress { lease_until } if *lease_until > now => {
+                            return Ok(Decision::Answer(Begin::InProgress));
+                        }
+                        IdempotencyState::InProgress { .. } => {
+                            let mut rec = rec;
+                            rec.state = IdempotencyState::InProgress { lease_until: now + LEASE };
+                            rec
+                        }
+                    },
+                };
+                let mut tx = Tx::new();
+                tx.save(&claim)?;
+                let mut claimed = claim;
+                claimed.set_version(claimed.version() + 1);
+                Ok(Decision::Commit(tx, Begin::Proceed(claimed)))
+            })
+            .await;
+        match begun {
+            // Three requests with the key raced for it: another one holds it now.
+            Err(e) if e.kind == ErrorKind::Conflict => Ok(Begin::InProgress),
+            other => other,
         }
-        Ok(Begin::InProgress)
     }
 
     pub async fn idempotency_complete(

@@ -6,11 +6,11 @@ use crate::domain::{Invoice, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
 use crate::money::Money;
+use crate::store::Cursor;
 use crate::store::repo::{Listing, Tx, Versioned};
-use crate::store::{Cursor, StoreError};
 
 use super::charging::{CardChoice, ChargeReport};
-use super::{OPTIMISTIC_RETRIES, Services};
+use super::{Decision, Services};
 
 pub struct IssueInvoice {
     pub customer_id: CustomerId,
@@ -106,22 +106,16 @@ impl Services {
     where
         F: Fn(&mut Invoice, crate::time::Timestamp) -> Result<Vec<crate::events::EventPayload>>,
     {
-        for _ in 0..OPTIMISTIC_RETRIES {
+        let change = &change;
+        self.optimistic("invoice", || async move {
             let mut inv = self.invoice(id).await?;
             let now = self.now();
             let events = change(&mut inv, now)?;
             let mut tx = Tx::new();
             tx.save(&inv)?;
             tx.emit(events, now)?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    return Ok(inv.into_inner());
-                }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::conflict("concurrent_update", "the invoice kept changing; retry"))
+            Ok(Decision::Commit(tx, inv.into_inner()))
+        })
+        .await
     }
 }

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::gateway::PaymentGateway;
 use crate::mail::Mailer;
 use crate::policy::DunningPolicy;
-use crate::store::repo::Repo;
+use crate::store::StoreError;
+use crate::store::repo::{Repo, Tx};
 use crate::time::{Clock, Timestamp};
 
 pub mod charging;
@@ -27,6 +29,19 @@ use ports::EventPublisher;
 /// How many times a use case re-reads and retries after losing a race to another writer.
 pub(crate) const OPTIMISTIC_RETRIES: usize = 8;
 
+/// What one optimistic round read and decided.
+pub(crate) enum Decision<T> {
+    /// Nothing to write: the answer is this.
+    Answer(T),
+    /// Write this (every entity it read carries its version check), then answer that.
+    Commit(Tx, T),
+}
+
+/// The one error for a use case that lost every race it ran.
+pub(crate) fn concurrent_update(what: &str) -> Error {
+    Error::conflict("concurrent_update", format!("the {what} kept changing under concurrent writers; retry"))
+}
+
 /// Everything a use case may touch, built once per process (per Lambda cold start).
 #[derive(Clone)]
 pub struct Services {
@@ -43,6 +58,42 @@ pub struct Services {
 impl Services {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The read–decide–commit loop every use case runs: `round` reads what it needs and
+    /// decides; its writes commit only if nothing it read has changed, and its events are
+    /// published after the commit. A lost race runs the round again on fresh reads, up to
+    /// [`OPTIMISTIC_RETRIES`] times, then answers `409 concurrent_update`.
+    ///
+    /// A round is `|| async move { ... }` over references, so that each future it returns
+    /// owns its captures (what keeps the handlers' futures `Send`).
+    pub(crate) async fn optimistic<T, F, Fut>(&self, what: &str, round: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Decision<T>>>,
+    {
+        self.optimistic_tries(OPTIMISTIC_RETRIES, what, round).await
+    }
+
+    pub(crate) async fn optimistic_tries<T, F, Fut>(&self, tries: usize, what: &str, mut round: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Decision<T>>>,
+    {
+        for _ in 0..tries {
+            match round().await? {
+                Decision::Answer(answer) => return Ok(answer),
+                Decision::Commit(tx, answer) => match self.repo.commit(tx).await {
+                    Ok(events) => {
+                        self.publish(events).await;
+                        return Ok(answer);
+                    }
+                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        Err(concurrent_update(what))
     }
 
     /// Publishes freshly committed events right away. Failures are left to the relay,

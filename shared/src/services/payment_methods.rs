@@ -7,11 +7,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventPayload;
 use crate::gateway::GatewayError;
 use crate::ids::{CustomerId, PaymentMethodId};
-use crate::store::StoreError;
 use crate::store::repo::{Tx, Versioned};
 
 use super::charging::RecoveryAttempt;
-use super::{OPTIMISTIC_RETRIES, Services};
+use super::{Decision, Services};
 
 /// A saved card as a caller sees it.
 #[derive(Debug, Clone)]
@@ -69,60 +68,52 @@ impl Services {
                 "the card was declined for a reason that does not change until the card does",
             ))));
         }
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let now = self.now();
-            let mut customer = self.customer(customer_id).await?;
-            let existing = self
-                .repo
-                .payment_methods(customer_id)
-                .await?
-                .into_iter()
-                .find(|pm| pm.fingerprint == verified.fingerprint);
-            let replaced = existing.is_some();
-            let card = match existing {
-                Some(mut pm) => {
-                    pm.reverify(verified.clone(), now);
-                    pm
+        let verified = &verified;
+        let (card, is_default, replaced) = self
+            .optimistic("customer's cards", || async move {
+                let now = self.now();
+                let mut customer = self.customer(customer_id).await?;
+                let existing = self
+                    .repo
+                    .payment_methods(customer_id)
+                    .await?
+                    .into_iter()
+                    .find(|pm| pm.fingerprint == verified.fingerprint);
+                let replaced = existing.is_some();
+                let card = match existing {
+                    Some(mut pm) => {
+                        pm.reverify(verified.clone(), now);
+                        pm
+                    }
+                    None => Versioned::new(PaymentMethod::new(customer_id.clone(), verified.clone(), now)),
+                };
+                let becomes_default = set_default || customer.default_payment_method_id().is_none();
+                let mut tx = Tx::new();
+                tx.save(&card)?;
+                if becomes_default && customer.default_payment_method_id() != Some(&card.id) {
+                    customer.set_default_payment_method(Some(card.id.clone()));
+                    tx.save(&customer)?;
+                } else {
+                    tx.check(&customer);
                 }
-                None => Versioned::new(PaymentMethod::new(customer_id.clone(), verified.clone(), now)),
-            };
-            let becomes_default = set_default || customer.default_payment_method_id().is_none();
-            let mut tx = Tx::new();
-            tx.save(&card)?;
-            if becomes_default && customer.default_payment_method_id() != Some(&card.id) {
-                customer.set_default_payment_method(Some(card.id.clone()));
-                tx.save(&customer)?;
-            } else {
-                tx.check(&customer);
-            }
-            tx.emit(
-                [EventPayload::PaymentMethodAttached {
-                    payment_method_id: card.id.clone(),
-                    customer_id: customer_id.clone(),
-                    brand: card.brand,
-                    last4: card.last4.clone(),
-                    replaced,
-                }],
-                now,
-            )?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    tracing::info!(customer_id = %customer_id, payment_method_id = %card.id, replaced, "card registered");
-                    let is_default = customer.default_payment_method_id() == Some(&card.id);
-                    let recovery = self.recover_outstanding(customer_id, &card.id).await?;
-                    let status = card.status(self.now());
-                    return Ok(Registration {
-                        card: SavedCard { method: card.into_inner(), is_default, status },
+                tx.emit(
+                    [EventPayload::PaymentMethodAttached {
+                        payment_method_id: card.id.clone(),
+                        customer_id: customer_id.clone(),
+                        brand: card.brand,
+                        last4: card.last4.clone(),
                         replaced,
-                        recovery,
-                    });
-                }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+                    }],
+                    now,
+                )?;
+                let is_default = customer.default_payment_method_id() == Some(&card.id);
+                Ok(Decision::Commit(tx, (card.into_inner(), is_default, replaced)))
+            })
+            .await?;
+        tracing::info!(customer_id = %customer_id, payment_method_id = %card.id, replaced, "card registered");
+        let recovery = self.recover_outstanding(customer_id, &card.id).await?;
+        let status = card.status(self.now());
+        Ok(Registration { card: SavedCard { method: card, is_default, status }, replaced, recovery })
     }
 
     pub async fn list_payment_methods(&self, customer_id: &CustomerId) -> Result<Vec<SavedCard>> {
@@ -146,34 +137,33 @@ impl Services {
         customer_id: &CustomerId,
         id: &PaymentMethodId,
     ) -> Result<SavedCard> {
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let mut customer = self.customer(customer_id).await?;
-            let card =
-                self.repo.payment_method(customer_id, id).await?.ok_or_else(|| Error::not_found("payment method"))?;
-            let mut tx = Tx::new();
-            if customer.default_payment_method_id() != Some(&card.id) {
-                customer.set_default_payment_method(Some(card.id.clone()));
-                tx.save(&customer)?;
-                tx.check(&card);
-            }
-            match self.repo.commit(tx).await {
-                Ok(_) => {
-                    tracing::info!(customer_id = %customer_id, payment_method_id = %id, "default card set");
-                    let status = card.status(self.now());
-                    return Ok(SavedCard { method: card.into_inner(), is_default: true, status });
+        let card = self
+            .optimistic("customer's cards", || async move {
+                let mut customer = self.customer(customer_id).await?;
+                let card = self
+                    .repo
+                    .payment_method(customer_id, id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("payment method"))?;
+                let mut tx = Tx::new();
+                if customer.default_payment_method_id() != Some(&card.id) {
+                    customer.set_default_payment_method(Some(card.id.clone()));
+                    tx.save(&customer)?;
+                    tx.check(&card);
                 }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+                Ok(Decision::Commit(tx, card.into_inner()))
+            })
+            .await?;
+        tracing::info!(customer_id = %customer_id, payment_method_id = %id, "default card set");
+        let status = card.status(self.now());
+        Ok(SavedCard { method: card, is_default: true, status })
     }
 
     /// Removes a card, under the removal rules. The card's ledger and the customer are
     /// checked in the same transaction, so a charge starting on the card or a subscription
     /// starting for the customer meanwhile makes the removal retry and re-decide.
     pub async fn remove_payment_method(&self, customer_id: &CustomerId, id: &PaymentMethodId) -> Result<()> {
-        for _ in 0..OPTIMISTIC_RETRIES {
+        self.optimistic("customer's cards", || async move {
             let mut customer = self.customer(customer_id).await?;
             let cards = self.repo.payment_methods(customer_id).await?;
             let Some(target) = cards.iter().find(|c| &c.id == id).cloned() else {
@@ -224,16 +214,10 @@ impl Services {
                 }],
                 now,
             )?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    tracing::info!(customer_id = %customer_id, payment_method_id = %id, "card removed");
-                    return Ok(());
-                }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::conflict("concurrent_update", "the customer's cards kept changing; retry"))
+            Ok(Decision::Commit(tx, ()))
+        })
+        .await?;
+        tracing::info!(customer_id = %customer_id, payment_method_id = %id, "card removed");
+        Ok(())
     }
 }

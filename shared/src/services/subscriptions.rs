@@ -9,12 +9,12 @@ use crate::error::{Error, Result};
 use crate::events::EventPayload;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
 use crate::money::Money;
+use crate::store::Cursor;
 use crate::store::repo::{Listing, Tx, Versioned};
-use crate::store::{Cursor, StoreError};
 use crate::time::Timestamp;
 
 use super::charging::{CardChoice, ChargeReport};
-use super::{OPTIMISTIC_RETRIES, Services};
+use super::{Decision, Services};
 
 pub struct NewSubscription {
     pub customer_id: CustomerId,
@@ -41,10 +41,6 @@ pub struct PaymentView {
     pub attempt_count: u32,
 }
 
-fn concurrent() -> Error {
-    Error::conflict("concurrent_update", "the subscription kept changing; retry")
-}
-
 impl Services {
     /// Starts a subscription billed to the customer's default card; payment 1 is invoiced
     /// and charged at once.
@@ -53,61 +49,58 @@ impl Services {
         req: NewSubscription,
     ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
         let plan = Plan::new(req.amount, req.interval, req.interval_count, req.description.trim().to_owned())?;
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let mut customer = self.customer(&req.customer_id).await?;
-            if customer.default_payment_method_id().is_none() {
-                return Err(Error::conflict(
-                    "no_payment_method",
-                    "the customer has no default card; a subscription is billed to it, so they must add one first",
-                ));
-            }
-            let now = self.now();
-            let (mut sub, link) = Subscription::start(req.customer_id.clone(), plan.clone(), now);
-            let (mut invoice, created) = Invoice::issue(
-                NewInvoice {
-                    customer_id: req.customer_id.clone(),
-                    amount: plan.amount,
-                    description: format!("{} (payment 1)", plan.description).trim().to_owned(),
-                    collection_method: CollectionMethod::ChargeAutomatically,
-                    subscription: Some(link),
-                },
-                now,
-            )?;
-            invoice.schedule_first_attempt(now);
-            sub.attach_invoice(1, invoice.id.clone());
-            customer.subscription_ids.push(sub.id.clone());
-            let mut tx = Tx::new();
-            tx.save(&Versioned::new(sub.clone()))?;
-            tx.save(&Versioned::new(invoice.clone()))?;
-            tx.save(&customer)?;
-            tx.emit(
-                [
-                    EventPayload::SubscriptionCreated {
-                        subscription_id: sub.id.clone(),
-                        customer_id: sub.customer_id.clone(),
-                    },
-                    created,
-                ],
-                now,
-            )?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    tracing::info!(subscription_id = %sub.id, customer_id = %sub.customer_id, "subscription started");
-                    let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
-                    // Committed: answer with what was written if it cannot be read back, so
-                    // the caller's idempotency key is not freed for a second subscription.
-                    let sub = match self.repo.subscription(&sub.id).await {
-                        Ok(Some(current)) => current.into_inner(),
-                        Ok(None) | Err(_) => sub,
-                    };
-                    return Ok((sub, charge));
+        let req = &req;
+        let plan = &plan;
+        let (sub, invoice_id) = self
+            .optimistic("customer", || async move {
+                let mut customer = self.customer(&req.customer_id).await?;
+                if customer.default_payment_method_id().is_none() {
+                    return Err(Error::conflict(
+                        "no_payment_method",
+                        "the customer has no default card; a subscription is billed to it, so they must add one first",
+                    ));
                 }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(concurrent())
+                let now = self.now();
+                let (mut sub, link) = Subscription::start(req.customer_id.clone(), plan.clone(), now);
+                let (mut invoice, created) = Invoice::issue(
+                    NewInvoice {
+                        customer_id: req.customer_id.clone(),
+                        amount: plan.amount,
+                        description: format!("{} (payment 1)", plan.description).trim().to_owned(),
+                        collection_method: CollectionMethod::ChargeAutomatically,
+                        subscription: Some(link),
+                    },
+                    now,
+                )?;
+                invoice.schedule_first_attempt(now);
+                sub.attach_invoice(1, invoice.id.clone());
+                customer.subscription_ids.push(sub.id.clone());
+                let mut tx = Tx::new();
+                tx.save(&Versioned::new(sub.clone()))?;
+                tx.save(&Versioned::new(invoice.clone()))?;
+                tx.save(&customer)?;
+                tx.emit(
+                    [
+                        EventPayload::SubscriptionCreated {
+                            subscription_id: sub.id.clone(),
+                            customer_id: sub.customer_id.clone(),
+                        },
+                        created,
+                    ],
+                    now,
+                )?;
+                Ok(Decision::Commit(tx, (sub, invoice.id)))
+            })
+            .await?;
+        tracing::info!(subscription_id = %sub.id, customer_id = %sub.customer_id, "subscription started");
+        let charge = self.charge_invoice(&invoice_id, CardChoice::Default, AttemptTrigger::Initial).await;
+        // Committed: answer with what was written if it cannot be read back, so the
+        // caller's idempotency key is not freed for a second subscription.
+        let sub = match self.repo.subscription(&sub.id).await {
+            Ok(Some(current)) => current.into_inner(),
+            Ok(None) | Err(_) => sub,
+        };
+        Ok((sub, charge))
     }
 
     pub async fn subscription(&self, id: &SubscriptionId) -> Result<Versioned<Subscription>> {
@@ -169,7 +162,8 @@ impl Services {
     where
         F: Fn(&mut Subscription, Timestamp) -> std::result::Result<Vec<EventPayload>, crate::domain::DomainError>,
     {
-        for _ in 0..OPTIMISTIC_RETRIES {
+        let change = &change;
+        self.optimistic("subscription", || async move {
             let mut sub = self.subscription(id).await?;
             let now = self.now();
             let events = change(&mut sub, now)?;
@@ -177,16 +171,9 @@ impl Services {
             tx.save(&sub)?;
             self.unpark_invoices(&sub, &mut tx, now).await?;
             tx.emit(events, now)?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    return Ok(sub.into_inner());
-                }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(concurrent())
+            Ok(Decision::Commit(tx, sub.into_inner()))
+        })
+        .await
     }
 
     /// The merchant re-activates an errored subscription. Its unpaid invoices stay unpaid.
@@ -278,38 +265,44 @@ impl Services {
         let now = self.now();
         let mut issued = Vec::new();
         for id in self.repo.due_renewals(now, limit).await? {
-            for _ in 0..OPTIMISTIC_RETRIES {
-                let Some(mut sub) = self.repo.subscription(&id).await? else { break };
-                let Some(link) = sub.renew(now) else { break };
-                let (mut invoice, created) = Invoice::issue(
-                    NewInvoice {
-                        customer_id: sub.customer_id.clone(),
-                        amount: sub.plan.amount,
-                        description: format!("{} (payment {})", sub.plan.description, link.payment_number)
-                            .trim()
-                            .to_owned(),
-                        collection_method: CollectionMethod::ChargeAutomatically,
-                        subscription: Some(link.clone()),
-                    },
-                    now,
-                )?;
-                invoice.schedule_first_attempt(now);
-                sub.attach_invoice(link.payment_number, invoice.id.clone());
-                let renewed = sub.renewed_event(&link, &invoice.id);
-                let mut tx = Tx::new();
-                tx.save(&sub)?;
-                tx.save(&Versioned::new(invoice.clone()))?;
-                tx.emit([created, renewed], now)?;
-                match self.repo.commit(tx).await {
-                    Ok(events) => {
-                        self.publish(events).await;
-                        tracing::info!(subscription_id = %id, invoice_id = %invoice.id, payment = link.payment_number, "renewed");
-                        issued.push(invoice.id);
-                        break;
-                    }
-                    Err(StoreError::ConditionFailed { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+            let id = &id;
+            let renewal = self
+                .optimistic("subscription", || async move {
+                    let Some(mut sub) = self.repo.subscription(id).await? else { return Ok(Decision::Answer(None)) };
+                    let Some(link) = sub.renew(now) else { return Ok(Decision::Answer(None)) };
+                    let (mut invoice, created) = Invoice::issue(
+                        NewInvoice {
+                            customer_id: sub.customer_id.clone(),
+                            amount: sub.plan.amount,
+                            description: format!("{} (payment {})", sub.plan.description, link.payment_number)
+                                .trim()
+                                .to_owned(),
+                            collection_method: CollectionMethod::ChargeAutomatically,
+                            subscription: Some(link.clone()),
+                        },
+                        now,
+                    )?;
+                    invoice.schedule_first_attempt(now);
+                    sub.attach_invoice(link.payment_number, invoice.id.clone());
+                    let renewed = sub.renewed_event(&link, &invoice.id);
+                    let mut tx = Tx::new();
+                    tx.save(&sub)?;
+                    tx.save(&Versioned::new(invoice.clone()))?;
+                    tx.emit([created, renewed], now)?;
+                    Ok(Decision::Commit(tx, Some((invoice.id, link.payment_number))))
+                })
+                .await;
+            match renewal {
+                Ok(Some((invoice_id, payment))) => {
+                    tracing::info!(subscription_id = %id, invoice_id = %invoice_id, payment, "renewed");
+                    issued.push(invoice_id);
                 }
+                Ok(None) => {}
+                // Renewed by a concurrent sweep, most likely; the next sweep looks again.
+                Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
+                    tracing::warn!(subscription_id = %id, error = %e, "renewal kept racing; left for the next sweep");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(issued)
@@ -320,36 +313,35 @@ impl Services {
     /// The commit is conditioned on the invoice's version too, so a decision taken on an
     /// invoice that changed meanwhile (paid while this ran) is taken again on the new one.
     pub async fn follow_invoice(&self, invoice_id: &InvoiceId) -> Result<Vec<&'static str>> {
-        for _ in 0..OPTIMISTIC_RETRIES {
-            let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(Vec::new()) };
-            let Some(sid) = inv.subscription_id().cloned() else { return Ok(Vec::new()) };
-            let Some(mut sub) = self.repo.subscription(&sid).await? else { return Ok(Vec::new()) };
-            let before = (*sub).clone();
-            let now = self.now();
-            let events = sub.observe_invoice(&inv, now);
-            if *sub == before {
-                return Ok(Vec::new());
-            }
-            let kinds: Vec<&'static str> = events.iter().map(EventPayload::kind).collect();
-            let mut tx = Tx::new();
-            tx.save(&sub)?;
-            tx.check(&inv);
-            if before.status() != SubscriptionStatus::Active {
-                self.unpark_invoices(&sub, &mut tx, now).await?;
-            }
-            tx.emit(events, now)?;
-            match self.repo.commit(tx).await {
-                Ok(events) => {
-                    self.publish(events).await;
-                    if !kinds.is_empty() {
-                        tracing::info!(subscription_id = %sid, invoice_id = %invoice_id, events = ?kinds, "subscription updated");
-                    }
-                    return Ok(kinds);
+        let kinds = self
+            .optimistic("subscription", || async move {
+                let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(Decision::Answer(Vec::new())) };
+                let Some(sid) = inv.subscription_id().cloned() else { return Ok(Decision::Answer(Vec::new())) };
+                let Some(mut sub) = self.repo.subscription(&sid).await? else {
+                    return Ok(Decision::Answer(Vec::new()));
+                };
+                let before = (*sub).clone();
+                let now = self.now();
+                let events = sub.observe_invoice(&inv, now);
+                if *sub == before {
+                    return Ok(Decision::Answer(Vec::new()));
                 }
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+                let kinds: Vec<&'static str> = events.iter().map(EventPayload::kind).collect();
+                let mut tx = Tx::new();
+                tx.save(&sub)?;
+                tx.check(&inv);
+                // Only a payment re-activates here, and the paid invoice is not open, so it
+                // is not among the invoices unparked.
+                if before.status() != SubscriptionStatus::Active {
+                    self.unpark_invoices(&sub, &mut tx, now).await?;
+                }
+                tx.emit(events, now)?;
+                Ok(Decision::Commit(tx, kinds))
+            })
+            .await?;
+        if !kinds.is_empty() {
+            tracing::info!(invoice_id = %invoice_id, events = ?kinds, "subscription updated");
         }
-        Err(concurrent())
+        Ok(kinds)
     }
 }
