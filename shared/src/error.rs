@@ -1,10 +1,12 @@
-//! The service layer's error: a kind (which the HTTP layer maps to a status, in one
-//! place), a stable machine-readable code, a message a developer can act on, and optional
-//! details. Internal causes are logged, never returned.
+//! The service layer's error: a stable machine-readable [`Code`] (one enum: each code
+//! with its kind, which the HTTP layer maps to a status in one place, and a one-line
+//! meaning), a message a developer can act on, and optional details. Internal causes are
+//! logged, never returned.
 
 use serde_json::{Map, Value};
 
 use crate::domain::DomainError;
+use crate::domain::payment_method::RemovalRefused;
 use crate::money::MoneyError;
 use crate::store::StoreError;
 
@@ -19,16 +21,102 @@ pub enum ErrorKind {
     PaymentRequired,
     /// The request is well-formed but cannot be honoured as sent (idempotency key reuse).
     Unprocessable,
+    /// The path exists, the method does not.
+    MethodNotAllowed,
     /// A dependency is unavailable; retrying may succeed.
     Unavailable,
     Internal,
+}
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $kind:ident, $meaning:literal; )*) => {
+        /// Every error code the API answers with. Codes are part of the API: never renamed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code,)* }
+            }
+
+            pub fn kind(self) -> ErrorKind {
+                match self { $(Code::$variant => ErrorKind::$kind,)* }
+            }
+
+            /// One line a developer reads in the API reference.
+            pub fn meaning(self) -> &'static str {
+                match self { $(Code::$variant => $meaning,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidRequest = "invalid_request", BadRequest, "the body or a query parameter is not valid (`field` names it)";
+    InvalidAmount = "invalid_amount", BadRequest, "not an integer number of minor units in range";
+    InvalidCurrency = "invalid_currency", BadRequest, "not a supported ISO 4217 code";
+    InvalidCursor = "invalid_cursor", BadRequest, "`starting_after` is not a cursor this listing returned";
+    InvalidPaymentMethod = "invalid_payment_method", BadRequest, "not a PSP token, or one the PSP does not know";
+    InvalidIdempotencyKey = "invalid_idempotency_key", BadRequest, "`Idempotency-Key` is not 1-255 visible ASCII characters";
+    RawCardDataRefused = "raw_card_data_refused", BadRequest, "the request holds a card number";
+    Unauthorized = "unauthorized", Unauthorized, "no bearer token, or its claims are missing or invalid";
+    PaymentDeclined = "payment_declined", PaymentRequired, "the charge was attempted and declined";
+    PaymentMethodVerificationFailed = "payment_method_verification_failed", PaymentRequired, "the PSP declined the card when it was registered";
+    Forbidden = "forbidden", Forbidden, "the caller's role may not do this";
+    NotFound = "not_found", NotFound, "no such resource, or not the caller's";
+    MethodNotAllowed = "method_not_allowed", MethodNotAllowed, "the path exists, the method does not";
+    ConcurrentUpdate = "concurrent_update", Conflict, "the resource kept changing under concurrent writers; retry";
+    IdempotencyKeyInProgress = "idempotency_key_in_progress", Conflict, "the first request with this key is still running";
+    InvoiceAlreadyPaid = "invoice_already_paid", Conflict, "the invoice is paid";
+    InvoiceNotChargeable = "invoice_not_chargeable", Conflict, "the invoice is void (or draft)";
+    ChargeInProgress = "charge_in_progress", Conflict, "an attempt on the invoice is pending at the PSP";
+    TransactionNotPending = "transaction_not_pending", Conflict, "an attempt's outcome was already recorded";
+    InvalidStateTransition = "invalid_state_transition", Conflict, "the invoice or subscription is not in a state this action starts from";
+    NoPaymentMethod = "no_payment_method", Conflict, "the customer has no default card";
+    PaymentMethodUpdateRequired = "payment_method_update_required", Conflict, "this card hard-declined this invoice, or was proved unusable or blocked";
+    CustomerAuthenticationRequired = "customer_authentication_required", Conflict, "the issuer wants the cardholder; only the customer can pay now";
+    NetworkRetryLimit = "network_retry_limit", Conflict, "a card-network rule forbids another attempt now";
+    SubscriptionInvoice = "subscription_invoice", Conflict, "an invoice of a subscription that is not canceled cannot be voided";
+    SubscriptionCanceled = "subscription_canceled", Conflict, "the invoice's subscription is canceled: not collected automatically";
+    PaymentAlreadyApproved = "payment_already_approved", Conflict, "subscription payment N is paid";
+    PaymentWaiting = "payment_waiting", Conflict, "subscription payment N is queued for a future date or in flight";
+    PendingTransactions = "pending_transactions", Conflict, "a charge on the card is pending";
+    LastPaymentMethodWithActiveSubscription = "last_payment_method_with_active_subscription", Conflict, "the only card, and a subscription will bill again";
+    DefaultPaymentMethod = "default_payment_method", Conflict, "the default card, while other cards exist";
+    IdempotencyKeyReused = "idempotency_key_reused", Unprocessable, "the key was used with a different request";
+    /// Queue consumers only: never an HTTP answer.
+    PoisonMessage = "poison_message", BadRequest, "a queue message that can never be processed; it goes to the dead-letter queue";
+    InternalError = "internal_error", Internal, "a bug on our side; logged";
+    ServiceUnavailable = "service_unavailable", Unavailable, "the store or the payment provider is unavailable; retry";
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Error {
     pub kind: ErrorKind,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub details: Map<String, Value>,
 }
@@ -36,8 +124,8 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Error { kind, code, message: message.into(), details: Map::new() }
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error { kind: code.kind(), code, message: message.into(), details: Map::new() }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -45,30 +133,22 @@ impl Error {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::BadRequest, code, message)
-    }
-
     pub fn not_found(what: &str) -> Self {
-        Error::new(ErrorKind::NotFound, "not_found", format!("no such {what}"))
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Conflict, code, message)
+        Error::new(Code::NotFound, format!("no such {what}"))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Forbidden, "forbidden", message)
+        Error::new(Code::Forbidden, message)
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Error::new(ErrorKind::Internal, "internal_error", "something went wrong on our side; it has been logged")
+        Error::new(Code::InternalError, "something went wrong on our side; it has been logged")
     }
 
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
-        Error::new(ErrorKind::Unavailable, "service_unavailable", "a dependency is unavailable; retry shortly")
+        Error::new(Code::ServiceUnavailable, "a dependency is unavailable; retry shortly")
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -79,12 +159,12 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ConditionFailed { .. } => Error::conflict(
-                "concurrent_update",
+            StoreError::ConditionFailed { .. } => Error::new(
+                Code::ConcurrentUpdate,
                 "the resource changed while this request was being handled; retry it",
             ),
             StoreError::Contention(_) | StoreError::Unavailable(_) => Error::unavailable(e),
-            StoreError::Invalid(msg) if msg.contains("cursor") => Error::bad_request("invalid_cursor", msg),
+            StoreError::InvalidCursor(msg) => Error::new(Code::InvalidCursor, msg),
             StoreError::Invalid(_) | StoreError::Corrupt(_) => Error::internal(e),
         }
     }
@@ -93,15 +173,22 @@ impl From<StoreError> for Error {
 impl From<DomainError> for Error {
     fn from(e: DomainError) -> Self {
         let message = e.to_string();
-        let code = e.code();
+        let code = match &e {
+            DomainError::InvoiceNotChargeable(_) => Code::InvoiceNotChargeable,
+            DomainError::InvoiceAlreadyPaid => Code::InvoiceAlreadyPaid,
+            DomainError::ChargeInProgress => Code::ChargeInProgress,
+            DomainError::TransactionNotPending(_) => Code::TransactionNotPending,
+            DomainError::InvalidTransition { .. } => Code::InvalidStateTransition,
+            DomainError::InvalidInput { .. } => Code::InvalidRequest,
+            DomainError::Removal(RemovalRefused::LastPaymentMethodWithActiveSubscription) => {
+                Code::LastPaymentMethodWithActiveSubscription
+            }
+            DomainError::Removal(RemovalRefused::DefaultPaymentMethod) => Code::DefaultPaymentMethod,
+            DomainError::Removal(RemovalRefused::PendingTransactions) => Code::PendingTransactions,
+        };
         match e {
-            DomainError::InvalidInput { field, .. } => Error::bad_request(code, message).with("field", field),
-            DomainError::InvoiceNotChargeable(_)
-            | DomainError::InvoiceAlreadyPaid
-            | DomainError::ChargeInProgress
-            | DomainError::TransactionNotPending(_)
-            | DomainError::InvalidTransition { .. }
-            | DomainError::Removal(_) => Error::conflict(code, message),
+            DomainError::InvalidInput { field, .. } => Error::new(code, message).with("field", field),
+            _ => Error::new(code, message),
         }
     }
 }
@@ -110,9 +197,9 @@ impl From<MoneyError> for Error {
     fn from(e: MoneyError) -> Self {
         match e {
             MoneyError::UnknownCurrency(_) => {
-                Error::bad_request("invalid_currency", e.to_string()).with("field", "currency")
+                Error::new(Code::InvalidCurrency, e.to_string()).with("field", "currency")
             }
-            MoneyError::OutOfRange(_) => Error::bad_request("invalid_amount", e.to_string()).with("field", "amount"),
+            MoneyError::OutOfRange(_) => Error::new(Code::InvalidAmount, e.to_string()).with("field", "amount"),
         }
     }
 }

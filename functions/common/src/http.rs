@@ -11,7 +11,7 @@ use std::time::Instant;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use recoup_shared::card::contains_card_number;
-use recoup_shared::error::{Error, ErrorKind};
+use recoup_shared::error::{Code, Error, ErrorKind};
 use recoup_shared::ids::CustomerId;
 use recoup_shared::services::idempotency::{Begin, sha256_hex};
 use serde::de::DeserializeOwned;
@@ -96,7 +96,7 @@ impl Caller {
 
     /// Builds the caller from JWT claims (as strings, the way API Gateway passes them).
     pub fn from_claims(claims: &HashMap<String, String>) -> Result<Caller, Error> {
-        let unauthorized = |m: &str| Error::new(ErrorKind::Unauthorized, "unauthorized", m);
+        let unauthorized = |m: &str| Error::new(Code::Unauthorized, m);
         let customer = || {
             claims
                 .get("customer_id")
@@ -121,7 +121,7 @@ fn caller_of(req: &Request) -> Result<Caller, Error> {
     };
     match claims {
         Some(claims) => Caller::from_claims(claims),
-        None => Err(Error::new(ErrorKind::Unauthorized, "unauthorized", "a bearer token is required")),
+        None => Err(Error::new(Code::Unauthorized, "a bearer token is required")),
     }
 }
 
@@ -149,7 +149,7 @@ impl Call {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
         serde_json::from_slice(body)
-            .map_err(|e| Error::bad_request("invalid_request", format!("the request body is not valid: {e}")))
+            .map_err(|e| Error::new(Code::InvalidRequest, format!("the request body is not valid: {e}")))
     }
 
     pub fn require_merchant(&self) -> Result<(), Error> {
@@ -173,16 +173,16 @@ impl Call {
         let limit = match self.query("limit") {
             None => 20,
             Some(l) => l.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
-                Error::bad_request("invalid_request", "limit must be a whole number from 1 to 100")
-                    .with("field", "limit")
+                Error::new(Code::InvalidRequest, "limit must be a whole number from 1 to 100").with("field", "limit")
             })?,
         };
-        let cursor = match self.query("starting_after") {
-            None => None,
-            Some(c) => Some(recoup_shared::store::Cursor::decode(c).ok_or_else(|| {
-                Error::bad_request("invalid_cursor", "starting_after is not a cursor this API returned")
-            })?),
-        };
+        let cursor =
+            match self.query("starting_after") {
+                None => None,
+                Some(c) => Some(recoup_shared::store::Cursor::decode(c).ok_or_else(|| {
+                    Error::new(Code::InvalidCursor, "starting_after is not a cursor this API returned")
+                })?),
+            };
         Ok((limit, cursor))
     }
 }
@@ -192,8 +192,7 @@ impl Call {
 pub fn parse_money(amount: &Value, currency: &str) -> Result<recoup_shared::money::Money, Error> {
     let currency = recoup_shared::money::Currency::parse(currency)?;
     let minor = amount.as_i64().filter(|_| amount.is_i64() || amount.is_u64()).ok_or_else(|| {
-        Error::bad_request(
-            "invalid_amount",
+        Error::new(Code::InvalidAmount,
             format!(
                 "amount must be a whole number of the currency's minor unit (for {currency}: 1050 means {}), not {amount}",
                 recoup_shared::money::Money::new(1050, currency).map_or_else(|_| "1050".to_owned(), |m| m.to_string())
@@ -240,6 +239,7 @@ pub fn status_of(kind: ErrorKind) -> u16 {
         ErrorKind::Forbidden => 403,
         ErrorKind::NotFound => 404,
         ErrorKind::Conflict => 409,
+        ErrorKind::MethodNotAllowed => 405,
         ErrorKind::Unprocessable => 422,
         ErrorKind::Internal => 500,
         ErrorKind::Unavailable => 503,
@@ -248,7 +248,7 @@ pub fn status_of(kind: ErrorKind) -> u16 {
 
 pub fn error_body(e: &Error) -> Value {
     let mut body = serde_json::Map::new();
-    body.insert("code".into(), json!(e.code));
+    body.insert("code".into(), json!(e.code.as_str()));
     body.insert("message".into(), json!(e.message));
     for (k, v) in &e.details {
         body.insert(k.clone(), v.clone());
@@ -286,7 +286,7 @@ fn body_bytes(req: &Request) -> Vec<u8> {
 /// work was never committed). The use cases answer successfully once their work is
 /// committed, so a failure here means nothing was done.
 fn forgets_key(e: &Error) -> bool {
-    status_of(e.kind) >= 500 || e.code == "concurrent_update"
+    status_of(e.kind) >= 500 || e.code == Code::ConcurrentUpdate
 }
 
 fn valid_idempotency_key(k: &str) -> bool {
@@ -324,7 +324,8 @@ where
     let method = req.method().as_str().to_owned();
     let path = route_path(&req);
 
-    let mut method_mismatch = false;
+    // A known path with another method is 405 with `Allow` (RFC 9110 §15.5.6).
+    let mut allowed: Vec<&str> = Vec::new();
     let mut matched = None;
     for r in routes {
         if let Some(params) = r.params(&path) {
@@ -332,17 +333,18 @@ where
                 matched = Some((r, params));
                 break;
             }
-            method_mismatch = true;
+            if !allowed.contains(&r.method) {
+                allowed.push(r.method);
+            }
         }
     }
     let Some((route, params)) = matched else {
-        let e = if method_mismatch {
-            Error::new(ErrorKind::BadRequest, "method_not_allowed", format!("{method} is not allowed on {path}"))
-        } else {
-            Error::not_found("route").with("path", path.clone())
-        };
-        let status = if method_mismatch { 405 } else { 404 };
-        return respond(status, Some(&error_body(&e)), &[]);
+        if allowed.is_empty() {
+            return error_response(&Error::not_found("route").with("path", path.clone()));
+        }
+        let e = Error::new(Code::MethodNotAllowed, format!("{method} is not allowed on {path}"))
+            .with("allowed", allowed.clone());
+        return respond(status_of(e.kind), Some(&error_body(&e)), &[("allow", &allowed.join(", "))]);
     };
 
     let caller = match caller_of(&req) {
@@ -358,8 +360,8 @@ where
     if contains_card_number(&String::from_utf8_lossy(&body)) || contains_card_number(&raw_query) || in_query {
         // The request is dropped here: its body is not parsed, stored or logged.
         tracing::warn!(route = route.path, role = caller.role(), "refused a request carrying a card number");
-        let e = Error::bad_request(
-            "raw_card_data_refused",
+        let e = Error::new(
+            Code::RawCardDataRefused,
             "card numbers are never accepted by this API; tokenize the card with the payment provider's form and send the token",
         );
         return error_response(&e);
@@ -375,8 +377,8 @@ where
         && let Some(key) = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok())
     {
         if !valid_idempotency_key(key) {
-            return error_response(&Error::bad_request(
-                "invalid_idempotency_key",
+            return error_response(&Error::new(
+                Code::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             ));
         }
@@ -389,14 +391,13 @@ where
             }
             Ok(Begin::Mismatch) => {
                 return error_response(&Error::new(
-                    ErrorKind::Unprocessable,
-                    "idempotency_key_reused",
+                    Code::IdempotencyKeyReused,
                     "this Idempotency-Key was used with a different request",
                 ));
             }
             Ok(Begin::InProgress) => {
-                return error_response(&Error::conflict(
-                    "idempotency_key_in_progress",
+                return error_response(&Error::new(
+                    Code::IdempotencyKeyInProgress,
                     "a request with this Idempotency-Key is still being processed; retry shortly",
                 ));
             }
@@ -501,8 +502,8 @@ mod tests {
     fn only_failures_that_committed_nothing_free_the_idempotency_key() {
         assert!(forgets_key(&Error::unavailable("store down")));
         assert!(forgets_key(&Error::internal("bug")));
-        assert!(forgets_key(&Error::conflict("concurrent_update", "kept changing")));
-        assert!(!forgets_key(&Error::conflict("charge_in_progress", "pending")));
-        assert!(!forgets_key(&Error::bad_request("invalid_amount", "no")));
+        assert!(forgets_key(&Error::new(Code::ConcurrentUpdate, "kept changing")));
+        assert!(!forgets_key(&Error::new(Code::ChargeInProgress, "pending")));
+        assert!(!forgets_key(&Error::new(Code::InvalidAmount, "no")));
     }
 }

@@ -40,7 +40,7 @@ where
         // the Lambda error report.
         handler(app, event.payload)
             .await
-            .map_err(|e| Diagnostic { error_type: e.code.to_owned(), error_message: e.message })
+            .map_err(|e| Diagnostic { error_type: e.code.as_str().to_owned(), error_message: e.message })
     }))
     .await
 }

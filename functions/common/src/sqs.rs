@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use recoup_shared::error::Error;
+use recoup_shared::error::{Code, Error};
 use recoup_shared::events::Event;
 use serde::Deserialize;
 
@@ -25,7 +25,7 @@ where
     let mut response = SqsBatchResponse::default();
     for (id, result) in futures::future::join_all(runs).await {
         if let Err(e) = result {
-            tracing::warn!(message_id = %id, code = e.code, error = %e.message, retryable = e.is_retryable(), "message failed");
+            tracing::warn!(message_id = %id, code = %e.code, error = %e.message, retryable = e.is_retryable(), "message failed");
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
@@ -37,8 +37,7 @@ where
 /// The body of a message, parsed; a body that does not parse is a poison message.
 pub fn body<T: for<'de> Deserialize<'de>>(record: &SqsMessage) -> Result<T, Error> {
     let raw = record.body.as_deref().unwrap_or("");
-    serde_json::from_str(raw)
-        .map_err(|e| Error::bad_request("poison_message", format!("message body does not parse: {e}")))
+    serde_json::from_str(raw).map_err(|e| Error::new(Code::PoisonMessage, format!("message body does not parse: {e}")))
 }
 
 /// An EventBridge event as an SQS target receives it: the bus envelope around our event.
@@ -54,7 +53,7 @@ pub struct BusEnvelope {
 pub fn event(record: &SqsMessage) -> Result<Event, Error> {
     let envelope: BusEnvelope = body(record)?;
     if envelope.detail.kind() != envelope.detail_type {
-        return Err(Error::bad_request("poison_message", "detail-type does not match the event's type"));
+        return Err(Error::new(Code::PoisonMessage, "detail-type does not match the event's type"));
     }
     Ok(envelope.detail)
 }

@@ -7,7 +7,7 @@ use recoup_lambda::App;
 use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, route, serve};
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod};
-use recoup_shared::error::{Error, ErrorKind};
+use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport};
 use recoup_shared::services::invoices::IssueInvoice;
@@ -71,7 +71,7 @@ struct MarkPaid {
 
 fn customer_id(s: &str) -> Result<CustomerId, Error> {
     CustomerId::parse(s).ok_or_else(|| {
-        Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id")
+        Error::new(Code::InvalidRequest, "customer_id is not a customer id").with("field", "customer_id")
     })
 }
 
@@ -97,7 +97,7 @@ fn charge_reply(report: &ChargeReport, audience: Audience) -> Result<Reply, Erro
                 Audience::Owner | Audience::Member => t.for_customer(),
             });
             let advice = error_type.map_or("the payment was declined", |t| t.customer_advice());
-            Err(Error::new(ErrorKind::PaymentRequired, "payment_declined", advice)
+            Err(Error::new(Code::PaymentDeclined, advice)
                 .with("error_type", json!(error_type))
                 .with("invoice", invoice))
         }

@@ -6,7 +6,7 @@ use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
 use recoup_lambda::http::{Call, Caller, Reply, Route, path_id, route, serve};
 use recoup_lambda::views;
-use recoup_shared::error::Error;
+use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, PaymentMethodId};
 use serde::Deserialize;
 use serde_json::json;
@@ -39,8 +39,8 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let body: Register = call.json()?;
             let token = body.payment_method.trim();
             if !token.starts_with("pm_") || token.len() > 255 {
-                return Err(Error::bad_request(
-                    "invalid_payment_method",
+                return Err(Error::new(
+                    Code::InvalidPaymentMethod,
                     "payment_method must be a payment method token (pm_...) from the payment provider",
                 )
                 .with("field", "payment_method"));
@@ -55,7 +55,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let customer = match &call.caller {
                 Caller::Owner(c) => c.clone(),
                 Caller::Merchant { .. } => call.query("customer_id").and_then(CustomerId::parse).ok_or_else(|| {
-                    Error::bad_request("invalid_request", "customer_id is required").with("field", "customer_id")
+                    Error::new(Code::InvalidRequest, "customer_id is required").with("field", "customer_id")
                 })?,
                 Caller::Member(_) => return Err(Error::forbidden("team members cannot see payment methods")),
             };

@@ -8,7 +8,7 @@ use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, rout
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::Subscription;
 use recoup_shared::domain::subscription::Interval;
-use recoup_shared::error::{Error, ErrorKind};
+use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, SubscriptionId};
 use recoup_shared::services::charging::ChargeOutcome;
 use recoup_shared::services::subscriptions::NewSubscription;
@@ -51,9 +51,7 @@ fn flag(call: &Call, name: &str) -> Result<bool, Error> {
     match call.query(name) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(_) => {
-            Err(Error::bad_request("invalid_request", format!("{name} must be true or false")).with("field", name))
-        }
+        Some(_) => Err(Error::new(Code::InvalidRequest, format!("{name} must be true or false")).with("field", name)),
     }
 }
 
@@ -78,7 +76,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             call.require_merchant()?;
             let body: NewSub = call.json()?;
             let customer_id = CustomerId::parse(&body.customer_id).ok_or_else(|| {
-                Error::bad_request("invalid_request", "customer_id is not a customer id").with("field", "customer_id")
+                Error::new(Code::InvalidRequest, "customer_id is not a customer id").with("field", "customer_id")
             })?;
             let (sub, first) = s
                 .create_subscription(NewSubscription {
@@ -161,8 +159,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                 ChargeOutcome::Declined => {
                     let error_type = report.transaction.error_type();
                     Err(Error::new(
-                        ErrorKind::PaymentRequired,
-                        "payment_declined",
+                        Code::PaymentDeclined,
                         error_type.map_or("the payment was declined", |t| t.customer_advice()),
                     )
                     .with("error_type", json!(error_type))

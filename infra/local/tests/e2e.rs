@@ -227,6 +227,11 @@ async fn bad_input_gets_a_stable_code_and_nothing_is_written() {
     assert_eq!((nobody.status, nobody.body["code"].as_str()), (404, Some("not_found")));
     let unknown = r.get("/v1/invoices/in_doesnotexist", &merchant).await;
     assert_eq!((unknown.status, unknown.body["code"].as_str()), (404, Some("not_found")));
+    // A known path with another method: 405, and `Allow` names the methods it has.
+    let wrong = r.call("DELETE", "/v1/invoices", Some(&merchant), None, None).await;
+    assert_eq!((wrong.status, wrong.body["code"].as_str()), (405, Some("method_not_allowed")));
+    let allow = wrong.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow:?}");
 }
 
 #[tokio::test]

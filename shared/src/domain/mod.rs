@@ -15,7 +15,8 @@ pub use subscription::{Subscription, SubscriptionStatus};
 
 use crate::ids::TransactionId;
 
-/// Why a domain rule refused an action. Each variant has a stable code.
+/// Why a domain rule refused an action. Each variant maps to a stable API code
+/// (`crate::error::Code`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("the invoice is {0}; only open or errored invoices can be charged")]
@@ -35,18 +36,6 @@ pub enum DomainError {
 }
 
 impl DomainError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            DomainError::InvoiceNotChargeable(_) => "invoice_not_chargeable",
-            DomainError::InvoiceAlreadyPaid => "invoice_already_paid",
-            DomainError::ChargeInProgress => "charge_in_progress",
-            DomainError::TransactionNotPending(_) => "transaction_not_pending",
-            DomainError::InvalidTransition { .. } => "invalid_state_transition",
-            DomainError::InvalidInput { .. } => "invalid_request",
-            DomainError::Removal(r) => r.code(),
-        }
-    }
-
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         DomainError::InvalidInput { field, reason: reason.into() }
     }

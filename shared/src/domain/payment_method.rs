@@ -140,7 +140,7 @@ impl PaymentMethod {
     }
 }
 
-/// Why a card cannot be removed now. Codes are part of the API.
+/// Why a card cannot be removed now. Each maps to an API code of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RemovalRefused {
     #[error("this is the only payment method and a subscription still bills it; add another card first")]
@@ -149,16 +149,6 @@ pub enum RemovalRefused {
     DefaultPaymentMethod,
     #[error("a payment on this card is still pending; try again when it completes")]
     PendingTransactions,
-}
-
-impl RemovalRefused {
-    pub fn code(self) -> &'static str {
-        match self {
-            RemovalRefused::LastPaymentMethodWithActiveSubscription => "last_payment_method_with_active_subscription",
-            RemovalRefused::DefaultPaymentMethod => "default_payment_method",
-            RemovalRefused::PendingTransactions => "pending_transactions",
-        }
-    }
 }
 
 /// The facts removal depends on.

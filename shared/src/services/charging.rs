@@ -19,7 +19,7 @@ use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision,
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
 use crate::domain::{PaymentMethod, Subscription};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::gateway::ChargeRequest;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use crate::store::repo::{Tx, Versioned};
@@ -89,23 +89,19 @@ enum DueStep {
 fn refusal(r: ChargeRefusal) -> Error {
     match r {
         ChargeRefusal::Domain(e) => e.into(),
-        ChargeRefusal::PaymentMethodUpdateRequired(error_type) => Error::conflict(
-            "payment_method_update_required",
+        ChargeRefusal::PaymentMethodUpdateRequired(error_type) => Error::new(Code::PaymentMethodUpdateRequired,
             "this card declined the payment for a reason retrying cannot fix; the customer must add a new card or register this one again",
         )
         .with("error_type", error_type.for_customer().as_str()),
-        ChargeRefusal::CustomerAuthenticationRequired => Error::conflict(
-            "customer_authentication_required",
+        ChargeRefusal::CustomerAuthenticationRequired => Error::new(Code::CustomerAuthenticationRequired,
             "the issuer requires the cardholder to authenticate; the customer must pay from their billing page",
         ),
-        ChargeRefusal::NetworkLimit(block) => Error::conflict(
-            "network_retry_limit",
+        ChargeRefusal::NetworkLimit(block) => Error::new(Code::NetworkRetryLimit,
             format!("not attempted: {}", block.rule.describe()),
         )
         .with("rule", serde_json::to_value(block.rule).unwrap_or_default())
         .with("retry_after", block.until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        ChargeRefusal::SubscriptionCanceled => Error::conflict(
-            "subscription_canceled",
+        ChargeRefusal::SubscriptionCanceled => Error::new(Code::SubscriptionCanceled,
             "the invoice's subscription was canceled, so it is no longer collected automatically; the merchant may charge it by hand, mark it paid or void it",
         ),
     }
@@ -153,7 +149,7 @@ impl Services {
             CardChoice::Default => {
                 let c = self.customer(customer).await?;
                 c.default_payment_method_id().cloned().ok_or_else(|| {
-                    Error::conflict("no_payment_method", "the customer has no default card; they must add one first")
+                    Error::new(Code::NoPaymentMethod, "the customer has no default card; they must add one first")
                 })?
             }
         };
@@ -472,13 +468,15 @@ impl Services {
                 .charge_invoice(&inv.id, CardChoice::Specific(card.clone()), AttemptTrigger::NewPaymentMethod)
                 .await;
             // Not collected automatically any more: not attempted, and not a reason to stop.
-            if matches!(&result, Err(e) if e.code == "subscription_canceled") {
+            if matches!(&result, Err(e) if e.code == Code::SubscriptionCanceled) {
                 continue;
             }
             let stop = match &result {
                 Ok(r) => r.outcome != ChargeOutcome::Paid,
                 // Another charge of it is running, or it was paid meanwhile: go on.
-                Err(e) => !matches!(e.code, "charge_in_progress" | "invoice_already_paid" | "invoice_not_chargeable"),
+                Err(e) => {
+                    !matches!(e.code, Code::ChargeInProgress | Code::InvoiceAlreadyPaid | Code::InvoiceNotChargeable)
+                }
             };
             results.push(RecoveryAttempt { invoice_id: inv.id.clone(), outcome: result.map(|r| r.outcome) });
             if stop {

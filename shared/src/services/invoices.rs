@@ -3,7 +3,7 @@
 
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
 use crate::domain::{Invoice, SubscriptionStatus};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
 use crate::money::Money;
 use crate::store::Cursor;
@@ -92,8 +92,7 @@ impl Services {
         };
         self.change_invoice(id, |inv, now| {
             if inv.subscription.is_some() && !canceled {
-                return Err(Error::conflict(
-                    "subscription_invoice",
+                return Err(Error::new(Code::SubscriptionInvoice,
                     "an invoice of a live subscription cannot be voided; cancel the subscription first, or re-activate it",
                 ));
             }

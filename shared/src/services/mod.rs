@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::Event;
 use crate::gateway::PaymentGateway;
 use crate::mail::Mailer;
@@ -39,7 +39,7 @@ pub(crate) enum Decision<T> {
 
 /// The one error for a use case that lost every race it ran.
 pub(crate) fn concurrent_update(what: &str) -> Error {
-    Error::conflict("concurrent_update", format!("the {what} kept changing under concurrent writers; retry"))
+    Error::new(Code::ConcurrentUpdate, format!("the {what} kept changing under concurrent writers; retry"))
 }
 
 /// Everything a use case may touch, built once per process (per Lambda cold start).

@@ -3,7 +3,7 @@
 
 use crate::domain::payment_method::{RemovalContext, check_removal};
 use crate::domain::{PaymentMethod, PaymentMethodStatus};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::EventPayload;
 use crate::gateway::GatewayError;
 use crate::ids::{CustomerId, PaymentMethodId};
@@ -32,13 +32,12 @@ pub struct Registration {
 fn gateway_error(e: GatewayError) -> Error {
     match e {
         GatewayError::Declined(d) => Error::new(
-            ErrorKind::PaymentRequired,
-            "payment_method_verification_failed",
+            Code::PaymentMethodVerificationFailed,
             format!("the card could not be verified: {}", d.error_type.for_customer().customer_advice()),
         )
         .with("error_type", d.error_type.for_customer().as_str()),
         GatewayError::InvalidToken => {
-            Error::bad_request("invalid_payment_method", "the payment provider does not know this payment method token")
+            Error::new(Code::InvalidPaymentMethod, "the payment provider does not know this payment method token")
                 .with("field", "payment_method")
         }
         GatewayError::Unavailable(cause) => Error::unavailable(cause),

@@ -5,7 +5,7 @@
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
 use crate::domain::subscription::{Interval, PaymentStatus, Plan, payment_status};
 use crate::domain::{Invoice, InvoiceStatus, Subscription, SubscriptionStatus};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::EventPayload;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
 use crate::money::Money;
@@ -55,8 +55,8 @@ impl Services {
             .optimistic("customer", || async move {
                 let mut customer = self.customer(&req.customer_id).await?;
                 if customer.default_payment_method_id().is_none() {
-                    return Err(Error::conflict(
-                        "no_payment_method",
+                    return Err(Error::new(
+                        Code::NoPaymentMethod,
                         "the customer has no default card; a subscription is billed to it, so they must add one first",
                     ));
                 }
@@ -226,8 +226,8 @@ impl Services {
         let upcoming = sub.payments().iter().map(|p| p.number).max().unwrap_or(0) + 1;
         let Some(payment) = sub.payment(number) else {
             if number == upcoming && sub.next_renewal_at().is_some() {
-                return Err(Error::conflict(
-                    "payment_waiting",
+                return Err(Error::new(
+                    Code::PaymentWaiting,
                     "this payment is queued for a future date; it cannot be processed by hand",
                 )
                 .with("payment_number", number));
@@ -237,8 +237,8 @@ impl Services {
         let inv = self.invoice(&payment.invoice_id).await?;
         match payment_status(&inv) {
             PaymentStatus::Approved => {
-                return Err(Error::conflict(
-                    "payment_already_approved",
+                return Err(Error::new(
+                    Code::PaymentAlreadyApproved,
                     "this payment was approved; there is nothing to process",
                 )
                 .with("payment_number", number));
@@ -247,8 +247,8 @@ impl Services {
             // was not collected): processing it by hand is what the merchant asks for.
             PaymentStatus::Waiting if inv.next_attempt_at().is_none() && inv.pending_transaction().is_none() => {}
             PaymentStatus::Waiting => {
-                return Err(Error::conflict(
-                    "payment_waiting",
+                return Err(Error::new(
+                    Code::PaymentWaiting,
                     "this payment is queued or in progress; it cannot be processed by hand",
                 )
                 .with("payment_number", number));

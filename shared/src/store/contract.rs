@@ -256,7 +256,7 @@ pub async fn a_cursor_from_another_listing_is_refused(store: Arc<dyn ItemStore>)
     let mine = unique("MINE");
     let theirs = unique("THEIRS");
     let q = Query::table(&mine, SortKeyRange::All).after(Some(Cursor { key: Key::new(&theirs, "A"), index_key: None }));
-    assert!(matches!(store.query(&q).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.query(&q).await, Err(StoreError::InvalidCursor(_))));
 }
 
 pub async fn oversized_or_empty_transactions_are_refused(store: Arc<dyn ItemStore>) {

@@ -262,7 +262,11 @@ impl Query {
             None => c.key.pk == self.pk,
             Some(_) => c.index_key.as_ref().is_some_and(|k| k.pk == self.pk),
         };
-        if ok { Ok(()) } else { Err(StoreError::Invalid("the page cursor does not belong to this listing".into())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidCursor("the page cursor does not belong to this listing".into()))
+        }
     }
 }
 
@@ -283,6 +287,9 @@ pub enum StoreError {
     Contention(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A page cursor that does not belong to the listing it was sent to.
+    #[error("invalid page cursor: {0}")]
+    InvalidCursor(String),
     /// The request can never succeed (too many items, the same item twice, ...).
     #[error("invalid store request: {0}")]
     Invalid(String),
@@ -294,7 +301,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Contention(_) | StoreError::Unavailable(_) => true,
-            StoreError::ConditionFailed { .. } | StoreError::Invalid(_) | StoreError::Corrupt(_) => false,
+            StoreError::ConditionFailed { .. }
+            | StoreError::InvalidCursor(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt(_) => false,
         }
     }
 }
