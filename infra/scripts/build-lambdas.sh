@@ -26,17 +26,12 @@ if [[ ! -x "$VENV/bin/cargo-lambda" ]]; then
 fi
 export PATH="$VENV/bin:$PATH"
 
-FUNCTIONS=(
-    payment-methods-api
-    invoices-api
-    subscriptions-api
-    charge-worker
-    retry-scheduler
-    renewal-scheduler
-    subscription-updater
-    notifier
-    outbox-relay
-)
+# Every function crate (a directory under functions/ with a binary). The template test
+# checks these are exactly the functions of the registry (functions/registry).
+FUNCTIONS=()
+for main in functions/*/src/main.rs; do
+    FUNCTIONS+=("$(basename "$(dirname "$(dirname "$main")")")")
+done
 
 packages=()
 for f in "${FUNCTIONS[@]}"; do

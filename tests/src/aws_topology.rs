@@ -186,21 +186,18 @@ impl Topology {
         }
     }
 
-    /// Delivers every message waiting on the three queues to their functions, until quiet.
+    /// Delivers every message waiting on the consumed queues to their functions (as the
+    /// registry wires them), until quiet.
     pub async fn pump(&self) -> usize {
         let mut delivered = 0;
         for _ in 0..200 {
             let mut round = 0;
-            for name in [routing::CHARGE_QUEUE, routing::SUBSCRIPTION_UPDATES_QUEUE, routing::NOTIFICATIONS_QUEUE] {
+            for name in recoup_functions::queues() {
                 let url = self.queues[name].clone();
                 if let Some((event, handles)) = self.receive(&url).await {
                     round += event.records.len();
-                    let response = match name {
-                        routing::CHARGE_QUEUE => charge_worker::handle(&self.app, event).await,
-                        routing::SUBSCRIPTION_UPDATES_QUEUE => subscription_updater::handle(&self.app, event).await,
-                        _ => notifier::handle(&self.app, event).await,
-                    }
-                    .expect("handlers report per-record failures");
+                    let (_, handle) = recoup_functions::consumer_of(name).expect("a consumed queue has a consumer");
+                    let response = handle(&self.app, event).await.expect("handlers report per-record failures");
                     self.acknowledge(&url, handles, &response).await;
                 }
             }
@@ -223,9 +220,9 @@ impl Topology {
 
     /// The scheduled functions, then everything they set off.
     pub async fn tick(&self) {
-        retry_scheduler::handle(&self.app, self.scheduled_event()).await.expect("retry scheduler");
-        renewal_scheduler::handle(&self.app, self.scheduled_event()).await.expect("renewal scheduler");
-        outbox_relay::handle(&self.app, self.scheduled_event()).await.expect("outbox relay");
+        for (function, _rate, handle) in recoup_functions::schedules() {
+            handle(&self.app, self.scheduled_event()).await.unwrap_or_else(|e| panic!("{}: {e}", function.name));
+        }
         self.pump().await;
     }
 

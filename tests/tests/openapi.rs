@@ -31,7 +31,7 @@ fn document() -> Value {
 
 /// Every route the API functions serve.
 fn code_routes() -> Vec<Route> {
-    payment_methods_api::ROUTES.iter().chain(invoices_api::ROUTES).chain(subscriptions_api::ROUTES).copied().collect()
+    recoup_functions::http_routes().map(|(_, r)| r).collect()
 }
 
 /// Follows local `$ref`s (`#/components/...`) until it reaches a value that is not one.

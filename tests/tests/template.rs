@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use recoup_functions::Trigger;
 use recoup_lambda::app::Settings;
 use recoup_lambda::http::Route;
 use recoup_lambda::routing::{self, MAX_RECEIVE_COUNT, RULES};
@@ -28,26 +29,32 @@ use serde_json::{Map, Value as Json, json};
 // What the code says, where the code cannot say it itself.
 // ------------------------------------------------------------------------------------------
 
-/// The HTTP functions and the routes each serves.
-const HTTP_FUNCTIONS: [(&str, &[Route]); 3] = [
-    ("payment-methods-api", payment_methods_api::ROUTES),
-    ("invoices-api", invoices_api::ROUTES),
-    ("subscriptions-api", subscriptions_api::ROUTES),
-];
+/// The HTTP functions and the routes each serves, from the registry.
+fn http_functions() -> Vec<(&'static str, &'static [Route])> {
+    recoup_functions::FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Http { routes, .. } => Some((f.name, routes)),
+            Trigger::Queue { .. } | Trigger::Schedule { .. } => None,
+        })
+        .collect()
+}
 
-/// The SQS consumers and the queue (logical id) each reads.
-const QUEUE_CONSUMERS: [(&str, &str); 3] = [
-    ("charge-worker", routing::CHARGE_QUEUE),
-    ("subscription-updater", routing::SUBSCRIPTION_UPDATES_QUEUE),
-    ("notifier", routing::NOTIFICATIONS_QUEUE),
-];
+/// The SQS consumers and the queue (logical id) each reads, from the registry.
+fn queue_consumers() -> Vec<(&'static str, &'static str)> {
+    recoup_functions::FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Queue { queue, .. } => Some((f.name, queue)),
+            Trigger::Http { .. } | Trigger::Schedule { .. } => None,
+        })
+        .collect()
+}
 
-/// The scheduled functions and their schedules.
-const SCHEDULED_FUNCTIONS: [(&str, &str); 3] = [
-    ("retry-scheduler", "rate(5 minutes)"),
-    ("renewal-scheduler", "rate(15 minutes)"),
-    ("outbox-relay", "rate(1 minute)"),
-];
+/// The scheduled functions and their schedules, from the registry.
+fn scheduled_functions() -> Vec<(&'static str, &'static str)> {
+    recoup_functions::schedules().map(|(f, rate, _)| (f.name, rate)).collect()
+}
 
 /// The schedulers put work on the charge queue (`App::charge_queue`, from
 /// `RECOUP_CHARGE_QUEUE_URL`); nothing else sends to a queue.
@@ -369,14 +376,16 @@ fn check_http_routes(t: &Json) -> Problems {
         }
     };
     // The test must know every HTTP function: a new API crate has to be added above.
-    let http: BTreeSet<&str> = HTTP_FUNCTIONS.iter().map(|(b, _)| *b).collect();
+    let http: BTreeSet<&str> = http_functions().iter().map(|(b, _)| *b).collect();
     for c in function_crates() {
         if c.manifest.contains("lambda_http") && !http.contains(c.binary.as_str()) {
-            problems
-                .push(format!("functions/{} serves HTTP; add it and its ROUTES to HTTP_FUNCTIONS in this test", c.dir));
+            problems.push(format!(
+                "functions/{} serves HTTP; give it one entry in the function registry (functions/registry)",
+                c.dir
+            ));
         }
     }
-    for (binary, routes) in HTTP_FUNCTIONS {
+    for (binary, routes) in http_functions() {
         let Some((id, f)) = function(t, binary) else {
             problems.push(format!("no single function resource builds {binary}"));
             continue;
@@ -604,7 +613,7 @@ fn check_queues(t: &Json) -> Problems {
                 .push(format!("{queue}: RedrivePolicy.deadLetterTargetArn should be !GetAtt <DeadLetterQueue>.Arn")),
         }
         // A message must stay invisible while the consumer may still be working on it.
-        for (binary, _) in QUEUE_CONSUMERS.iter().filter(|(_, q)| *q == queue) {
+        for (binary, _) in queue_consumers().iter().filter(|(_, q)| *q == queue) {
             if let Some((id, f)) = function(t, binary) {
                 let timeout = function_timeout(t, &f);
                 let visibility = number(&q["Properties"]["VisibilityTimeout"]).unwrap_or(30);
@@ -626,7 +635,7 @@ fn check_queues(t: &Json) -> Problems {
 
 fn check_sqs_consumers(t: &Json) -> Problems {
     let mut problems = Vec::new();
-    let consumers: BTreeMap<&str, &str> = QUEUE_CONSUMERS.into_iter().collect();
+    let consumers: BTreeMap<&str, &str> = queue_consumers().into_iter().collect();
     for (id, f) in resources_of_type(t, "AWS::Serverless::Function") {
         let binary = binary_of(&f).unwrap_or("");
         let events = events_of(&f, &["SQS"]);
@@ -656,14 +665,14 @@ fn check_sqs_consumers(t: &Json) -> Problems {
             None => {}
         }
     }
-    for (binary, _) in QUEUE_CONSUMERS {
+    for (binary, _) in queue_consumers() {
         if function(t, binary).is_none() {
             problems.push(format!("no single function resource builds {binary}"));
         }
     }
     for queue in work_queues() {
-        if !QUEUE_CONSUMERS.iter().any(|(_, q)| *q == queue) {
-            problems.push(format!("queue {queue} has no consumer in QUEUE_CONSUMERS"));
+        if !queue_consumers().iter().any(|(_, q)| *q == queue) {
+            problems.push(format!("queue {queue} has no consumer in the function registry"));
         }
     }
     problems
@@ -671,7 +680,7 @@ fn check_sqs_consumers(t: &Json) -> Problems {
 
 fn check_schedules(t: &Json) -> Problems {
     let mut problems = Vec::new();
-    let scheduled: BTreeMap<&str, &str> = SCHEDULED_FUNCTIONS.into_iter().collect();
+    let scheduled: BTreeMap<&str, &str> = scheduled_functions().into_iter().collect();
     for (id, f) in resources_of_type(t, "AWS::Serverless::Function") {
         let binary = binary_of(&f).unwrap_or("");
         let events = events_of(&f, &["Schedule", "ScheduleV2"]);
@@ -986,20 +995,17 @@ fn assert_none(problems: Problems) {
 
 #[test]
 fn every_function_crate_is_built_by_exactly_one_function_resource() {
-    // This test's tables must give every function on disk exactly one trigger.
+    // The registry must give every function on disk exactly one trigger.
     let on_disk: Vec<String> = function_crates().into_iter().map(|c| c.binary).collect();
-    let mut known: Vec<String> = HTTP_FUNCTIONS
+    let mut known: Vec<String> = http_functions()
         .iter()
         .map(|(b, _)| *b)
-        .chain(QUEUE_CONSUMERS.iter().map(|(b, _)| *b))
-        .chain(SCHEDULED_FUNCTIONS.iter().map(|(b, _)| *b))
+        .chain(queue_consumers().iter().map(|(b, _)| *b))
+        .chain(scheduled_functions().iter().map(|(b, _)| *b))
         .map(str::to_owned)
         .collect();
     known.sort();
-    assert_eq!(
-        on_disk, known,
-        "functions/ and this test's HTTP_FUNCTIONS, QUEUE_CONSUMERS and SCHEDULED_FUNCTIONS disagree"
-    );
+    assert_eq!(on_disk, known, "functions/ and the function registry (functions/registry) disagree");
     assert!(
         !recoup_tests::workspace_root().join("functions/common/src/main.rs").exists(),
         "functions/common is a library"

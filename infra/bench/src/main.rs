@@ -31,18 +31,6 @@ use recoup_shared::testkit::{RecordingPublisher, embedded_store};
 use recoup_shared::time::{Clock, ManualClock};
 use recoup_tests::runtime_api::{FunctionProcess, RuntimeApi};
 
-const FUNCTIONS: [&str; 9] = [
-    "payment-methods-api",
-    "invoices-api",
-    "subscriptions-api",
-    "charge-worker",
-    "retry-scheduler",
-    "renewal-scheduler",
-    "subscription-updater",
-    "notifier",
-    "outbox-relay",
-];
-
 fn usd(n: i64) -> Money {
     Money::new(n, Currency::parse("USD").unwrap()).unwrap()
 }
@@ -374,7 +362,7 @@ fn binaries_section() {
     println!("| function | bootstrap | zip |");
     println!("|---|---|---|");
     let dir = root().join("target/lambda");
-    for f in FUNCTIONS.iter().chain(["hello-lambda"].iter()) {
+    for f in recoup_functions::FUNCTIONS.iter().map(|f| f.name).chain(["hello-lambda"]) {
         let size = |p: PathBuf| {
             std::fs::metadata(p).map(|m| format!("{:.1} MB", m.len() as f64 / 1_048_576.0)).unwrap_or("—".into())
         };

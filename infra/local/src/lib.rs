@@ -95,13 +95,13 @@ impl Local {
     /// Runs each scheduled function once, as its EventBridge schedule would.
     pub async fn run_schedules(&self) -> Value {
         let _one_at_a_time = self.schedules.lock().await;
-        let app = &self.app;
-        let clock = self.clock.as_ref();
-        let retry = retry_scheduler::handle(app, scheduled_event("RetrySchedule", clock)).await;
-        let renew = renewal_scheduler::handle(app, scheduled_event("RenewalSchedule", clock)).await;
-        let relay = outbox_relay::handle(app, scheduled_event("OutboxRelaySchedule", clock)).await;
-        let show = |r: Result<Value, recoup_shared::error::Error>| r.unwrap_or_else(|e| json!({"error": e.code}));
-        json!({"retry_scheduler": show(retry), "renewal_scheduler": show(renew), "outbox_relay": show(relay)})
+        let mut runs = serde_json::Map::new();
+        for (function, _rate, handle) in recoup_functions::schedules() {
+            let event = scheduled_event(&function.logical_id(), self.clock.as_ref());
+            let result = handle(&self.app, event).await.unwrap_or_else(|e| json!({"error": e.code}));
+            runs.insert(function.name.replace('-', "_"), result);
+        }
+        Value::Object(runs)
     }
 
     /// Delivers queued messages until every queue is idle (or a bound is reached).

@@ -181,11 +181,14 @@ impl Queues {
             return 0;
         }
         let event = queue.event(&batch);
-        let result = match queue.name {
-            routing::CHARGE_QUEUE => charge_worker::handle(app, event).await,
-            routing::SUBSCRIPTION_UPDATES_QUEUE => subscription_updater::handle(app, event).await,
-            routing::NOTIFICATIONS_QUEUE => notifier::handle(app, event).await,
-            _ => Ok(Default::default()),
+        let result = match recoup_functions::consumer_of(queue.name) {
+            Some((_, handle)) => handle(app, event).await,
+            // No function reads this queue: nothing acknowledges the messages, so they
+            // reach the dead-letter queue, as they would in AWS.
+            None => {
+                tracing::error!(queue = queue.name, "no function consumes this queue");
+                Err(recoup_shared::error::Error::internal(format!("no consumer for {}", queue.name)))
+            }
         };
         let failed: Vec<String> = match result {
             Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),

@@ -4,8 +4,6 @@
 //! `/v1/dev/...` is the local-only console (clock, schedules, emails, events, queues).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,42 +15,13 @@ use axum::routing::{get, post};
 use chrono::TimeDelta;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, aws_lambda_events::apigw::ApiGatewayV2httpRequest};
-use recoup_lambda::App;
+use recoup_functions::{HttpHandler, Trigger};
 use recoup_lambda::http::Route;
 use recoup_shared::time::Clock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{Local, jwt};
-
-type Handler =
-    for<'a> fn(&'a App, lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + 'a>>;
-
-fn payment_methods(
-    app: &App,
-    req: lambda_http::Request,
-) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
-    Box::pin(payment_methods_api::handle(app, req))
-}
-fn invoices(
-    app: &App,
-    req: lambda_http::Request,
-) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
-    Box::pin(invoices_api::handle(app, req))
-}
-fn subscriptions(
-    app: &App,
-    req: lambda_http::Request,
-) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send + '_>> {
-    Box::pin(subscriptions_api::handle(app, req))
-}
-
-/// The HTTP functions and the routes each owns, as API Gateway integrates them.
-const FUNCTIONS: [(&str, &[Route], Handler); 3] = [
-    ("payment-methods-api", payment_methods_api::ROUTES, payment_methods),
-    ("invoices-api", invoices_api::ROUTES, invoices),
-    ("subscriptions-api", subscriptions_api::ROUTES, subscriptions),
-];
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(json!({"code": code, "message": message}))).into_response()
@@ -73,17 +42,16 @@ pub fn router(local: Arc<Local>) -> Router {
 }
 
 /// The route an API Gateway would match, and the function it belongs to.
-fn find_route(method: &str, path: &str) -> Option<(Handler, Route, Vec<String>)> {
+fn find_route(method: &str, path: &str) -> Option<(HttpHandler, Route, Vec<String>)> {
     let mut found = None;
-    for (_, routes, handler) in FUNCTIONS {
-        for r in routes {
-            if let Some(params) = r.params(path) {
-                if r.method == method {
-                    return Some((handler, *r, params));
-                }
-                // Same path, other method: the function answers 405 itself.
-                found.get_or_insert((handler, *r, params));
+    for (function, r) in recoup_functions::http_routes() {
+        let Trigger::Http { handler, .. } = function.trigger else { continue };
+        if let Some(params) = r.params(path) {
+            if r.method == method {
+                return Some((handler, r, params));
             }
+            // Same path, other method: the function answers 405 itself.
+            found.get_or_insert((handler, r, params));
         }
     }
     found
