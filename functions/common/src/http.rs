@@ -31,7 +31,7 @@ pub const fn route(method: &'static str, path: &'static str) -> Route {
 }
 
 impl Route {
-    /// `"POST /v1/invoices/{id}/charge"`: the key handlers dispatch on.
+    /// `"POST /v1/invoices/{id}/charge"`: how a route is named in checks and logs.
     pub fn key(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
@@ -129,17 +129,12 @@ fn caller_of(req: &Request) -> Result<Caller, Error> {
 pub struct Call {
     pub method: &'static str,
     pub route: &'static str,
-    pub params: Vec<String>,
     pub query: HashMap<String, String>,
     pub body: Vec<u8>,
     pub caller: Caller,
 }
 
 impl Call {
-    pub fn param(&self, i: usize) -> &str {
-        self.params.get(i).map_or("", String::as_str)
-    }
-
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
     }
@@ -201,11 +196,6 @@ pub fn parse_money(amount: &Value, currency: &str) -> Result<recoup_shared::mone
         .with("field", "amount")
     })?;
     Ok(recoup_shared::money::Money::new(minor, currency)?)
-}
-
-/// A typed id from a path parameter; any other string is simply not found.
-pub fn path_id<T>(call: &Call, i: usize, what: &str, parse: fn(&str) -> Option<T>) -> Result<T, Error> {
-    parse(call.param(i)).ok_or_else(|| Error::not_found(what))
 }
 
 /// A successful response.
@@ -293,6 +283,40 @@ fn valid_idempotency_key(k: &str) -> bool {
     !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// The path parameters of a matched route, in the order they appear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathParams(Vec<String>);
+
+impl PathParams {
+    /// Parameter `i` as an id; one that cannot be an id names nothing: `404 not_found`.
+    pub fn id<T>(&self, i: usize, what: &str, parse: fn(&str) -> Option<T>) -> Result<T, Error> {
+        self.0.get(i).and_then(|p| parse(p)).ok_or_else(|| Error::not_found(what))
+    }
+
+    /// Parameter `i` as a number; one that is not names nothing: `404 not_found`.
+    pub fn number<T: std::str::FromStr>(&self, i: usize, what: &str) -> Result<T, Error> {
+        self.0.get(i).and_then(|p| p.parse().ok()).ok_or_else(|| Error::not_found(what))
+    }
+}
+
+/// A route declared with the operation it stands for: `op` turns the path parameters into
+/// the function's typed operation, so a handler matches on operations, never on strings.
+pub struct Endpoint<Op: 'static> {
+    pub route: Route,
+    pub op: fn(&PathParams) -> Result<Op, Error>,
+}
+
+/// The routes of `endpoints`, for the function registry.
+pub const fn routes_of<Op, const N: usize>(endpoints: &[Endpoint<Op>; N]) -> [Route; N] {
+    let mut out = [route("", ""); N];
+    let mut i = 0;
+    while i < N {
+        out[i] = endpoints[i].route;
+        i += 1;
+    }
+    out
+}
+
 /// The path routes are matched on. A named API Gateway stage (`prod`) prefixes `rawPath`
 /// with `/prod`; routes never include it.
 fn route_path(req: &Request) -> String {
@@ -314,10 +338,16 @@ fn route_path(req: &Request) -> String {
     }
 }
 
-/// Serves one request for a function with `routes`, calling `dispatch` for matched ones.
-pub async fn serve<F, Fut>(app: &App, routes: &'static [Route], req: Request, dispatch: F) -> Response<Body>
+/// Serves one request for a function with `endpoints`, calling `dispatch` with the
+/// operation of the matched one.
+pub async fn serve<Op, F, Fut>(
+    app: &App,
+    endpoints: &'static [Endpoint<Op>],
+    req: Request,
+    dispatch: F,
+) -> Response<Body>
 where
-    F: FnOnce(App, Call) -> Fut,
+    F: FnOnce(App, Call, Op) -> Fut,
     Fut: Future<Output = Result<Reply, Error>>,
 {
     let started = Instant::now();
@@ -327,10 +357,11 @@ where
     // A known path with another method is 405 with `Allow` (RFC 9110 §15.5.6).
     let mut allowed: Vec<&str> = Vec::new();
     let mut matched = None;
-    for r in routes {
+    for endpoint in endpoints {
+        let r = &endpoint.route;
         if let Some(params) = r.params(&path) {
             if r.method == method {
-                matched = Some((r, params));
+                matched = Some((endpoint, params));
                 break;
             }
             if !allowed.contains(&r.method) {
@@ -338,7 +369,7 @@ where
             }
         }
     }
-    let Some((route, params)) = matched else {
+    let Some((endpoint, params)) = matched else {
         if allowed.is_empty() {
             return error_response(&Error::not_found("route").with("path", path.clone()));
         }
@@ -347,6 +378,7 @@ where
         return respond(status_of(e.kind), Some(&error_body(&e)), &[("allow", &allowed.join(", "))]);
     };
 
+    let route = endpoint.route;
     let caller = match caller_of(&req) {
         Ok(c) => c,
         Err(e) => return error_response(&e),
@@ -366,6 +398,10 @@ where
         );
         return error_response(&e);
     }
+    let op = match (endpoint.op)(&PathParams(params)) {
+        Ok(op) => op,
+        Err(e) => return error_response(&e),
+    };
     let query: HashMap<String, String> = req
         .query_string_parameters_ref()
         .map(|q| q.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
@@ -407,8 +443,8 @@ where
 
     let role = caller.role();
     let customer = caller.customer().map(ToString::to_string);
-    let call = Call { method: route.method, route: route.path, params, query, body, caller };
-    let (status, body, retryable) = match dispatch(app.clone(), call).await {
+    let call = Call { method: route.method, route: route.path, query, body, caller };
+    let (status, body, retryable) = match dispatch(app.clone(), call, op).await {
         Ok(reply) => (reply.status, reply.body, false),
         Err(e) => (status_of(e.kind), Some(error_body(&e)), forgets_key(&e)),
     };

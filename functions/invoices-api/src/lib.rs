@@ -4,7 +4,7 @@
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, route, serve};
+use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, parse_money, route, routes_of, serve};
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod};
 use recoup_shared::error::{Code, Error};
@@ -14,21 +14,44 @@ use recoup_shared::services::invoices::IssueInvoice;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub const ROUTES: &[Route] = &[
-    route("POST", "/v1/customers"),
-    route("GET", "/v1/customers"),
-    route("GET", "/v1/customers/{id}"),
-    route("POST", "/v1/invoices"),
-    route("GET", "/v1/invoices"),
-    route("GET", "/v1/invoices/{id}"),
-    route("POST", "/v1/invoices/{id}/charge"),
-    route("POST", "/v1/invoices/{id}/pay"),
-    route("POST", "/v1/invoices/{id}/mark-paid"),
-    route("POST", "/v1/invoices/{id}/void"),
+/// What a request asks for, with its path parameters typed.
+enum Op {
+    CreateCustomer,
+    ListCustomers,
+    GetCustomer(CustomerId),
+    Issue,
+    List,
+    Get(InvoiceId),
+    Charge(InvoiceId),
+    Pay(InvoiceId),
+    MarkPaid(InvoiceId),
+    Void(InvoiceId),
+}
+
+fn invoice_id(p: &PathParams) -> Result<InvoiceId, Error> {
+    p.id(0, "invoice", InvoiceId::parse)
+}
+
+const ENDPOINTS: [Endpoint<Op>; 10] = [
+    Endpoint { route: route("POST", "/v1/customers"), op: |_| Ok(Op::CreateCustomer) },
+    Endpoint { route: route("GET", "/v1/customers"), op: |_| Ok(Op::ListCustomers) },
+    Endpoint {
+        route: route("GET", "/v1/customers/{id}"),
+        op: |p| Ok(Op::GetCustomer(p.id(0, "customer", CustomerId::parse)?)),
+    },
+    Endpoint { route: route("POST", "/v1/invoices"), op: |_| Ok(Op::Issue) },
+    Endpoint { route: route("GET", "/v1/invoices"), op: |_| Ok(Op::List) },
+    Endpoint { route: route("GET", "/v1/invoices/{id}"), op: |p| Ok(Op::Get(invoice_id(p)?)) },
+    Endpoint { route: route("POST", "/v1/invoices/{id}/charge"), op: |p| Ok(Op::Charge(invoice_id(p)?)) },
+    Endpoint { route: route("POST", "/v1/invoices/{id}/pay"), op: |p| Ok(Op::Pay(invoice_id(p)?)) },
+    Endpoint { route: route("POST", "/v1/invoices/{id}/mark-paid"), op: |p| Ok(Op::MarkPaid(invoice_id(p)?)) },
+    Endpoint { route: route("POST", "/v1/invoices/{id}/void"), op: |p| Ok(Op::Void(invoice_id(p)?)) },
 ];
 
+pub const ROUTES: &[Route] = &routes_of(&ENDPOINTS);
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(app, ROUTES, req, dispatch).await
+    serve(app, &ENDPOINTS, req, dispatch).await
 }
 
 #[derive(Deserialize)]
@@ -105,37 +128,35 @@ fn charge_reply(report: &ChargeReport, audience: Audience) -> Result<Reply, Erro
 }
 
 /// Loads an invoice the caller may see; another customer's is simply not found.
-async fn visible_invoice(app: &App, call: &Call) -> Result<recoup_shared::domain::Invoice, Error> {
-    let id = path_id(call, 0, "invoice", InvoiceId::parse)?;
-    let inv = app.services.invoice(&id).await?.into_inner();
+async fn visible_invoice(app: &App, call: &Call, id: &InvoiceId) -> Result<recoup_shared::domain::Invoice, Error> {
+    let inv = app.services.invoice(id).await?.into_inner();
     match call.caller.customer() {
         Some(c) if *c != inv.customer_id => Err(Error::not_found("invoice")),
         Some(_) | None => Ok(inv),
     }
 }
 
-async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
+async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
     let s = &app.services;
     let audience = Audience::from(&call.caller);
-    match (call.method, call.route) {
-        ("POST", "/v1/customers") => {
+    match op {
+        Op::CreateCustomer => {
             call.require_merchant()?;
             let body: NewCustomer = call.json()?;
             let c = s.create_customer(&body.email, body.name.as_deref()).await?;
             Ok(Reply::created(views::customer(&c)))
         }
-        ("GET", "/v1/customers") => {
+        Op::ListCustomers => {
             call.require_merchant()?;
             let (limit, after) = call.page()?;
             let page = s.list_customers(limit, after).await?;
             Ok(Reply::ok(views::list(page.items.iter().map(views::customer).collect(), page.next)))
         }
-        ("GET", "/v1/customers/{id}") => {
+        Op::GetCustomer(id) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "customer", CustomerId::parse)?;
             Ok(Reply::ok(views::customer(&s.customer(&id).await?.into_inner())))
         }
-        ("POST", "/v1/invoices") => {
+        Op::Issue => {
             call.require_merchant()?;
             let body: NewInvoice = call.json()?;
             let issued = s
@@ -154,7 +175,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             };
             Ok(Reply::created(view))
         }
-        ("GET", "/v1/invoices") => {
+        Op::List => {
             let customer = match &call.caller {
                 Caller::Owner(c) | Caller::Member(c) => c.clone(),
                 Caller::Merchant { .. } => customer_id(call.query("customer_id").unwrap_or(""))?,
@@ -163,34 +184,30 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let page = s.list_invoices(&customer, limit, after).await?;
             Ok(Reply::ok(views::list(page.items.iter().map(|i| views::invoice(i, audience)).collect(), page.next)))
         }
-        ("GET", "/v1/invoices/{id}") => Ok(Reply::ok(views::invoice(&visible_invoice(&app, &call).await?, audience))),
-        ("POST", "/v1/invoices/{id}/charge") => {
+        Op::Get(id) => Ok(Reply::ok(views::invoice(&visible_invoice(&app, &call, &id).await?, audience))),
+        Op::Charge(id) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "invoice", InvoiceId::parse)?;
             let body: ChargeWith = call.json()?;
             let report = s.charge_invoice(&id, card_choice(&body)?, AttemptTrigger::Manual).await?;
             charge_reply(&report, audience)
         }
-        ("POST", "/v1/invoices/{id}/pay") => {
+        Op::Pay(id) => {
             call.require_owner()?;
-            let inv = visible_invoice(&app, &call).await?;
+            let inv = visible_invoice(&app, &call, &id).await?;
             let body: ChargeWith = call.json()?;
             let report = s.charge_invoice(&inv.id, card_choice(&body)?, AttemptTrigger::Customer).await?;
             charge_reply(&report, audience)
         }
-        ("POST", "/v1/invoices/{id}/mark-paid") => {
+        Op::MarkPaid(id) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "invoice", InvoiceId::parse)?;
             let body: MarkPaid = call.json()?;
             let reference =
                 body.reference.map(|r| r.trim().chars().take(200).collect::<String>()).filter(|r| !r.is_empty());
             Ok(Reply::ok(views::invoice(&s.mark_invoice_paid(&id, reference).await?, audience)))
         }
-        ("POST", "/v1/invoices/{id}/void") => {
+        Op::Void(id) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "invoice", InvoiceId::parse)?;
             Ok(Reply::ok(views::invoice(&s.void_invoice(&id).await?, audience)))
         }
-        _ => Err(Error::not_found("route")),
     }
 }

@@ -4,22 +4,36 @@
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_lambda::http::{Call, Caller, Reply, Route, path_id, route, serve};
+use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, route, routes_of, serve};
 use recoup_lambda::views;
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, PaymentMethodId};
 use serde::Deserialize;
 use serde_json::json;
 
-pub const ROUTES: &[Route] = &[
-    route("POST", "/v1/payment-methods"),
-    route("GET", "/v1/payment-methods"),
-    route("POST", "/v1/payment-methods/{id}/default"),
-    route("DELETE", "/v1/payment-methods/{id}"),
+/// What a request asks for, with its path parameters typed.
+enum Op {
+    Register,
+    List,
+    SetDefault(PaymentMethodId),
+    Remove(PaymentMethodId),
+}
+
+fn id(p: &PathParams) -> Result<PaymentMethodId, Error> {
+    p.id(0, "payment method", PaymentMethodId::parse)
+}
+
+const ENDPOINTS: [Endpoint<Op>; 4] = [
+    Endpoint { route: route("POST", "/v1/payment-methods"), op: |_| Ok(Op::Register) },
+    Endpoint { route: route("GET", "/v1/payment-methods"), op: |_| Ok(Op::List) },
+    Endpoint { route: route("POST", "/v1/payment-methods/{id}/default"), op: |p| Ok(Op::SetDefault(id(p)?)) },
+    Endpoint { route: route("DELETE", "/v1/payment-methods/{id}"), op: |p| Ok(Op::Remove(id(p)?)) },
 ];
 
+pub const ROUTES: &[Route] = &routes_of(&ENDPOINTS);
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(app, ROUTES, req, dispatch).await
+    serve(app, &ENDPOINTS, req, dispatch).await
 }
 
 #[derive(Deserialize)]
@@ -31,10 +45,10 @@ struct Register {
     set_default: bool,
 }
 
-async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
+async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
     let s = &app.services;
-    match (call.method, call.route) {
-        ("POST", "/v1/payment-methods") => {
+    match op {
+        Op::Register => {
             let owner = call.require_owner()?;
             let body: Register = call.json()?;
             let token = body.payment_method.trim();
@@ -51,7 +65,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             view["recovered_invoices"] = views::recovery(&reg.recovery);
             Ok(if reg.replaced { Reply::ok(view) } else { Reply::created(view) })
         }
-        ("GET", "/v1/payment-methods") => {
+        Op::List => {
             let customer = match &call.caller {
                 Caller::Owner(c) => c.clone(),
                 Caller::Merchant { .. } => call.query("customer_id").and_then(CustomerId::parse).ok_or_else(|| {
@@ -62,18 +76,15 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             let cards = s.list_payment_methods(&customer).await?;
             Ok(Reply::ok(views::list(cards.iter().map(views::payment_method).collect(), None)))
         }
-        ("POST", "/v1/payment-methods/{id}/default") => {
+        Op::SetDefault(id) => {
             let owner = call.require_owner()?;
-            let id = path_id(&call, 0, "payment method", PaymentMethodId::parse)?;
             let card = s.set_default_payment_method(owner, &id).await?;
             Ok(Reply::ok(views::payment_method(&card)))
         }
-        ("DELETE", "/v1/payment-methods/{id}") => {
+        Op::Remove(id) => {
             let owner = call.require_owner()?;
-            let id = path_id(&call, 0, "payment method", PaymentMethodId::parse)?;
             s.remove_payment_method(owner, &id).await?;
             Ok(Reply::no_content())
         }
-        _ => Err(Error::not_found("route")),
     }
 }

@@ -4,7 +4,7 @@
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_lambda::http::{Call, Caller, Reply, Route, parse_money, path_id, route, serve};
+use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, parse_money, route, routes_of, serve};
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::Subscription;
 use recoup_shared::domain::subscription::Interval;
@@ -15,19 +15,48 @@ use recoup_shared::services::subscriptions::NewSubscription;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub const ROUTES: &[Route] = &[
-    route("POST", "/v1/subscriptions"),
-    route("GET", "/v1/subscriptions"),
-    route("GET", "/v1/subscriptions/{id}"),
-    route("POST", "/v1/subscriptions/{id}/reactivate"),
-    route("POST", "/v1/subscriptions/{id}/cancel"),
-    route("POST", "/v1/subscriptions/{id}/pause"),
-    route("POST", "/v1/subscriptions/{id}/resume"),
-    route("POST", "/v1/subscriptions/{id}/payments/{number}/process"),
+/// What a request asks for, with its path parameters typed.
+enum Op {
+    Create,
+    List,
+    Get(SubscriptionId),
+    Change(SubscriptionId, Change),
+    ProcessPayment(SubscriptionId, u32),
+}
+
+/// The merchant's state changes.
+enum Change {
+    Reactivate,
+    Cancel,
+    Pause,
+    Resume,
+}
+
+fn id(p: &PathParams) -> Result<SubscriptionId, Error> {
+    p.id(0, "subscription", SubscriptionId::parse)
+}
+
+const ENDPOINTS: [Endpoint<Op>; 8] = [
+    Endpoint { route: route("POST", "/v1/subscriptions"), op: |_| Ok(Op::Create) },
+    Endpoint { route: route("GET", "/v1/subscriptions"), op: |_| Ok(Op::List) },
+    Endpoint { route: route("GET", "/v1/subscriptions/{id}"), op: |p| Ok(Op::Get(id(p)?)) },
+    Endpoint {
+        route: route("POST", "/v1/subscriptions/{id}/reactivate"),
+        op: |p| Ok(Op::Change(id(p)?, Change::Reactivate)),
+    },
+    Endpoint { route: route("POST", "/v1/subscriptions/{id}/cancel"), op: |p| Ok(Op::Change(id(p)?, Change::Cancel)) },
+    Endpoint { route: route("POST", "/v1/subscriptions/{id}/pause"), op: |p| Ok(Op::Change(id(p)?, Change::Pause)) },
+    Endpoint { route: route("POST", "/v1/subscriptions/{id}/resume"), op: |p| Ok(Op::Change(id(p)?, Change::Resume)) },
+    Endpoint {
+        route: route("POST", "/v1/subscriptions/{id}/payments/{number}/process"),
+        op: |p| Ok(Op::ProcessPayment(id(p)?, p.number(1, "payment")?)),
+    },
 ];
 
+pub const ROUTES: &[Route] = &routes_of(&ENDPOINTS);
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    serve(app, ROUTES, req, dispatch).await
+    serve(app, &ENDPOINTS, req, dispatch).await
 }
 
 #[derive(Deserialize)]
@@ -55,9 +84,8 @@ fn flag(call: &Call, name: &str) -> Result<bool, Error> {
     }
 }
 
-async fn visible(app: &App, call: &Call) -> Result<Subscription, Error> {
-    let id = path_id(call, 0, "subscription", SubscriptionId::parse)?;
-    let sub = app.services.subscription(&id).await?.into_inner();
+async fn visible(app: &App, call: &Call, id: &SubscriptionId) -> Result<Subscription, Error> {
+    let sub = app.services.subscription(id).await?.into_inner();
     match call.caller.customer() {
         Some(c) if *c != sub.customer_id => Err(Error::not_found("subscription")),
         Some(_) | None => Ok(sub),
@@ -69,10 +97,10 @@ async fn render(app: &App, call: &Call, sub: &Subscription, with_payments: bool)
     Ok(views::subscription(sub, payments.as_deref(), Audience::from(&call.caller)))
 }
 
-async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
+async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
     let s = &app.services;
-    match (call.method, call.route) {
-        ("POST", "/v1/subscriptions") => {
+    match op {
+        Op::Create => {
             call.require_merchant()?;
             let body: NewSub = call.json()?;
             let customer_id = CustomerId::parse(&body.customer_id).ok_or_else(|| {
@@ -94,7 +122,7 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
             };
             Ok(Reply::created(view))
         }
-        ("GET", "/v1/subscriptions") => {
+        Op::List => {
             let failing = flag(&call, "has_failed_payments")?;
             let with_payments = flag(&call, "include_sub_objects")?;
             match &call.caller {
@@ -120,31 +148,22 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                 }
             }
         }
-        ("GET", "/v1/subscriptions/{id}") => {
-            let sub = visible(&app, &call).await?;
+        Op::Get(id) => {
+            let sub = visible(&app, &call, &id).await?;
             Ok(Reply::ok(render(&app, &call, &sub, flag(&call, "include_sub_objects")?).await?))
         }
-        (
-            "POST",
-            action @ ("/v1/subscriptions/{id}/reactivate"
-            | "/v1/subscriptions/{id}/cancel"
-            | "/v1/subscriptions/{id}/pause"
-            | "/v1/subscriptions/{id}/resume"),
-        ) => {
+        Op::Change(id, change) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "subscription", SubscriptionId::parse)?;
-            let sub = match action {
-                "/v1/subscriptions/{id}/reactivate" => s.reactivate_subscription(&id).await?,
-                "/v1/subscriptions/{id}/cancel" => s.cancel_subscription(&id).await?,
-                "/v1/subscriptions/{id}/pause" => s.pause_subscription(&id).await?,
-                _ => s.resume_subscription(&id).await?,
+            let sub = match change {
+                Change::Reactivate => s.reactivate_subscription(&id).await?,
+                Change::Cancel => s.cancel_subscription(&id).await?,
+                Change::Pause => s.pause_subscription(&id).await?,
+                Change::Resume => s.resume_subscription(&id).await?,
             };
             Ok(Reply::ok(render(&app, &call, &sub, false).await?))
         }
-        ("POST", "/v1/subscriptions/{id}/payments/{number}/process") => {
+        Op::ProcessPayment(id, number) => {
             call.require_merchant()?;
-            let id = path_id(&call, 0, "subscription", SubscriptionId::parse)?;
-            let number: u32 = call.param(1).parse().map_err(|_| Error::not_found("payment"))?;
             let report = s.process_payment(&id, number).await?;
             let sub = s.subscription(&id).await?;
             let payments = s.subscription_payments(&sub).await?;
@@ -167,6 +186,5 @@ async fn dispatch(app: App, call: Call) -> Result<Reply, Error> {
                 }
             }
         }
-        _ => Err(Error::not_found("route")),
     }
 }
