@@ -9,7 +9,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_http_client::tls;
 
-use crate::events::{EVENT_SOURCE, Event};
+use crate::domain::events::{EVENT_SOURCE, Event};
 use crate::services::ports::{EventPublisher, PublishError, QueueError, QueueSender};
 
 /// Loads the SDK configuration from the environment (region, credentials, endpoint), with

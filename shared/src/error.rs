@@ -6,8 +6,8 @@
 use serde_json::{Map, Value};
 
 use crate::domain::DomainError;
+use crate::domain::money::MoneyError;
 use crate::domain::payment_method::RemovalRefused;
-use crate::money::MoneyError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,19 +3,18 @@
 //! (store, payment gateway, event publisher, clock, mailer) the Lambda functions and the
 //! local product plug adapters into.
 //!
+//! Every business rule is under `domain/`: money, cards, the decline taxonomy, the retry
+//! policy and network limits, invoices, subscriptions, the card ledger and domain events.
+//! `services/` runs the use cases over the ports.
+//!
 //! The core has no AWS or Lambda dependency; the DynamoDB, EventBridge and SQS adapters sit
 //! behind the `aws` feature and the embedded store behind `embedded`.
 
-pub mod card;
-pub mod decline;
 pub mod domain;
 pub mod error;
-pub mod events;
 pub mod gateway;
 pub mod ids;
 pub mod mail;
-pub mod money;
-pub mod policy;
 pub mod services;
 pub mod store;
 pub mod time;

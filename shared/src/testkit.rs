@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::events::Event;
+use crate::domain::events::Event;
+use crate::domain::policy::DunningPolicy;
 use crate::mail::StoreMailer;
-use crate::policy::DunningPolicy;
 use crate::services::Services;
 use crate::services::ports::{EventPublisher, PublishError};
 use crate::store::ItemStore;

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use recoup_shared::decline::ErrorType;
 use recoup_shared::domain::InvoiceStatus;
 use recoup_shared::domain::SubscriptionStatus;
+use recoup_shared::domain::decline::ErrorType;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
+use recoup_shared::domain::money::{Currency, Money};
 use recoup_shared::domain::subscription::{Interval, PaymentStatus, Subscription};
 use recoup_shared::error::Error;
 use recoup_shared::ids::{CustomerId, InvoiceId};
-use recoup_shared::money::{Currency, Money};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport, DueOutcome};
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;

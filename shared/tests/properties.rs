@@ -18,14 +18,14 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use proptest::prelude::*;
-use recoup_shared::card::Fingerprint;
-use recoup_shared::decline::{RetryClass, mastercard_retry_after};
+use recoup_shared::domain::card::Fingerprint;
+use recoup_shared::domain::decline::{RetryClass, mastercard_retry_after};
 use recoup_shared::domain::invoice::{AttemptOutcome, AttemptTrigger, CollectionMethod, TransactionStatus};
+use recoup_shared::domain::money::{Currency, Money};
+use recoup_shared::domain::policy::network_limits;
 use recoup_shared::domain::subscription::Interval;
 use recoup_shared::domain::{Invoice, InvoiceStatus, Subscription, SubscriptionStatus};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
-use recoup_shared::money::{Currency, Money};
-use recoup_shared::policy::network_limits;
 use recoup_shared::services::charging::CardChoice;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;

@@ -5,9 +5,9 @@
 use chrono::TimeDelta;
 use recoup_lambda::routing;
 use recoup_shared::domain::invoice::CollectionMethod;
+use recoup_shared::domain::money::{Currency, Money};
 use recoup_shared::domain::subscription::Interval;
 use recoup_shared::domain::{InvoiceStatus, SubscriptionStatus};
-use recoup_shared::money::{Currency, Money};
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::testkit::moto_endpoint;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use recoup_lambda::http::Route;
-use recoup_shared::decline::ErrorType;
+use recoup_shared::domain::decline::ErrorType;
 use recoup_shared::error::Code;
 use serde_json::Value;
 

@@ -21,7 +21,7 @@ use recoup_functions::Trigger;
 use recoup_lambda::app::Settings;
 use recoup_lambda::http::Route;
 use recoup_lambda::routing::{self, MAX_RECEIVE_COUNT, RULES};
-use recoup_shared::events::{EVENT_SOURCE, EventPayload};
+use recoup_shared::domain::events::{EVENT_SOURCE, EventPayload};
 use recoup_shared::store::Index;
 use serde_json::{Map, Value as Json, json};
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use recoup_shared::policy::{DunningPolicy, RetrySchedule};
+use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
 use recoup_shared::services::Services;
 use recoup_shared::services::ports::QueueSender;
 use recoup_shared::time::parse_duration;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use recoup_shared::card::contains_card_number;
+use recoup_shared::domain::card::contains_card_number;
 use recoup_shared::error::{Code, Error, ErrorKind};
 use recoup_shared::ids::CustomerId;
 use recoup_shared::services::idempotency::{Begin, sha256_hex};
@@ -184,18 +184,18 @@ impl Call {
 
 /// Parses an amount in minor units and a currency. The amount must be a JSON integer:
 /// `10.5` is refused with a message, never rounded.
-pub fn parse_money(amount: &Value, currency: &str) -> Result<recoup_shared::money::Money, Error> {
-    let currency = recoup_shared::money::Currency::parse(currency)?;
+pub fn parse_money(amount: &Value, currency: &str) -> Result<recoup_shared::domain::money::Money, Error> {
+    let currency = recoup_shared::domain::money::Currency::parse(currency)?;
     let minor = amount.as_i64().filter(|_| amount.is_i64() || amount.is_u64()).ok_or_else(|| {
         Error::new(Code::InvalidAmount,
             format!(
                 "amount must be a whole number of the currency's minor unit (for {currency}: 1050 means {}), not {amount}",
-                recoup_shared::money::Money::new(1050, currency).map_or_else(|_| "1050".to_owned(), |m| m.to_string())
+                recoup_shared::domain::money::Money::new(1050, currency).map_or_else(|_| "1050".to_owned(), |m| m.to_string())
             ),
         )
         .with("field", "amount")
     })?;
-    Ok(recoup_shared::money::Money::new(minor, currency)?)
+    Ok(recoup_shared::domain::money::Money::new(minor, currency)?)
 }
 
 /// A successful response.

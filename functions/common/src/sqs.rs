@@ -7,8 +7,8 @@
 use std::future::Future;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use recoup_shared::domain::events::Event;
 use recoup_shared::error::{Code, Error};
-use recoup_shared::events::Event;
 use serde::Deserialize;
 
 /// Runs `handle` on every record concurrently and reports the ones that failed.

@@ -3,8 +3,8 @@
 //! at all; only the merchant sees decline and network codes.
 
 use recoup_shared::domain::invoice::Transaction;
+use recoup_shared::domain::money::Money;
 use recoup_shared::domain::{Customer, Invoice, Subscription};
-use recoup_shared::money::Money;
 use recoup_shared::services::charging::{ChargeOutcome, RecoveryAttempt};
 use recoup_shared::services::payment_methods::SavedCard;
 use recoup_shared::services::subscriptions::PaymentView;
@@ -167,7 +167,10 @@ pub fn recovery(attempts: &[RecoveryAttempt]) -> Value {
     )
 }
 
-fn error_type_for(t: recoup_shared::decline::ErrorType, audience: Audience) -> recoup_shared::decline::ErrorType {
+fn error_type_for(
+    t: recoup_shared::domain::decline::ErrorType,
+    audience: Audience,
+) -> recoup_shared::domain::decline::ErrorType {
     match audience {
         Audience::Merchant => t,
         Audience::Owner | Audience::Member => t.for_customer(),

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use recoup_shared::domain::money::{Currency, Money};
+use recoup_shared::domain::policy::DunningPolicy;
 use recoup_shared::domain::{Invoice, InvoiceStatus};
 use recoup_shared::gateway::sandbox::SandboxGateway;
 use recoup_shared::ids::CustomerId;
 use recoup_shared::mail::StoreMailer;
-use recoup_shared::money::{Currency, Money};
-use recoup_shared::policy::DunningPolicy;
 use recoup_shared::services::Services;
 use recoup_shared::services::charging::CardChoice;
 use recoup_shared::services::invoices::IssueInvoice;

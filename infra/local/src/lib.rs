@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use recoup_lambda::App;
+use recoup_shared::domain::policy::DunningPolicy;
 use recoup_shared::gateway::sandbox::SandboxGateway;
 use recoup_shared::mail::StoreMailer;
-use recoup_shared::policy::DunningPolicy;
 use recoup_shared::services::Services;
 use recoup_shared::store::embedded::EmbeddedStore;
 use recoup_shared::store::repo::Repo;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use recoup_local::{Local, Options, jwt, server};
-use recoup_shared::policy::{DunningPolicy, RetrySchedule};
+use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
 use recoup_shared::time::parse_duration;
 use serde_json::{Map, json};
 
@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         tick_seconds: u64,
         /// Retry offsets from the first failure.
-        #[arg(long, env = "RECOUP_RETRY_SCHEDULE", default_value = recoup_shared::policy::DEFAULT_SCHEDULE)]
+        #[arg(long, env = "RECOUP_RETRY_SCHEDULE", default_value = recoup_shared::domain::policy::DEFAULT_SCHEDULE)]
         retry_schedule: String,
         #[arg(long, env = "RECOUP_RECONCILE_AFTER", default_value = "10m")]
         reconcile_after: String,

@@ -16,9 +16,9 @@ use super::invoice::{AttemptTrigger, Invoice, InvoiceStatus};
 use super::ledger::{CardLedger, NetworkBlock};
 use super::payment_method::{PaymentMethod, PaymentMethodStatus};
 use super::subscription::SubscriptionStatus;
-use crate::decline::{ErrorType, RetryClass};
+use crate::domain::decline::{ErrorType, RetryClass};
+use crate::domain::policy::DunningPolicy;
 use crate::ids::TransactionId;
-use crate::policy::DunningPolicy;
 use crate::time::Timestamp;
 
 /// Why an automatic attempt was skipped.
@@ -203,14 +203,14 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
-    use crate::card::{CardBrand, CardExpiry, Fingerprint, Network};
-    use crate::decline::Decline;
+    use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, Network};
+    use crate::domain::decline::Decline;
     use crate::domain::invoice::{AttemptOutcome, CollectionMethod, NewInvoice};
     use crate::domain::ledger::{LedgerEntry, LedgerOutcome};
+    use crate::domain::money::{Currency, Money};
     use crate::domain::payment_method::VerifiedCard;
+    use crate::domain::policy::NetworkRule;
     use crate::ids::CustomerId;
-    use crate::money::{Currency, Money};
-    use crate::policy::NetworkRule;
     use crate::time::parse;
 
     fn t0() -> Timestamp {
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_blocked_card_is_not_charged_even_for_a_first_attempt_until_its_expiry_changes() {
-        use crate::decline::HardReason;
+        use crate::domain::decline::HardReason;
         use crate::domain::ledger::CardBlock;
         let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
         let (inv, _) = Invoice::issue(

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 use super::payment_method::{CardSnapshot, PaymentMethod};
-use crate::decline::{Decline, ErrorType, HardReason, RetryClass, classify};
-use crate::events::{EventPayload, PaidWith};
+use crate::domain::decline::{Decline, ErrorType, HardReason, RetryClass, classify};
+use crate::domain::events::{EventPayload, PaidWith};
+use crate::domain::money::Money;
+use crate::domain::policy::DunningPolicy;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId, TransactionId};
-use crate::money::Money;
-use crate::policy::DunningPolicy;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -569,10 +569,10 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
-    use crate::card::{CardBrand, CardExpiry, Fingerprint};
+    use crate::domain::card::{CardBrand, CardExpiry, Fingerprint};
+    use crate::domain::money::Currency;
     use crate::domain::payment_method::VerifiedCard;
     use crate::ids::PaymentMethodId;
-    use crate::money::Currency;
     use crate::time::parse;
 
     fn t0() -> Timestamp {

@@ -17,10 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::{CardExpiry, Fingerprint, Network};
-use crate::decline::{ErrorType, HardReason};
+use crate::domain::card::{CardExpiry, Fingerprint, Network};
+use crate::domain::decline::{ErrorType, HardReason};
+use crate::domain::policy::{LONGEST_NETWORK_WINDOW, NetworkRule, network_limits};
 use crate::ids::{PaymentMethodId, TransactionId};
-use crate::policy::{LONGEST_NETWORK_WINDOW, NetworkRule, network_limits};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

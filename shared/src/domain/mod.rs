@@ -1,10 +1,17 @@
-//! Entities and the rules that move them. Everything here is pure: no I/O, time passed in.
+//! Every business rule: money, cards, the decline taxonomy and retry policy, entities and
+//! the rules that move them, and the events they emit. Everything here is pure: no I/O,
+//! time passed in.
 
+pub mod card;
 pub mod customer;
+pub mod decline;
 pub mod dunning;
+pub mod events;
 pub mod invoice;
 pub mod ledger;
+pub mod money;
 pub mod payment_method;
+pub mod policy;
 pub mod subscription;
 
 pub use customer::Customer;

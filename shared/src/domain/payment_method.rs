@@ -5,8 +5,8 @@
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
-use crate::card::{CardBrand, CardExpiry, Fingerprint, Network};
-use crate::decline::ErrorType;
+use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, Network};
+use crate::domain::decline::ErrorType;
 use crate::ids::{CustomerId, PaymentMethodId};
 use crate::time::Timestamp;
 

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 use super::invoice::{Invoice, InvoiceStatus, SubscriptionLink, TransactionStatus};
-use crate::decline::RetryClass;
-use crate::events::{ActivationReason, EventPayload};
+use crate::domain::decline::RetryClass;
+use crate::domain::events::{ActivationReason, EventPayload};
+use crate::domain::money::Money;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
-use crate::money::Money;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,13 +440,13 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::{CardBrand, Fingerprint};
-    use crate::decline::{Decline, ErrorType};
+    use crate::domain::card::{CardBrand, Fingerprint};
+    use crate::domain::decline::{Decline, ErrorType};
     use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, CollectionMethod, NewInvoice};
+    use crate::domain::money::Currency;
     use crate::domain::payment_method::CardSnapshot;
+    use crate::domain::policy::DunningPolicy;
     use crate::ids::PaymentMethodId;
-    use crate::money::Currency;
-    use crate::policy::DunningPolicy;
     use crate::time::parse;
 
     fn plan(interval: Interval) -> Plan {

@@ -7,11 +7,11 @@
 
 use async_trait::async_trait;
 
-use crate::decline::Decline;
+use crate::domain::decline::Decline;
 use crate::domain::invoice::AttemptOutcome;
+use crate::domain::money::Money;
 use crate::domain::payment_method::VerifiedCard;
 use crate::ids::CustomerId;
-use crate::money::Money;
 
 pub mod sandbox;
 

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{ChargeRequest, GatewayError, PaymentGateway};
-use crate::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
-use crate::decline::{Decline, ErrorType, RetryClass, classify, decline_for_network_code, error_type_for_decline_code};
+use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
+use crate::domain::decline::{
+    Decline, ErrorType, RetryClass, classify, decline_for_network_code, error_type_for_decline_code,
+};
 use crate::domain::invoice::AttemptOutcome;
 use crate::domain::payment_method::VerifiedCard;
 use crate::ids::CustomerId;

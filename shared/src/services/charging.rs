@@ -13,8 +13,8 @@
 //! Together with the invoice's own rule that nothing else may touch it while an attempt
 //! is pending, this makes a second successful charge of an invoice impossible.
 
-use crate::card::Network;
-use crate::decline::{HardReason, RetryClass, mastercard_retry_after};
+use crate::domain::card::Network;
+use crate::domain::decline::{HardReason, RetryClass, mastercard_retry_after};
 use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};

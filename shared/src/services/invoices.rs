@@ -2,10 +2,10 @@
 //! the merchant's reconciliation of bank transfers.
 
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use crate::domain::money::Money;
 use crate::domain::{Invoice, SubscriptionStatus};
 use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
-use crate::money::Money;
 use crate::store::Cursor;
 use crate::store::repo::{Listing, Tx, Versioned};
 
@@ -103,7 +103,7 @@ impl Services {
 
     async fn change_invoice<F>(&self, id: &InvoiceId, change: F) -> Result<Invoice>
     where
-        F: Fn(&mut Invoice, crate::time::Timestamp) -> Result<Vec<crate::events::EventPayload>>,
+        F: Fn(&mut Invoice, crate::time::Timestamp) -> Result<Vec<crate::domain::events::EventPayload>>,
     {
         let change = &change;
         self.optimistic("invoice", || async move {

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::domain::events::Event;
+use crate::domain::policy::DunningPolicy;
 use crate::error::{Code, Error, Result};
-use crate::events::Event;
 use crate::gateway::PaymentGateway;
 use crate::mail::Mailer;
-use crate::policy::DunningPolicy;
 use crate::store::StoreError;
 use crate::store::repo::{Repo, Tx};
 use crate::time::{Clock, Timestamp};

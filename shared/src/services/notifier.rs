@@ -2,9 +2,9 @@
 //! collection ends in error, the customer gets an email that says what happened and links
 //! to their billing page. Fraud is never named to the customer.
 
-use crate::decline::RetryClass;
+use crate::domain::decline::RetryClass;
+use crate::domain::events::{Event, EventPayload};
 use crate::error::{Error, Result};
-use crate::events::{Event, EventPayload};
 use crate::mail::Email;
 
 use super::Services;

@@ -3,7 +3,7 @@
 //! relay finds the event in the schedule index); a crash between publish and mark
 //! publishes it twice, which consumers tolerate.
 
-use crate::events::Event;
+use crate::domain::events::Event;
 use crate::store::StoreError;
 use crate::store::repo::{OutboxRecord, Tx, Versioned};
 

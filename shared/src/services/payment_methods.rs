@@ -1,10 +1,10 @@
 //! Saved cards: register (verify with the PSP, then charge what is outstanding), list,
 //! choose the default, remove under the removal rules.
 
+use crate::domain::events::EventPayload;
 use crate::domain::payment_method::{RemovalContext, check_removal};
 use crate::domain::{PaymentMethod, PaymentMethodStatus};
 use crate::error::{Code, Error, Result};
-use crate::events::EventPayload;
 use crate::gateway::GatewayError;
 use crate::ids::{CustomerId, PaymentMethodId};
 use crate::store::repo::{Tx, Versioned};
@@ -62,7 +62,7 @@ impl Services {
             && let Some(block) = ledger.block_for(verified.expiry)
         {
             tracing::info!(customer_id = %customer_id, reason = ?block.reason, "blocked card refused at registration");
-            return Err(gateway_error(GatewayError::Declined(crate::decline::Decline::new(
+            return Err(gateway_error(GatewayError::Declined(crate::domain::decline::Decline::new(
                 block.error_type,
                 "the card was declined for a reason that does not change until the card does",
             ))));

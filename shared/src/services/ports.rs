@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::events::Event;
+use crate::domain::events::Event;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event publishing failed: {0}")]

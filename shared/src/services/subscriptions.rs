@@ -2,13 +2,13 @@
 //! invoices (the subscription updater), the merchant's re-activate / cancel / pause /
 //! resume, and the Recurring-API view of payments with "process payment N".
 
+use crate::domain::events::EventPayload;
 use crate::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
+use crate::domain::money::Money;
 use crate::domain::subscription::{Interval, PaymentStatus, Plan, payment_status};
 use crate::domain::{Invoice, InvoiceStatus, Subscription, SubscriptionStatus};
 use crate::error::{Code, Error, Result};
-use crate::events::EventPayload;
 use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
-use crate::money::Money;
 use crate::store::Cursor;
 use crate::store::repo::{Listing, Tx, Versioned};
 use crate::time::Timestamp;
@@ -37,7 +37,7 @@ pub struct PaymentView {
     /// When it was last attempted or paid; `None` while waiting.
     pub date_processed: Option<Timestamp>,
     /// As recorded; the API shows customers `fraud` as a generic decline.
-    pub error_type: Option<crate::decline::ErrorType>,
+    pub error_type: Option<crate::domain::decline::ErrorType>,
     pub attempt_count: u32,
 }
 

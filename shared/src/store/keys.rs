@@ -2,7 +2,7 @@
 //! the access pattern each serves.
 
 use super::{IndexKey, Key};
-use crate::card::Fingerprint;
+use crate::domain::card::Fingerprint;
 use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId};
 use crate::time::{Timestamp, sortable};
 

@@ -13,9 +13,9 @@ use super::keys;
 use super::{
     Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp,
 };
-use crate::card::Fingerprint;
+use crate::domain::card::Fingerprint;
+use crate::domain::events::{Event, EventPayload};
 use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
-use crate::events::{Event, EventPayload};
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
 use crate::time::Timestamp;
 

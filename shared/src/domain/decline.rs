@@ -8,7 +8,7 @@
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
-use crate::card::Network;
+use crate::domain::card::Network;
 
 /// The failure taxonomy shown on a failed transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

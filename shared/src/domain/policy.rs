@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use chrono::TimeDelta;
 
-use crate::card::Network;
+use crate::domain::card::Network;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
 /// The default schedule: retries 1, 3, 5, 7, 10 and 14 days after the first failure.

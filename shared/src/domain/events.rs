@@ -5,10 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::CardBrand;
-use crate::decline::{ErrorType, RetryClass};
+use crate::domain::card::CardBrand;
+use crate::domain::decline::{ErrorType, RetryClass};
+use crate::domain::money::Money;
 use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, TransactionId};
-use crate::money::Money;
 use crate::time::Timestamp;
 
 /// The `source` every Recoup event carries on the bus.
@@ -202,7 +202,7 @@ impl EventPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::money::Currency;
+    use crate::domain::money::Currency;
     use crate::time::parse;
 
     #[test]
