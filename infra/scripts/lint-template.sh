@@ -4,7 +4,7 @@
 #   2. sam validate                   the SAM transform itself (runs locally)
 #   3. sam validate --lint            SAM's bundled cfn-lint pass over the template
 # Any error fails the script. Whether the template agrees with the code (functions,
-# routes, rules, queues, table) is checked by tests/tests/template.rs.
+# routes, rules, queues, table) is checked by tests/tests/template/.
 #
 # Run from anywhere: infra/scripts/lint-template.sh
 #

@@ -1,0 +1,44 @@
+//! What the code says, where the code cannot say it itself: the function registry seen
+//! by trigger, and facts about functions that no type carries.
+
+use super::*;
+
+/// The HTTP functions and the routes each serves, from the registry.
+pub fn http_functions() -> Vec<(&'static str, &'static [Route])> {
+    recoup_functions::FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Http { routes, .. } => Some((f.name, routes)),
+            Trigger::Queue { .. } | Trigger::Schedule { .. } => None,
+        })
+        .collect()
+}
+
+/// The SQS consumers and the queue (logical id) each reads, from the registry.
+pub fn queue_consumers() -> Vec<(&'static str, &'static str)> {
+    recoup_functions::FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Queue { queue, .. } => Some((f.name, queue)),
+            Trigger::Http { .. } | Trigger::Schedule { .. } => None,
+        })
+        .collect()
+}
+
+/// The scheduled functions and their schedules, from the registry.
+pub fn scheduled_functions() -> Vec<(&'static str, &'static str)> {
+    recoup_functions::schedules().map(|(f, rate, _)| (f.name, rate)).collect()
+}
+
+/// The schedulers put work on the charge queue (`App::charge_queue`, from
+/// `RECOUP_CHARGE_QUEUE_URL`); nothing else sends to a queue.
+pub const CHARGE_QUEUE_SENDERS: [&str; 2] = ["retry-scheduler", "renewal-scheduler"];
+
+/// Functions that never change state, so never publish events: the retry scheduler only
+/// reads the schedule index and enqueues; the notifier only records emails.
+pub const NON_PUBLISHERS: [&str; 2] = ["retry-scheduler", "notifier"];
+
+/// Everything `DynamoStore` calls: `GetItem`, `Query`, `PutItem`, `DeleteItem`, and
+/// `TransactWriteItems`, which IAM authorizes per item as Put/Delete/ConditionCheck.
+pub const DYNAMODB_ACTIONS: [&str; 5] =
+    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"];

@@ -1,0 +1,116 @@
+//! Each function's IAM grants against what it does.
+
+use super::*;
+
+/// Which table, index, bus or queue ARN a policy resource is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    Table,
+    Index(String),
+    Arn(String),
+    Other(String),
+}
+
+pub fn grant_of(v: &Json, table: &str) -> Grant {
+    if let Some((r, a)) = get_att(v)
+        && a == "Arn"
+    {
+        return if r == table { Grant::Table } else { Grant::Arn(r) };
+    }
+    if let Some(sub) = v.get("Fn::Sub").and_then(Json::as_str)
+        && let Some(index) = sub.strip_prefix(&format!("${{{table}.Arn}}/index/"))
+    {
+        return Grant::Index(index.to_owned());
+    }
+    Grant::Other(v.to_string())
+}
+
+pub fn check_iam(t: &Json) -> Problems {
+    let mut problems = Vec::new();
+    let table = resources_of_type(t, "AWS::DynamoDB::Table").into_iter().next().map(|(id, _)| id).unwrap_or_default();
+    let buses: Vec<String> = resources_of_type(t, "AWS::Events::EventBus").into_iter().map(|(id, _)| id).collect();
+    for (id, f) in resources_of_type(t, "AWS::Serverless::Function") {
+        let binary = binary_of(&f).unwrap_or("").to_owned();
+        if !f["Properties"]["Role"].is_null() {
+            problems.push(format!("{id}: has its own Role; grant through Policies statements so they can be checked"));
+        }
+        let mut publishes = false;
+        let mut sends = false;
+        for policy in list(&function_property(t, &f, "Policies")) {
+            if policy.get("Statement").is_none() {
+                problems.push(format!(
+                    "{id}: policy {policy} is not an explicit Statement list (no managed or SAM template policies)"
+                ));
+                continue;
+            }
+            for statement in list(&policy["Statement"]) {
+                if statement["Effect"] != "Allow" {
+                    continue;
+                }
+                let actions = strings(&statement["Action"]);
+                let grants: Vec<Grant> = list(&statement["Resource"]).iter().map(|r| grant_of(r, &table)).collect();
+                if !statement["NotAction"].is_null() || !statement["NotResource"].is_null() {
+                    problems.push(format!("{id}: NotAction/NotResource grant more than they name"));
+                }
+                for action in &actions {
+                    if action.contains('*') {
+                        problems.push(format!("{id}: wildcard action {action}"));
+                    } else if action.starts_with("dynamodb:") {
+                        if !DYNAMODB_ACTIONS.contains(&action.as_str()) {
+                            problems.push(format!("{id}: {action} is not an operation the store performs"));
+                        }
+                        for g in &grants {
+                            match g {
+                                Grant::Table => {}
+                                Grant::Index(_) if action == "dynamodb:Query" => {}
+                                other => problems.push(format!(
+                                    "{id}: {action} on {other:?}; only the table (and its indexes, for Query)"
+                                )),
+                            }
+                        }
+                    } else if action == "events:PutEvents" {
+                        publishes = true;
+                        if !grants.iter().all(|g| matches!(g, Grant::Arn(b) if buses.contains(b))) || grants.is_empty()
+                        {
+                            problems.push(format!(
+                                "{id}: events:PutEvents should be on the event bus ARN only, is on {grants:?}"
+                            ));
+                        }
+                    } else if action == "sqs:SendMessage" {
+                        sends = true;
+                        if grants != [Grant::Arn(routing::CHARGE_QUEUE.to_owned())] {
+                            problems.push(format!(
+                                "{id}: sqs:SendMessage should be on {}.Arn only, is on {grants:?}",
+                                routing::CHARGE_QUEUE
+                            ));
+                        }
+                    } else {
+                        problems.push(format!("{id}: unexpected action {action}"));
+                    }
+                }
+            }
+        }
+        let should_publish = !NON_PUBLISHERS.contains(&binary.as_str());
+        if publishes != should_publish {
+            problems.push(format!(
+                "{id} ({binary}): events:PutEvents is {}granted but the function {}",
+                if publishes { "" } else { "not " },
+                if should_publish { "changes state and publishes its events" } else { "never publishes" }
+            ));
+        }
+        let should_send = CHARGE_QUEUE_SENDERS.contains(&binary.as_str());
+        if sends != should_send {
+            problems.push(format!(
+                "{id} ({binary}): sqs:SendMessage on the charge queue is {}granted but the function {}",
+                if sends { "" } else { "not " },
+                if should_send { "enqueues charges" } else { "never enqueues" }
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_function_is_granted_only_what_it_does() {
+    assert_none(check_iam(&template()));
+}
