@@ -6,7 +6,9 @@
 #   4. cargo nextest over the whole workspace, with moto_server on 127.0.0.1: unit tests,
 #      the store contract on both backends, engine scenarios and the property test, the
 #      dunning story through EventBridge and SQS on moto, the local product end to end, the
-#      Lambda binaries through the Runtime API, the template and OpenAPI checks.
+#      Lambda binaries through the Runtime API, the template and OpenAPI checks
+#   5. the API contract under a fuzzer: schemathesis against recoup-local, as the merchant
+#      and as an owner, every check (infra/scripts/contract.sh)
 # `make test` installs the tools first (.venv) and then runs this.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,3 +26,6 @@ infra/scripts/build-lambdas.sh
 
 step "tests"
 infra/scripts/with-moto.sh cargo nextest run --workspace --all-features --no-fail-fast
+
+step "API contract (schemathesis)"
+infra/scripts/contract.sh

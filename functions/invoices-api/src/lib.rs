@@ -177,7 +177,11 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         }
         Op::List => {
             let customer = match &call.caller {
-                Caller::Owner(c) | Caller::Member(c) => c.clone(),
+                // A customer reads its own invoices; a customer_id it sends is still checked.
+                Caller::Owner(c) | Caller::Member(c) => {
+                    call.query("customer_id").map(customer_id).transpose()?;
+                    c.clone()
+                }
                 Caller::Merchant { .. } => customer_id(call.query("customer_id").unwrap_or(""))?,
             };
             let (limit, after) = call.page()?;

@@ -67,7 +67,14 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         }
         Op::List => {
             let customer = match &call.caller {
-                Caller::Owner(c) => c.clone(),
+                Caller::Owner(c) => {
+                    // The owner's own cards; a customer_id it sends is still checked.
+                    if call.query("customer_id").is_some_and(|q| CustomerId::parse(q).is_none()) {
+                        return Err(Error::new(Code::InvalidRequest, "customer_id is not a customer id")
+                            .with("field", "customer_id"));
+                    }
+                    c.clone()
+                }
                 Caller::Merchant { .. } => call.query("customer_id").and_then(CustomerId::parse).ok_or_else(|| {
                     Error::new(Code::InvalidRequest, "customer_id is required").with("field", "customer_id")
                 })?,

@@ -136,6 +136,8 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
                     Ok(Reply::ok(views::list(data, page.next)))
                 }
                 Caller::Owner(c) | Caller::Member(c) => {
+                    // A customer's own list is one page; its parameters are still checked.
+                    call.page()?;
                     let customer = s.customer(c).await?;
                     let mut data = Vec::new();
                     for id in &customer.subscription_ids {

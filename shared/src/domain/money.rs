@@ -85,12 +85,14 @@ const CURRENCIES: &[(&str, u8)] = &[
 ];
 
 impl Currency {
-    /// Parses a code case-insensitively (`"usd"` and `"USD"` are the same currency).
+    /// Parses a code in upper or lower case (`"usd"` and `"USD"` are the same currency);
+    /// nothing else (`"uSd"`, `" USD"`) is a code.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
-        let upper = code.trim().to_ascii_uppercase();
+        let upper = code.to_ascii_uppercase();
+        let one_case = code == upper || code == code.to_ascii_lowercase();
         CURRENCIES
             .iter()
-            .find(|(c, _)| *c == upper)
+            .find(|(c, _)| one_case && *c == upper)
             .map(|(c, exponent)| {
                 let b = c.as_bytes();
                 Currency { code: [b[0], b[1], b[2]], exponent: *exponent }
@@ -180,6 +182,8 @@ mod tests {
     fn unknown_currencies_are_refused() {
         assert!(matches!(Currency::parse("XYZ"), Err(MoneyError::UnknownCurrency(_))));
         assert!(Currency::parse("").is_err());
+        assert_eq!(Currency::parse("usd").unwrap(), Currency::parse("USD").unwrap());
+        assert!(Currency::parse("uSd").is_err() && Currency::parse(" USD").is_err());
     }
 
     #[test]
