@@ -12,8 +12,10 @@ ST="$ROOT/.venv/bin/schemathesis"
 [[ -x "$ST" ]] || { echo "error: $ST is missing; run \`make tools\` first" >&2; exit 1; }
 EXAMPLES=${RECOUP_CONTRACT_EXAMPLES:-25}
 
-# Built as the test run builds it (workspace, all features), so nothing is compiled twice.
-cargo build --quiet --workspace --all-features --bin recoup-local
+# Built as the test run builds it (the workspace's test targets, all features, which
+# includes the recoup-local binary the end-to-end tests run): after `make test`'s nextest
+# step this compiles nothing.
+cargo test --quiet --workspace --all-features --no-run 2>/dev/null
 RL="$ROOT/target/debug/recoup-local"
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -44,7 +46,9 @@ for role in merchant owner; do
     [[ $role == owner ]] && token=$owner
     echo "== schemathesis as the $role"
     out="$ROOT/target/contract-$role.log"
-    (cd "$ROOT/infra/contract" && "$ST" --config-file schemathesis.toml run \
+    # Run from target/ so schemathesis's and hypothesis's caches stay out of the tree.
+    mkdir -p "$ROOT/target/contract"
+    (cd "$ROOT/target/contract" && "$ST" --config-file "$ROOT/infra/contract/schemathesis.toml" run \
         "$ROOT/docs/openapi.yaml" --url "$base" -H "Authorization: Bearer $token" \
         --checks all --max-examples "$EXAMPLES" --seed 20261203 \
         --generation-database none) > "$out" 2>&1 && passed=$((passed + 1)) || { status=1; failed=$((failed + 1)); }

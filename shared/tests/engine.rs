@@ -508,6 +508,17 @@ async fn errored_first_payment(app: &TestApp, token: &str) -> (CustomerId, Subsc
     (cus, sub, inv)
 }
 
+/// A monthly subscription whose payment 1 was declined, paused, with the clock at the
+/// payment's next attempt.
+async fn paused_with_a_declined_payment_due(app: &TestApp) -> (Subscription, recoup_shared::domain::Invoice) {
+    let cus = customer_with_card(app, "pm_sandbox_visa_51").await;
+    let (sub, first) = monthly_pro_subscription(app, &cus).await;
+    let inv = first.unwrap().invoice;
+    app.services.pause_subscription(&sub.id).await.unwrap();
+    app.clock.set(inv.next_attempt_at().unwrap());
+    (sub, inv)
+}
+
 /// Review bug 1: an updater that read an invoice while it was `error` must not apply that
 /// stale view after the invoice was paid.
 pub async fn a_stale_updater_cannot_error_a_subscription_whose_invoice_was_paid(store: Arc<dyn ItemStore>) {
@@ -535,11 +546,7 @@ pub async fn a_stale_updater_cannot_error_a_subscription_whose_invoice_was_paid(
 /// resumes it must not leave the invoice off the schedule.
 pub async fn parking_cannot_lose_an_invoice_to_a_concurrent_resume(store: Arc<dyn ItemStore>) {
     let (app, store) = interleaved(store);
-    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
-    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
-    let inv = first.unwrap().invoice;
-    app.services.pause_subscription(&sub.id).await.unwrap();
-    app.clock.set(inv.next_attempt_at().unwrap());
+    let (sub, inv) = paused_with_a_declined_payment_due(&app).await;
     let s = app.services.clone();
     let sid = sub.id.clone();
     store.before_write(puts("invoice"), async move {
@@ -559,11 +566,7 @@ pub async fn parking_cannot_lose_an_invoice_to_a_concurrent_resume(store: Arc<dy
 /// puts the parked invoices back on the schedule.
 pub async fn a_failed_resume_can_be_retried_and_unparks(store: Arc<dyn ItemStore>) {
     let (app, store) = interleaved(store);
-    let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
-    let (sub, first) = monthly_pro_subscription(&app, &cus).await;
-    let inv = first.unwrap().invoice;
-    app.services.pause_subscription(&sub.id).await.unwrap();
-    app.clock.set(inv.next_attempt_at().unwrap());
+    let (sub, inv) = paused_with_a_declined_payment_due(&app).await;
     assert_eq!(app.services.process_due(&inv.id).await.unwrap(), DueOutcome::Parked);
     store.fail_write(puts("invoice"));
     assert!(app.services.resume_subscription(&sub.id).await.is_err());

@@ -231,8 +231,9 @@ mod tests {
         )
     }
 
-    fn failed_invoice(card: &PaymentMethod, decline: Decline) -> Invoice {
-        let (mut inv, _) = Invoice::issue(
+    /// An open 10.00 USD invoice of the card's customer, issued at `t0`.
+    fn open_invoice(card: &PaymentMethod) -> Invoice {
+        Invoice::issue(
             NewInvoice {
                 customer_id: card.customer_id.clone(),
                 amount: Money::new(1000, Currency::parse("USD").unwrap()).unwrap(),
@@ -242,7 +243,12 @@ mod tests {
             },
             t0(),
         )
-        .unwrap();
+        .unwrap()
+        .0
+    }
+
+    fn failed_invoice(card: &PaymentMethod, decline: Decline) -> Invoice {
+        let mut inv = open_invoice(card);
         let policy = DunningPolicy::default();
         let txn = inv.begin_attempt(&card.snapshot(), AttemptTrigger::Initial, t0(), t0()).unwrap();
         inv.settle(&txn.id, AttemptOutcome::Declined(decline), &policy, None, t0()).unwrap();
@@ -332,17 +338,7 @@ mod tests {
     #[test]
     fn a_pending_attempt_is_reconciled_before_anything_else() {
         let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
-        let (mut inv, _) = Invoice::issue(
-            NewInvoice {
-                customer_id: card.customer_id.clone(),
-                amount: Money::new(1000, Currency::parse("USD").unwrap()).unwrap(),
-                description: String::new(),
-                collection_method: CollectionMethod::ChargeAutomatically,
-                subscription: None,
-            },
-            t0(),
-        )
-        .unwrap();
+        let mut inv = open_invoice(&card);
         let txn =
             inv.begin_attempt(&card.snapshot(), AttemptTrigger::Initial, t0(), t0() + TimeDelta::minutes(10)).unwrap();
         let policy = DunningPolicy::default();
@@ -384,18 +380,7 @@ mod tests {
         use crate::domain::decline::HardReason;
         use crate::domain::ledger::CardBlock;
         let card = pm(CardBrand::Visa, CardExpiry::new(12, 2035).unwrap());
-        let (inv, _) = Invoice::issue(
-            NewInvoice {
-                customer_id: card.customer_id.clone(),
-                amount: Money::new(1000, Currency::parse("USD").unwrap()).unwrap(),
-                description: String::new(),
-                collection_method: CollectionMethod::ChargeAutomatically,
-                subscription: None,
-            },
-            t0(),
-        )
-        .unwrap();
-        let mut inv = inv;
+        let mut inv = open_invoice(&card);
         inv.schedule_first_attempt(t0());
         let mut ledger = CardLedger::new(card.fingerprint.clone(), Network::Visa);
         ledger.block(CardBlock {
