@@ -7,22 +7,14 @@ use super::*;
 pub fn http_functions() -> Vec<(&'static str, &'static [Route])> {
     recoup_functions::FUNCTIONS
         .iter()
-        .filter_map(|f| match f.trigger {
-            Trigger::Http { routes, .. } => Some((f.name, routes)),
-            Trigger::Queue { .. } | Trigger::Schedule { .. } => None,
-        })
+        .filter(|f| matches!(f.trigger, Trigger::Http { .. }))
+        .map(|f| (f.name, f.routes()))
         .collect()
 }
 
 /// The SQS consumers and the queue (logical id) each reads, from the registry.
 pub fn queue_consumers() -> Vec<(&'static str, &'static str)> {
-    recoup_functions::FUNCTIONS
-        .iter()
-        .filter_map(|f| match f.trigger {
-            Trigger::Queue { queue, .. } => Some((f.name, queue)),
-            Trigger::Http { .. } | Trigger::Schedule { .. } => None,
-        })
-        .collect()
+    recoup_functions::queues().filter_map(|q| recoup_functions::consumer_of(q).map(|(f, _)| (f.name, q))).collect()
 }
 
 /// The scheduled functions and their schedules, from the registry.
