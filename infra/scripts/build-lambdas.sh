@@ -14,6 +14,10 @@
 # see shared/src/aws.rs; no aws-lc, so no cmake), which zig's clang builds as is.
 #
 # Only x86_64 is built: the aarch64 Rust target is not installed on this machine.
+#
+# PAYMENT_PROVIDERS picks the payment providers compiled in (default: "sandbox stripe", so
+# one package set runs with either PaymentProvider). A build for real money leaves the
+# sandbox out: PAYMENT_PROVIDERS=stripe infra/scripts/build-lambdas.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -38,6 +42,14 @@ for f in "${FUNCTIONS[@]}"; do
     packages+=(-p "$f")
 done
 
+features=lambda
+for provider in ${PAYMENT_PROVIDERS:-sandbox stripe}; do
+    case "$provider" in
+        sandbox|stripe) features+=",$provider" ;;
+        *) echo "error: unknown payment provider \"$provider\" in PAYMENT_PROVIDERS (sandbox, stripe)" >&2; exit 1 ;;
+    esac
+done
+
 started=$(date +%s)
 
 # One build: cargo-lambda compiles the nine functions and writes the deployment packages,
@@ -46,7 +58,7 @@ started=$(date +%s)
 # bootstrap the tests run is byte for byte the one that ships. (A second
 # `--output-format binary` build would be a separate cargo run that can pick up sources
 # edited in between.)
-cargo lambda build --release --x86-64 --output-format zip "${packages[@]}"
+cargo lambda build --release --x86-64 --output-format zip --no-default-features --features "$features" "${packages[@]}"
 
 for f in "${FUNCTIONS[@]}"; do
     dir="target/lambda/$f"
@@ -73,5 +85,5 @@ for f in "${FUNCTIONS[@]}"; do
     fi
     printf '%-22s %12s %12s\n' "$f" "$(stat -c %s "$dir/bootstrap")" "$(stat -c %s "$dir/bootstrap.zip")"
 done
-echo "built ${#FUNCTIONS[@]} functions in ${elapsed}s"
+echo "built ${#FUNCTIONS[@]} functions (features: $features) in ${elapsed}s"
 exit "$missing"

@@ -18,9 +18,13 @@ EXAMPLES=${RECOUP_CONTRACT_EXAMPLES:-25}
 cargo test --quiet --workspace --all-features --no-run 2>/dev/null
 RL="$ROOT/target/debug/recoup-local"
 data=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source infra/scripts/emulator.sh
+port=$(free_port)
 log="$ROOT/target/contract-recoup-local.log"
-"$RL" serve --addr "127.0.0.1:$port" --data-dir "$data" --tick-seconds 0 > "$log" 2>&1 &
+# A webhook signing secret, so the Stripe webhook route answers (400 invalid_signature to
+# everything the fuzzer sends) rather than 503 not configured.
+RECOUP_STRIPE_WEBHOOK_SECRET=whsec_contract_fuzzing \
+    "$RL" serve --addr "127.0.0.1:$port" --data-dir "$data" --tick-seconds 0 > "$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port"

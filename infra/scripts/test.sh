@@ -3,8 +3,10 @@
 #   1. the SAM template: cfn-lint and sam validate (offline)
 #   2. clippy, warnings denied
 #   3. the Lambda binaries: cargo lambda build --release (the runtime-API tests run them)
-#   4. cargo nextest over the whole workspace, with moto_server on 127.0.0.1: unit tests,
+#   4. cargo nextest over the whole workspace, with moto_server and localstripe on
+#      127.0.0.1: unit tests,
 #      the store contract on both backends, engine scenarios and the property test, the
+#      Stripe adapter and the engine over localstripe, the
 #      dunning story through EventBridge and SQS on moto, the local product end to end, the
 #      Lambda binaries through the Runtime API, the template and OpenAPI checks
 #   5. the API contract under a fuzzer: schemathesis against recoup-local, as the merchant
@@ -25,7 +27,8 @@ step "Lambda binaries"
 infra/scripts/build-lambdas.sh
 
 step "tests"
-infra/scripts/with-moto.sh cargo nextest run --workspace --all-features --no-fail-fast
+infra/scripts/with-moto.sh infra/scripts/with-localstripe.sh \
+    cargo nextest run --workspace --all-features --no-fail-fast
 
 step "API contract (schemathesis)"
 infra/scripts/contract.sh

@@ -8,19 +8,14 @@ cd "$(dirname "$0")/../.."
 MOTO="$PWD/.venv/bin/moto_server"
 [[ -x "$MOTO" ]] || { echo "error: $MOTO is missing; run \`make tools\` first" >&2; exit 1; }
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source infra/scripts/emulator.sh
+port=$(free_port)
 mkdir -p target
 "$MOTO" -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 
-for _ in $(seq 1 60); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
-        break
-    fi
-    kill -0 "$moto_pid" 2>/dev/null || { echo "error: moto_server exited; see target/moto.log" >&2; exit 1; }
-    sleep 0.5
-done
+wait_until_up moto_server "$moto_pid" target/moto.log "http://127.0.0.1:$port/moto-api/"
 export RECOUP_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
 echo "moto_server on $RECOUP_TEST_AWS_ENDPOINT" >&2
 "$@"

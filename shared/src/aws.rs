@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_http_client::tls;
 
 use crate::domain::events::{EVENT_SOURCE, Event};
-use crate::services::ports::{EventPublisher, PublishError, QueueError, QueueSender};
+use crate::ports::messaging::{EventPublisher, PublishError, QueueError, QueueSender};
 
 /// Loads the SDK configuration from the environment (region, credentials, endpoint), with
 /// a rustls + ring HTTPS client: no cmake-built crypto in the Lambda binaries.

@@ -63,6 +63,7 @@ codes! {
     InvalidPaymentMethod = "invalid_payment_method", BadRequest, "not a PSP token, or one the PSP does not know";
     InvalidIdempotencyKey = "invalid_idempotency_key", BadRequest, "`Idempotency-Key` is not 1-255 visible ASCII characters";
     RawCardDataRefused = "raw_card_data_refused", BadRequest, "the request holds a card number";
+    InvalidSignature = "invalid_signature", BadRequest, "a PSP webhook whose signature is missing, malformed, stale or wrong; nothing was read";
     Unauthorized = "unauthorized", Unauthorized, "no bearer token, or its claims are missing or invalid";
     PaymentDeclined = "payment_declined", PaymentRequired, "the charge was attempted and declined";
     PaymentMethodVerificationFailed = "payment_method_verification_failed", PaymentRequired, "the PSP declined the card when it was registered";
@@ -119,13 +120,16 @@ pub struct Error {
     pub code: Code,
     pub message: String,
     pub details: Map<String, Value>,
+    /// What went wrong inside (a store failure, a bug): logged once, by the edge that
+    /// answers (HTTP response, queue message, scheduled run); never part of an answer.
+    pub cause: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { kind: code.kind(), code, message: message.into(), details: Map::new() }
+        Error { kind: code.kind(), code, message: message.into(), details: Map::new(), cause: None }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -142,13 +146,38 @@ impl Error {
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Error::new(Code::InternalError, "something went wrong on our side; it has been logged")
+        Error {
+            cause: Some(cause.to_string()),
+            ..Error::new(Code::InternalError, "something went wrong on our side; it has been logged")
+        }
     }
 
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(error = %cause, "dependency unavailable");
-        Error::new(Code::ServiceUnavailable, "a dependency is unavailable; retry shortly")
+        Error {
+            cause: Some(cause.to_string()),
+            ..Error::new(Code::ServiceUnavailable, "a dependency is unavailable; retry shortly")
+        }
+    }
+
+    /// The one log line for an error that reaches an edge: internal errors and unavailable
+    /// dependencies with their cause; anything else is the caller's and is not logged here.
+    pub fn log_at_edge(&self, edge: &str) {
+        match self.kind {
+            ErrorKind::Internal => {
+                tracing::error!(edge, code = %self.code, cause = self.cause.as_deref().unwrap_or(&self.message), "internal error")
+            }
+            ErrorKind::Unavailable => {
+                tracing::warn!(edge, code = %self.code, cause = self.cause.as_deref().unwrap_or(&self.message), "dependency unavailable")
+            }
+            ErrorKind::BadRequest
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden
+            | ErrorKind::NotFound
+            | ErrorKind::Conflict
+            | ErrorKind::PaymentRequired
+            | ErrorKind::Unprocessable
+            | ErrorKind::MethodNotAllowed => {}
+        }
     }
 
     pub fn is_retryable(&self) -> bool {

@@ -1,27 +1,15 @@
-//! The mailer port and the store-backed outbox of customer emails.
+//! The store-backed outbox of customer emails: the adapter of the mailer port
+//! ([`crate::ports::mailer`], re-exported here).
 //!
 //! Emails are recorded in the table under their id (the event that caused them), so a
 //! redelivered event never sends the same email twice; the local product shows them at
 //! `GET /v1/dev/emails`.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::ids::CustomerId;
+pub use crate::ports::mailer::{Email, MailError, Mailer};
 use crate::store::repo::{Entity, Repo, Tx, Versioned};
 use crate::store::{Index, IndexKeys, Key, Query, SortKeyRange, StoreError, keys};
-use crate::time::Timestamp;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Email {
-    /// Unique per reason to write: the id of the event that prompted it.
-    pub id: String,
-    pub customer_id: CustomerId,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    pub created_at: Timestamp,
-}
 
 impl Entity for Email {
     const KIND: &'static str = "email";
@@ -34,16 +22,6 @@ impl Entity for Email {
     fn expires_at(&self) -> Option<i64> {
         Some((self.created_at + chrono::TimeDelta::days(90)).timestamp())
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("email could not be sent: {0}")]
-pub struct MailError(pub String);
-
-#[async_trait]
-pub trait Mailer: Send + Sync {
-    /// Sends the email once; sending the same id again is a no-op that succeeds.
-    async fn send(&self, email: &Email) -> Result<(), MailError>;
 }
 
 /// Records each email in the store (once per id) and logs that it was queued. Delivery

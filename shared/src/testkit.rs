@@ -1,12 +1,14 @@
-//! Helpers for the test crates: stores on both backends, and a sandboxed `Services`.
+//! Helpers for the test crates: stores on both backends, and `Services` over a payment
+//! gateway of the caller's choice (the engine's scenarios use the sandbox crate's).
 
 use std::sync::Arc;
 
 use crate::domain::events::Event;
 use crate::domain::policy::DunningPolicy;
 use crate::mail::StoreMailer;
+use crate::ports::gateway::PaymentGateway;
+use crate::ports::messaging::{EventPublisher, PublishError};
 use crate::services::Services;
-use crate::services::ports::{EventPublisher, PublishError};
 use crate::store::ItemStore;
 use crate::store::repo::Repo;
 use crate::time::{Clock, ManualClock};
@@ -58,18 +60,22 @@ impl EventPublisher for RecordingPublisher {
     }
 }
 
-/// Services over `store` with the sandbox PSP, a manual clock and a recording publisher.
+/// Services over `store` with a manual clock and a recording publisher.
 pub struct TestApp {
     pub services: Services,
     pub clock: Arc<ManualClock>,
     pub published: Arc<RecordingPublisher>,
 }
 
-pub fn test_app(store: Arc<dyn ItemStore>) -> TestApp {
+/// `gateway` builds the PSP adapter over the same store and clock.
+pub fn test_app(
+    store: Arc<dyn ItemStore>,
+    gateway: impl FnOnce(Repo, Arc<dyn Clock>) -> Arc<dyn PaymentGateway>,
+) -> TestApp {
     let repo = Repo::new(store);
     let clock = Arc::new(ManualClock::at_default_start());
     let published = Arc::new(RecordingPublisher::default());
-    let gateway = Arc::new(crate::gateway::sandbox::SandboxGateway::new(repo.clone(), clock.clone() as Arc<dyn Clock>));
+    let gateway = gateway(repo.clone(), clock.clone() as Arc<dyn Clock>);
     let services = Services {
         repo: repo.clone(),
         gateway,

@@ -1,4 +1,5 @@
-//! Time is a port. Production reads the system clock; tests and the local product's
+//! Time: timestamps, and the clock adapters of the clock port ([`crate::ports::clock`],
+//! re-exported here). Production reads the system clock; tests and the local product's
 //! dev clock move time by hand, so a 30-day dunning cycle runs in milliseconds.
 
 use std::sync::Mutex;
@@ -8,10 +9,7 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 pub type Timestamp = DateTime<Utc>;
 
-pub trait Clock: Send + Sync {
-    /// Now, truncated to whole milliseconds so that what is stored reads back equal.
-    fn now(&self) -> Timestamp;
-}
+pub use crate::ports::clock::Clock;
 
 /// Wall-clock time.
 #[derive(Debug, Default, Clone, Copy)]

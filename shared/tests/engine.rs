@@ -16,8 +16,13 @@ use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport,
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::store::ItemStore;
-use recoup_shared::testkit::{InterleavingStore, TestApp, puts, test_app};
+use recoup_shared::testkit::{InterleavingStore, TestApp, puts};
 use recoup_shared::time::Clock;
+
+/// The engine over `store`, with the sandbox payment provider.
+fn sandboxed(store: Arc<dyn recoup_shared::store::ItemStore>) -> TestApp {
+    recoup_shared::testkit::test_app(store, |repo, clock| Arc::new(recoup_sandbox::SandboxGateway::new(repo, clock)))
+}
 
 fn usd(amount: i64) -> Money {
     Money::new(amount, Currency::parse("USD").unwrap()).unwrap()
@@ -81,7 +86,7 @@ async fn succeeded_psp_charges(app: &TestApp, invoice: &InvoiceId) -> usize {
 }
 
 pub async fn an_invoice_is_charged_at_once_to_the_default_card(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_card_visa").await;
     let issued = issue(&app, &cus, 2500).await;
     assert_eq!(issued.invoice.status(), InvoiceStatus::Paid);
@@ -90,7 +95,7 @@ pub async fn an_invoice_is_charged_at_once_to_the_default_card(store: Arc<dyn It
 }
 
 pub async fn a_decline_is_recorded_with_its_error_type_and_a_next_attempt(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
     let issued = issue(&app, &cus, 2500).await;
     let inv = issued.invoice;
@@ -105,7 +110,7 @@ pub async fn a_decline_is_recorded_with_its_error_type_and_a_next_attempt(store:
 /// Invariant 1: at most one successful charge per invoice, whatever races.
 /// Registering a card pays the outstanding invoice; charges racing afterwards find it paid.
 pub async fn charges_racing_a_paid_invoice_never_charge_it_again(store: Arc<dyn ItemStore>) {
-    let app = Arc::new(test_app(store));
+    let app = Arc::new(sandboxed(store));
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     let inv = app
         .services
@@ -141,7 +146,7 @@ pub async fn charges_racing_a_paid_invoice_never_charge_it_again(store: Arc<dyn 
 /// The same, with nothing charged before the race: many workers and manual charges start
 /// together on an open invoice.
 pub async fn racing_workers_and_merchants_never_double_charge(store: Arc<dyn ItemStore>) {
-    let app = Arc::new(test_app(store));
+    let app = Arc::new(sandboxed(store));
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     let inv = app
         .services
@@ -188,7 +193,7 @@ pub async fn racing_workers_and_merchants_never_double_charge(store: Arc<dyn Ite
 
 /// Invariant 3: an unanswered charge is never failed and never re-charged blindly.
 pub async fn an_unanswered_charge_is_reconciled_by_its_idempotency_key(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_timeout").await;
     let issued = issue(&app, &cus, 1200).await;
     let inv = issued.invoice;
@@ -210,7 +215,7 @@ pub async fn an_unanswered_charge_is_reconciled_by_its_idempotency_key(store: Ar
 
 /// Seed 002: retries as transactions, then error, then a new card pays it.
 pub async fn soft_declines_are_retried_on_schedule_then_the_invoice_errors(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
     let start = inv.created_at;
@@ -234,7 +239,7 @@ pub async fn soft_declines_are_retried_on_schedule_then_the_invoice_errors(store
 }
 
 pub async fn a_hard_decline_is_not_retried_on_the_same_card(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     // Suspected fraud (Visa 59): a hard decline of this payment, not of the card itself.
     let cus = customer_with_card(&app, "pm_sandbox_visa_59").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
@@ -256,7 +261,7 @@ pub async fn a_hard_decline_is_not_retried_on_the_same_card(store: Arc<dyn ItemS
 /// A decline that condemns the card (pick-up) is not lifted by registering the same card
 /// again: the issuer refuses its verification, and Recoup's block holds.
 pub async fn a_condemned_card_registered_again_stays_blocked(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_04").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
     assert_eq!(inv.attempt_count(), 1);
@@ -269,7 +274,7 @@ pub async fn a_condemned_card_registered_again_stays_blocked(store: Arc<dyn Item
 }
 
 pub async fn an_expired_default_card_is_never_sent_to_the_psp(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     // Expires at the end of February 2030; the clock starts mid-January.
     let cus = customer_with_card(&app, "pm_sandbox_visa_51_exp0230").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
@@ -282,7 +287,7 @@ pub async fn an_expired_default_card_is_never_sent_to_the_psp(store: Arc<dyn Ite
 }
 
 pub async fn mastercard_advice_24_delays_the_next_try_by_an_hour(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_mastercard_51_advice24").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
     app.clock.advance(TimeDelta::minutes(30));
@@ -296,7 +301,7 @@ pub async fn mastercard_advice_24_delays_the_next_try_by_an_hour(store: Arc<dyn 
 }
 
 pub async fn visa_caps_reattempts_of_one_card_across_invoices(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
     let mut invoices = Vec::new();
     for _ in 0..4 {
@@ -327,7 +332,7 @@ pub async fn visa_caps_reattempts_of_one_card_across_invoices(store: Arc<dyn Ite
 }
 
 pub async fn removal_rules_hold(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     let first = app.services.register_payment_method(&cus, "pm_card_visa", false).await.unwrap().card;
     assert!(first.is_default, "the first card becomes the default");
@@ -342,7 +347,7 @@ pub async fn removal_rules_hold(store: Arc<dyn ItemStore>) {
 }
 
 pub async fn a_card_with_a_pending_charge_cannot_be_removed(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     app.services.register_payment_method(&cus, "pm_card_visa", false).await.unwrap();
     let slow = app.services.register_payment_method(&cus, "pm_sandbox_visa_timeout", false).await.unwrap().card;
@@ -373,7 +378,7 @@ pub async fn a_card_with_a_pending_charge_cannot_be_removed(store: Arc<dyn ItemS
 /// Seed 002 for subscriptions: errored after the last attempt, active again when the
 /// errored invoice is paid inside the period.
 pub async fn a_subscription_errors_with_its_invoice_and_comes_back_when_paid(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
     let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     let inv = first.unwrap().invoice;
@@ -408,7 +413,7 @@ pub async fn a_subscription_errors_with_its_invoice_and_comes_back_when_paid(sto
 /// Seed 003: process payment N refuses approved and waiting payments, and failed ones
 /// until the card changes.
 pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_54").await;
     let (sub, _) = monthly_pro_subscription(&app, &cus).await;
     let payments =
@@ -441,7 +446,7 @@ pub async fn process_payment_n_follows_the_recurring_api_rules(store: Arc<dyn It
 
 /// No card at all: nothing is sent, and the invoice errors when the schedule runs out.
 pub async fn an_invoice_without_a_card_errors_when_the_schedule_runs_out(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     let inv = issue(&app, &cus, 4900).await.invoice;
     assert_eq!(inv.status(), InvoiceStatus::Open);
@@ -455,7 +460,7 @@ pub async fn an_invoice_without_a_card_errors_when_the_schedule_runs_out(store: 
 
 /// Authentication required: the merchant cannot force it, the customer can pay on-session.
 pub async fn an_authentication_decline_waits_for_the_customer(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_1a").await;
     let inv = issue(&app, &cus, 4900).await.invoice;
     assert_eq!(inv.transactions()[0].error_type(), Some(ErrorType::AuthenticationRequired));
@@ -469,7 +474,7 @@ pub async fn an_authentication_decline_waits_for_the_customer(store: Arc<dyn Ite
 
 /// A bank-transfer invoice paid by card on request is not put on the dunning schedule.
 pub async fn a_bank_transfer_invoice_is_never_dunned(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = app.services.create_customer("ada@example.com", None).await.unwrap().id;
     let inv = app
         .services
@@ -494,7 +499,7 @@ pub async fn a_bank_transfer_invoice_is_never_dunned(store: Arc<dyn ItemStore>) 
 /// point of a use case.
 fn interleaved(store: Arc<dyn ItemStore>) -> (TestApp, Arc<InterleavingStore>) {
     let store = InterleavingStore::new(store);
-    (test_app(store.clone()), store)
+    (sandboxed(store.clone()), store)
 }
 
 /// A subscription whose payment 1 (card `token`) has been dunned until the invoice errored;
@@ -579,7 +584,7 @@ pub async fn a_failed_resume_can_be_retried_and_unparks(store: Arc<dyn ItemStore
 /// Review bug 3: a canceled subscription's invoice is not collected when a card is
 /// registered, nor by the schedule; the merchant may void it.
 pub async fn a_canceled_subscriptions_invoice_is_not_collected_automatically(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51_idcan").await;
     let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     let inv = first.unwrap().invoice;
@@ -598,7 +603,7 @@ pub async fn a_canceled_subscriptions_invoice_is_not_collected_automatically(sto
 /// The rule's other side: the merchant may still charge such an invoice by hand, and an
 /// attempt already under way at the cancel is reconciled to its end by its key.
 pub async fn a_canceled_subscriptions_invoice_is_charged_only_deliberately(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_timeout_idcan").await;
     let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     let first = first.unwrap();
@@ -622,7 +627,7 @@ pub async fn a_canceled_subscriptions_invoice_is_charged_only_deliberately(store
 /// Review bug 4: a payment that errored while the subscription was paused still stands
 /// when it is resumed.
 pub async fn resuming_past_a_payment_that_errored_while_paused_lands_in_errored(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_sandbox_visa_51").await;
     let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     let inv = first.unwrap().invoice.id;
@@ -641,7 +646,7 @@ pub async fn resuming_past_a_payment_that_errored_while_paused_lands_in_errored(
 /// Review bug 5: a pick-up decline blocks the card for every customer who saved it, until
 /// the provider reports a changed card.
 pub async fn a_never_retry_decline_blocks_the_card_for_every_customer(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let a = customer_with_card(&app, "pm_sandbox_visa_04_idshared").await;
     let b = customer_with_card(&app, "pm_sandbox_visa_04_idshared").await;
     let declined = issue(&app, &a, 2500).await.invoice;
@@ -708,7 +713,7 @@ pub async fn an_invoice_committed_before_the_store_failed_is_answered_as_created
 /// Review, suspected: "process payment N" on an invoice taken off the schedule before its
 /// first attempt processes it, instead of calling it queued.
 pub async fn process_payment_n_runs_a_parked_payment_never_attempted(store: Arc<dyn ItemStore>) {
-    let app = test_app(store);
+    let app = sandboxed(store);
     let cus = customer_with_card(&app, "pm_card_visa").await;
     let (sub, first) = monthly_pro_subscription(&app, &cus).await;
     app.clock.set(first.unwrap().invoice.subscription.unwrap().period_end);

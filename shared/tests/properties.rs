@@ -29,8 +29,13 @@ use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId}
 use recoup_shared::services::charging::CardChoice;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
-use recoup_shared::testkit::{TestApp, embedded_store, test_app};
+use recoup_shared::testkit::{TestApp, embedded_store};
 use recoup_shared::time::{Clock, Timestamp};
+
+/// The engine over `store`, with the sandbox payment provider.
+fn sandboxed(store: Arc<dyn recoup_shared::store::ItemStore>) -> TestApp {
+    recoup_shared::testkit::test_app(store, |repo, clock| Arc::new(recoup_sandbox::SandboxGateway::new(repo, clock)))
+}
 
 /// Cards the customers may register (both draw from the same list, so they share cards): soft declines (Visa, Mastercard with an advice
 /// code, or without), a good card, hard declines, an unanswered charge, a card that expires
@@ -487,7 +492,7 @@ fn check_invoice(inv: &Invoice) -> Result<(), String> {
 }
 
 async fn world(first_cards: [usize; WHO]) -> World {
-    let app = test_app(embedded_store());
+    let app = sandboxed(embedded_store());
     let s = app.services.clone();
     let mut w = World {
         app,

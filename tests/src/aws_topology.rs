@@ -8,9 +8,9 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use recoup_lambda::App;
 use recoup_lambda::routing::{self, MAX_RECEIVE_COUNT};
+use recoup_sandbox::SandboxGateway;
 use recoup_shared::aws::{EventBridgePublisher, SqsSender, sdk_config_for_endpoint};
 use recoup_shared::domain::policy::DunningPolicy;
-use recoup_shared::gateway::sandbox::SandboxGateway;
 use recoup_shared::mail::StoreMailer;
 use recoup_shared::services::Services;
 use recoup_shared::store::dynamodb::DynamoStore;
@@ -131,7 +131,7 @@ impl Topology {
             portal_url: "https://billing.example.com/portal".into(),
         };
         let charge_queue = Arc::new(SqsSender::new(sqs.clone(), queues[routing::CHARGE_QUEUE].clone()));
-        let app = App { services, charge_queue: Some(charge_queue) };
+        let app = App { services, charge_queue: Some(charge_queue), psp_webhook_secrets: None };
         Topology { sqs, events, bus, queues, dead_letters, audit_queue, app, clock, store }
     }
 

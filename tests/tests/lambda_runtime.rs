@@ -662,6 +662,68 @@ async fn a_request_through_the_named_stage_of_the_template_reaches_its_route() {
     assert_eq!(answer["statusCode"], 201, "{answer}");
 }
 
+/// The PSP webhook receiver as deployed: its signing secret in Secrets Manager (two values,
+/// as while rolling it), Stripe's signed event in an HTTP API v2 payload without an
+/// authorizer, and the attempt it reports settled in DynamoDB. A forged signature is
+/// refused with nothing written.
+#[tokio::test]
+async fn the_webhook_receiver_reads_its_secret_from_secrets_manager_and_settles_a_signed_payment() {
+    let aws = Aws::new().await;
+    let config = recoup_shared::aws::sdk_config_for_endpoint(&aws.endpoint).await;
+    let secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+    let arn = aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name(format!("recoup/webhook-{}", uuid::Uuid::new_v4().simple()))
+        .secret_string(format!("whsec_previous,{secret}"))
+        .send()
+        .await
+        .expect("CreateSecret on moto")
+        .arn
+        .expect("an ARN");
+    let payment_methods = Function::start("payment-methods-api", payment_methods_api::ROUTES, &aws, &[]).await;
+    let invoices = Function::start("invoices-api", invoices_api::ROUTES, &aws, &[]).await;
+    let hooks =
+        Function::start("psp-webhooks", psp_webhooks::ROUTES, &aws, &[("RECOUP_STRIPE_WEBHOOK_SECRET_ARN", &arn)])
+            .await;
+
+    // An attempt whose answer was lost: pending until the PSP says.
+    let cus = create_customer(&invoices, "hooks@example.com").await;
+    register_card(&payment_methods, &cus, "pm_sandbox_visa_timeout").await;
+    let issued = invoices
+        .post(&merchant(), "/v1/invoices", json!({"customer_id": cus, "amount": 1900, "currency": "usd"}))
+        .await;
+    expect_status(&issued, 201);
+    assert_eq!(issued.body["transactions"][0]["status"], "pending");
+    let invoice_id = recoup_shared::ids::InvoiceId::parse(issued.body["id"].as_str().unwrap()).unwrap();
+    let repo = recoup_shared::store::repo::Repo::new(std::sync::Arc::new(
+        recoup_shared::testkit::dynamo_store(&aws.table).await,
+    ));
+    let key = repo.invoice(&invoice_id).await.unwrap().unwrap().transactions()[0].idempotency_key.clone();
+
+    let event = json!({
+        "id": "evt_lambda_1", "object": "event", "type": "payment_intent.succeeded", "created": 1_700_000_000,
+        "data": {"object": {"id": "pi_lambda", "object": "payment_intent", "status": "succeeded", "amount": 1900,
+            "currency": "usd", "metadata": {"recoup_idempotency_key": key, "recoup_invoice_id": invoice_id.as_str()}}},
+    })
+    .to_string();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let deliver = |signature: String| {
+        let mut e = http_event(psp_webhooks::ROUTES, None, "POST", "/v1/webhooks/stripe", Some(&event));
+        e["headers"]["stripe-signature"] = json!(signature);
+        e
+    };
+    let forged = hooks.invoke(deliver(recoup_stripe::signature::sign(event.as_bytes(), "whsec_forger", now))).await;
+    assert_eq!(forged["statusCode"], 400, "{forged}");
+    assert_eq!(repo.invoice(&invoice_id).await.unwrap().unwrap().status().as_str(), "open");
+
+    let answer = hooks.invoke(deliver(recoup_stripe::signature::sign(event.as_bytes(), &secret, now))).await;
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert!(answer["body"].as_str().unwrap_or_default().contains("\"paid\""), "{answer}");
+    let inv = repo.invoice(&invoice_id).await.unwrap().unwrap();
+    assert_eq!(inv.status().as_str(), "paid");
+    assert_eq!(inv.transactions()[0].psp_charge_id.as_deref(), Some("pi_lambda"));
+}
+
 // The emulator itself, driven by a plain HTTP client the way the runtime client drives it.
 
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";

@@ -1,6 +1,8 @@
-//! `docs/openapi.yaml` against the code: the operations it lists are the routes the three
-//! API functions serve, each is behind the bearer token and documents its error statuses
-//! with the shared `Error` schema, every POST documents `Idempotency-Key`, every path
+//! `docs/openapi.yaml` against the code: the operations it lists are the routes the HTTP
+//! functions serve, each is behind the bearer token (except the PSP's webhook receiver,
+//! which the registry declares without the authorizer, and which the document declares
+//! open) and documents its error statuses with the shared `Error` schema, every POST
+//! behind the token documents `Idempotency-Key`, every path
 //! parameter is declared, its error table is exactly the code enum with the statuses the
 //! edge answers with, and every error type the API can answer with is named in it.
 
@@ -34,6 +36,16 @@ fn code_routes() -> Vec<Route> {
     recoup_functions::http_routes().map(|(_, r)| r).collect()
 }
 
+/// The routes of functions the registry puts outside the JWT authorizer.
+fn open_routes() -> BTreeSet<String> {
+    recoup_functions::http_routes()
+        .filter(|(f, _)| {
+            matches!(f.trigger, recoup_functions::Trigger::Http { authorizer: recoup_functions::Authorizer::None, .. })
+        })
+        .map(|(_, r)| r.key())
+        .collect()
+}
+
 /// Follows local `$ref`s (`#/components/...`) until it reaches a value that is not one.
 fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
     for _ in 0..32 {
@@ -57,6 +69,11 @@ struct Operation<'a> {
 impl Operation<'_> {
     fn name(&self) -> String {
         format!("{} {}", self.method, self.path)
+    }
+
+    /// Served without the JWT authorizer (the function checks its caller itself).
+    fn is_open(&self) -> bool {
+        open_routes().contains(&self.name())
     }
 
     /// Path-level and operation-level parameters, resolved; the operation's win.
@@ -145,6 +162,13 @@ fn every_operation_requires_the_bearer_token() {
 
     let mut open = Vec::new();
     for op in operations(&doc) {
+        if op.is_open() {
+            // Declared open, with `security: []`, and nothing else.
+            if op.op.get("security").and_then(Value::as_array).is_none_or(|s| !s.is_empty()) {
+                open.push(format!("{} (served without the authorizer: declare `security: []`)", op.name()));
+            }
+            continue;
+        }
         // An operation's own `security` replaces the document's.
         let security = op.op.get("security").or_else(|| doc.get("security"));
         let requirements = security.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
@@ -186,19 +210,33 @@ fn every_operation_documents_its_error_statuses_with_the_shared_error_schema() {
         // token (401), a bug (500), an unavailable store or PSP (503). POSTs also meet
         // idempotency keys: in progress (409) and reused (422). An operation closed to some
         // roles answers them 403.
-        let roles: Vec<&str> =
-            op.op.get("x-roles").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        if roles.is_empty() || roles.iter().any(|r| !ROLES.contains(r)) {
-            problems
-                .push(format!("{name}: x-roles must list the roles that may call it, from {ROLES:?}; found {roles:?}"));
-        }
-        let mut expected = vec!["400", "401", "500", "503"];
-        if op.method == "POST" {
-            expected.extend(["409", "422"]);
-        }
-        if ROLES.iter().any(|r| !roles.contains(r)) {
-            expected.push("403");
-        }
+        let expected = if op.is_open() {
+            // The PSP's webhooks: a bad signature or body (400), a bug (500), the store or
+            // the signing secret unavailable (503).
+            vec!["400", "500", "503"]
+        } else {
+            let roles: Vec<&str> = op
+                .op
+                .get("x-roles")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if roles.is_empty() || roles.iter().any(|r| !ROLES.contains(r)) {
+                problems.push(format!(
+                    "{name}: x-roles must list the roles that may call it, from {ROLES:?}; found {roles:?}"
+                ));
+            }
+            let mut expected = vec!["400", "401", "500", "503"];
+            if op.method == "POST" {
+                expected.extend(["409", "422"]);
+            }
+            if ROLES.iter().any(|r| !roles.contains(r)) {
+                expected.push("403");
+            }
+            expected
+        };
         for status in expected {
             if !responses.contains_key(status) {
                 problems.push(format!("{name}: no {status} response"));
@@ -232,6 +270,11 @@ fn every_post_documents_the_idempotency_key_header_and_nothing_else_does() {
             p["in"] == "header" && p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("idempotency-key"))
         });
         match (op.method.as_str(), header) {
+            // The webhook receiver dedupes by event id, not by key.
+            (_, None) if op.is_open() => {}
+            (_, Some(_)) if op.is_open() => {
+                problems.push(format!("{}: the webhook receiver does not read Idempotency-Key", op.name()))
+            }
             ("POST", None) => problems.push(format!("{}: no Idempotency-Key header", op.name())),
             ("POST", Some(h)) => {
                 let schema = resolve(&doc, &h["schema"]);

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
+use recoup_shared::ports::messaging::QueueSender;
 use recoup_shared::services::Services;
-use recoup_shared::services::ports::QueueSender;
 use recoup_shared::time::parse_duration;
 
 /// Built once per process; borrowed by every invocation.
@@ -13,6 +13,31 @@ pub struct App {
     pub services: Services,
     /// Where the schedulers put charge work (the charge queue).
     pub charge_queue: Option<Arc<dyn QueueSender>>,
+    /// The signing secrets of the PSP's webhooks, when configured.
+    pub psp_webhook_secrets: Option<Arc<dyn SecretSource>>,
+}
+
+/// Secret values read on first use and kept for the life of the process.
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The current values: several while a secret is being rolled.
+    async fn values(&self) -> Result<Vec<String>, String>;
+}
+
+/// Secrets given at start (the local product).
+pub struct FixedSecrets(pub Vec<String>);
+
+#[async_trait::async_trait]
+impl SecretSource for FixedSecrets {
+    async fn values(&self) -> Result<Vec<String>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A secret's value holds one or more secrets, separated by commas or whitespace (both the
+/// new and the old while a signing secret is rolled).
+pub fn split_secrets(value: &str) -> Vec<String> {
+    value.split([',', ' ', '\n', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +45,18 @@ pub struct App {
 pub struct ConfigError(pub String);
 
 /// Which payment provider adapter to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
     Sandbox,
+    Stripe(StripeSettings),
+}
+
+/// Where Stripe is and where its secret API key is kept. The key itself is never a
+/// setting: it is read from AWS Secrets Manager on first use and kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeSettings {
+    pub api_base: String,
+    pub api_key_secret_arn: String,
 }
 
 /// Settings read from the environment (see `template.yaml` for the values in AWS).
@@ -34,6 +68,8 @@ pub struct Settings {
     pub policy: DunningPolicy,
     pub portal_url: String,
     pub provider: Provider,
+    /// The Secrets Manager secret holding the PSP webhooks' signing secret(s).
+    pub stripe_webhook_secret_arn: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -41,7 +77,10 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Settings {
+    /// `get` reads one variable; an empty value counts as unset (CloudFormation sets an
+    /// optional parameter left blank as "").
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let required = |name: &str| get(name).ok_or_else(|| ConfigError(format!("{name} must be set")));
         let schedule: RetrySchedule = match get("RECOUP_RETRY_SCHEDULE") {
             Some(s) => s.parse().map_err(|e| ConfigError(format!("RECOUP_RETRY_SCHEDULE: {e}")))?,
@@ -53,11 +92,18 @@ impl Settings {
             })?,
             None => DunningPolicy::default().reconcile_after,
         };
+        // Read whatever the provider, so a deployment sets it in one place for every function.
+        let stripe_key_arn = get("RECOUP_STRIPE_API_KEY_SECRET_ARN");
         let provider = match get("RECOUP_PAYMENT_PROVIDER").as_deref().unwrap_or("sandbox") {
             "sandbox" => Provider::Sandbox,
+            "stripe" => Provider::Stripe(StripeSettings {
+                api_base: get("RECOUP_STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+                api_key_secret_arn: stripe_key_arn
+                    .ok_or_else(|| ConfigError("RECOUP_STRIPE_API_KEY_SECRET_ARN must be set for Stripe".into()))?,
+            }),
             other => {
                 return Err(ConfigError(format!(
-                    "RECOUP_PAYMENT_PROVIDER={other:?}: only \"sandbox\" is available in this release"
+                    "RECOUP_PAYMENT_PROVIDER={other:?}: the providers are \"sandbox\" and \"stripe\""
                 )));
             }
         };
@@ -68,6 +114,7 @@ impl Settings {
             policy: DunningPolicy { schedule, reconcile_after },
             portal_url: get("RECOUP_PORTAL_URL").unwrap_or_else(|| "http://127.0.0.1:8080/portal".into()),
             provider,
+            stripe_webhook_secret_arn: get("RECOUP_STRIPE_WEBHOOK_SECRET_ARN"),
         })
     }
 
@@ -80,9 +127,8 @@ impl Settings {
 #[cfg(feature = "aws")]
 pub async fn from_env() -> Result<App, ConfigError> {
     use recoup_shared::aws::{EventBridgePublisher, SqsSender, sdk_config};
-    use recoup_shared::gateway::PaymentGateway;
-    use recoup_shared::gateway::sandbox::SandboxGateway;
     use recoup_shared::mail::StoreMailer;
+    use recoup_shared::ports::gateway::PaymentGateway;
     use recoup_shared::store::ItemStore;
     use recoup_shared::store::dynamodb::DynamoStore;
     use recoup_shared::store::repo::Repo;
@@ -93,8 +139,9 @@ pub async fn from_env() -> Result<App, ConfigError> {
     let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &settings.table));
     let repo = Repo::new(store);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let gateway: Arc<dyn PaymentGateway> = match settings.provider {
-        Provider::Sandbox => Arc::new(SandboxGateway::new(repo.clone(), clock.clone())),
+    let gateway: Arc<dyn PaymentGateway> = match &settings.provider {
+        Provider::Sandbox => crate::provider::sandbox(repo.clone(), clock.clone())?,
+        Provider::Stripe(stripe) => crate::provider::stripe(&config, stripe, repo.clone())?,
     };
     let charge_queue = settings
         .charge_queue_url
@@ -109,7 +156,11 @@ pub async fn from_env() -> Result<App, ConfigError> {
         policy: settings.policy,
         portal_url: settings.portal_url,
     };
-    Ok(App { services, charge_queue })
+    let psp_webhook_secrets = settings
+        .stripe_webhook_secret_arn
+        .clone()
+        .map(|arn| Arc::new(crate::provider::SecretsManagerSecret::new(&config, arn)) as Arc<dyn SecretSource>);
+    Ok(App { services, charge_queue, psp_webhook_secrets })
 }
 
 /// JSON logs for CloudWatch (the runtime's subscriber honours `AWS_LAMBDA_LOG_LEVEL`).
@@ -137,6 +188,24 @@ mod tests {
     }
 
     #[test]
+    fn stripe_needs_the_arn_of_its_secret_key_never_the_key() {
+        let base = [("RECOUP_TABLE", "t"), ("RECOUP_EVENT_BUS", "b"), ("RECOUP_PAYMENT_PROVIDER", "stripe")];
+        let err = Settings::from_lookup(lookup(&base)).unwrap_err();
+        assert!(err.to_string().contains("RECOUP_STRIPE_API_KEY_SECRET_ARN"), "{err}");
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:recoup/stripe-AbCdEf";
+        let mut with_arn = base.to_vec();
+        with_arn.push(("RECOUP_STRIPE_API_KEY_SECRET_ARN", arn));
+        let s = Settings::from_lookup(lookup(&with_arn)).unwrap();
+        assert_eq!(
+            s.provider,
+            Provider::Stripe(StripeSettings {
+                api_base: "https://api.stripe.com".into(),
+                api_key_secret_arn: arn.into()
+            })
+        );
+    }
+
+    #[test]
     fn a_bad_schedule_or_provider_is_a_clear_configuration_error() {
         let err = Settings::from_lookup(lookup(&[
             ("RECOUP_TABLE", "t"),
@@ -148,9 +217,9 @@ mod tests {
         let err = Settings::from_lookup(lookup(&[
             ("RECOUP_TABLE", "t"),
             ("RECOUP_EVENT_BUS", "b"),
-            ("RECOUP_PAYMENT_PROVIDER", "stripe"),
+            ("RECOUP_PAYMENT_PROVIDER", "adyen"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("sandbox"));
+        assert!(err.to_string().contains("stripe"));
     }
 }

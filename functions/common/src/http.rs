@@ -258,11 +258,13 @@ fn respond(status: u16, body: Option<&Value>, extra: &[(&str, &str)]) -> Respons
     builder.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
 }
 
+/// The HTTP answer for an error: the edge, so the one place a 5xx's cause is logged.
 pub fn error_response(e: &Error) -> Response<Body> {
+    e.log_at_edge("http");
     respond(status_of(e.kind), Some(&error_body(e)), &[])
 }
 
-fn body_bytes(req: &Request) -> Vec<u8> {
+pub fn body_bytes(req: &Request) -> Vec<u8> {
     match req.body() {
         Body::Empty => Vec::new(),
         Body::Text(t) => t.as_bytes().to_vec(),
@@ -516,6 +518,17 @@ mod tests {
         let event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
             serde_json::from_value(event).unwrap();
         lambda_http::request::LambdaRequest::ApiGatewayV2(event).into()
+    }
+
+    #[test]
+    fn an_internal_cause_is_never_part_of_the_answer() {
+        let e = Error::internal("redb: table PK#CUS#cus_123 corrupted at page 7");
+        assert_eq!(e.cause.as_deref(), Some("redb: table PK#CUS#cus_123 corrupted at page 7"));
+        let r = error_response(&e);
+        assert_eq!(r.status(), 500);
+        let Body::Text(body) = r.body() else { panic!("a JSON body") };
+        assert!(!body.contains("redb") && !body.contains("cus_123"), "{body}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap()["code"], "internal_error");
     }
 
     #[test]

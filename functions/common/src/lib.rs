@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod http;
+pub mod provider;
 pub mod routing;
 #[cfg(feature = "aws")]
 pub mod run;

@@ -38,9 +38,10 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| async move {
         // A failed invocation is retried by its trigger; the code names the failure in
         // the Lambda error report.
-        handler(app, event.payload)
-            .await
-            .map_err(|e| Diagnostic { error_type: e.code.as_str().to_owned(), error_message: e.message })
+        handler(app, event.payload).await.map_err(|e| {
+            e.log_at_edge("invocation");
+            Diagnostic { error_type: e.code.as_str().to_owned(), error_message: e.message }
+        })
     }))
     .await
 }

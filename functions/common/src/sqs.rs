@@ -25,6 +25,7 @@ where
     let mut response = SqsBatchResponse::default();
     for (id, result) in futures::future::join_all(runs).await {
         if let Err(e) = result {
+            e.log_at_edge("sqs");
             tracing::warn!(message_id = %id, code = %e.code, error = %e.message, retryable = e.is_retryable(), "message failed");
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;

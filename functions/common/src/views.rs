@@ -147,6 +147,16 @@ pub fn invoice(inv: &Invoice, audience: Audience) -> Value {
     Value::Object(m)
 }
 
+/// What the customer's page does to complete a payment the issuer wants authenticated:
+/// hand `client_secret` to Stripe.js (`stripe.handleNextAction({clientSecret})`).
+pub fn next_action(action: &recoup_shared::services::charging::NextAction) -> Value {
+    json!({
+        "type": "authenticate",
+        "psp_charge_id": action.psp_charge_id,
+        "client_secret": action.client_secret,
+    })
+}
+
 pub fn charge_outcome(o: ChargeOutcome) -> &'static str {
     match o {
         ChargeOutcome::Paid => "paid",

@@ -107,13 +107,19 @@ fn card_choice(body: &ChargeWith) -> Result<CardChoice, Error> {
     }
 }
 
-/// A charge's answer: paid (200), still pending at the PSP (202), or declined (402, with
-/// the reason the caller may see and the invoice as it now stands).
+/// A charge's answer: paid (200), still pending at the PSP (202; with `next_action` when
+/// the cardholder must authenticate), or declined (402, with the reason the caller may see
+/// and the invoice as it now stands).
 fn charge_reply(report: &ChargeReport, audience: Audience) -> Result<Reply, Error> {
-    let invoice = views::invoice(&report.invoice, audience);
+    let mut invoice = views::invoice(&report.invoice, audience);
     match report.outcome {
         ChargeOutcome::Paid => Ok(Reply::ok(invoice)),
-        ChargeOutcome::Pending => Ok(Reply::accepted(invoice)),
+        ChargeOutcome::Pending => {
+            if let Some(action) = &report.next_action {
+                invoice["next_action"] = views::next_action(action);
+            }
+            Ok(Reply::accepted(invoice))
+        }
         ChargeOutcome::Declined => {
             let error_type = report.transaction.error_type().map(|t| match audience {
                 Audience::Merchant => t,

@@ -25,11 +25,21 @@ pub type HttpHandler = for<'a> fn(&'a App, Request) -> BoxFuture<'a, Response<Bo
 pub type QueueHandler = for<'a> fn(&'a App, SqsEvent) -> BoxFuture<'a, Result<SqsBatchResponse, Error>>;
 pub type ScheduleHandler = for<'a> fn(&'a App, EventBridgeEvent<Value>) -> BoxFuture<'a, Result<Value, Error>>;
 
+/// Who lets a request through to an HTTP function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorizer {
+    /// API Gateway's JWT authorizer: the handler reads the caller from the claims.
+    Jwt,
+    /// None: the handler verifies the caller itself (the PSP's signature).
+    None,
+}
+
 /// What invokes a function, and the handler it invokes.
 #[derive(Clone, Copy)]
 pub enum Trigger {
-    /// Routes of the HTTP API (behind its JWT authorizer).
-    Http { routes: &'static [Route], handler: HttpHandler },
+    /// Routes of the HTTP API, behind its JWT authorizer or, for callers that prove
+    /// themselves otherwise (a PSP's signed webhooks), without it.
+    Http { routes: &'static [Route], handler: HttpHandler, authorizer: Authorizer },
     /// An SQS queue (its logical id in `template.yaml`), fed by the bus rules of
     /// [`routing::RULES`], or by senders.
     Queue { queue: &'static str, handler: QueueHandler },
@@ -42,6 +52,9 @@ pub struct Function {
     /// `charge-worker`: the binary, and `ChargeWorkerFunction` in `template.yaml`.
     pub name: &'static str,
     pub trigger: Trigger,
+    /// Calls the payment provider (verifies, charges, looks up or detaches cards), and so
+    /// is granted its secret in `template.yaml`.
+    pub calls_psp: bool,
 }
 
 impl Function {
@@ -70,27 +83,44 @@ impl Function {
 pub const FUNCTIONS: &[Function] = &[
     Function {
         name: "payment-methods-api",
+        calls_psp: true,
         trigger: Trigger::Http {
             routes: payment_methods_api::ROUTES,
             handler: |app, req| Box::pin(payment_methods_api::handle(app, req)),
+            authorizer: Authorizer::Jwt,
         },
     },
     Function {
         name: "invoices-api",
+        calls_psp: true,
         trigger: Trigger::Http {
             routes: invoices_api::ROUTES,
             handler: |app, req| Box::pin(invoices_api::handle(app, req)),
+            authorizer: Authorizer::Jwt,
         },
     },
     Function {
         name: "subscriptions-api",
+        calls_psp: true,
         trigger: Trigger::Http {
             routes: subscriptions_api::ROUTES,
             handler: |app, req| Box::pin(subscriptions_api::handle(app, req)),
+            authorizer: Authorizer::Jwt,
+        },
+    },
+    Function {
+        name: "psp-webhooks",
+        // A card the issuer updated collects what is outstanding at once.
+        calls_psp: true,
+        trigger: Trigger::Http {
+            routes: psp_webhooks::ROUTES,
+            handler: |app, req| Box::pin(psp_webhooks::handle(app, req)),
+            authorizer: Authorizer::None,
         },
     },
     Function {
         name: "charge-worker",
+        calls_psp: true,
         trigger: Trigger::Queue {
             queue: routing::CHARGE_QUEUE,
             handler: |app, event| Box::pin(charge_worker::handle(app, event)),
@@ -98,6 +128,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "subscription-updater",
+        calls_psp: false,
         trigger: Trigger::Queue {
             queue: routing::SUBSCRIPTION_UPDATES_QUEUE,
             handler: |app, event| Box::pin(subscription_updater::handle(app, event)),
@@ -105,6 +136,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "notifier",
+        calls_psp: false,
         trigger: Trigger::Queue {
             queue: routing::NOTIFICATIONS_QUEUE,
             handler: |app, event| Box::pin(notifier::handle(app, event)),
@@ -112,6 +144,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "retry-scheduler",
+        calls_psp: false,
         trigger: Trigger::Schedule {
             rate: "rate(5 minutes)",
             handler: |app, event| Box::pin(retry_scheduler::handle(app, event)),
@@ -119,6 +152,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "renewal-scheduler",
+        calls_psp: false,
         trigger: Trigger::Schedule {
             rate: "rate(15 minutes)",
             handler: |app, event| Box::pin(renewal_scheduler::handle(app, event)),
@@ -126,6 +160,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "outbox-relay",
+        calls_psp: false,
         trigger: Trigger::Schedule {
             rate: "rate(1 minute)",
             handler: |app, event| Box::pin(outbox_relay::handle(app, event)),
@@ -190,6 +225,15 @@ mod tests {
         }
         assert!(consumer_of(routing::CHARGE_QUEUE).is_some());
         assert!(consumer_of("NoSuchQueue").is_none());
+    }
+
+    #[test]
+    fn the_functions_that_charge_are_the_ones_that_call_the_psp() {
+        let calling: Vec<&str> = FUNCTIONS.iter().filter(|f| f.calls_psp).map(|f| f.name).collect();
+        assert_eq!(
+            calling,
+            ["payment-methods-api", "invoices-api", "subscriptions-api", "psp-webhooks", "charge-worker"]
+        );
     }
 
     #[test]

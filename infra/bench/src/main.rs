@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
+use recoup_sandbox::SandboxGateway;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, NewInvoice};
 use recoup_shared::domain::money::{Currency, Money};
 use recoup_shared::domain::policy::DunningPolicy;
 use recoup_shared::domain::{Invoice, InvoiceStatus};
-use recoup_shared::gateway::sandbox::SandboxGateway;
 use recoup_shared::ids::CustomerId;
 use recoup_shared::mail::StoreMailer;
 use recoup_shared::services::Services;

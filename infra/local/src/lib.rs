@@ -1,5 +1,6 @@
 //! The local product: every Recoup function's handler in one process, over the embedded
-//! store and the sandbox PSP, with an in-process bus and queues routed like EventBridge
+//! store and a payment provider (the sandbox, or Stripe's API: a test-mode account or
+//! localstripe), with an in-process bus and queues routed like EventBridge
 //! and SQS, the schedules on a tick, and a dev clock that can jump ahead.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +8,10 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use recoup_lambda::App;
+use recoup_sandbox::SandboxGateway;
 use recoup_shared::domain::policy::DunningPolicy;
-use recoup_shared::gateway::sandbox::SandboxGateway;
 use recoup_shared::mail::StoreMailer;
+use recoup_shared::ports::gateway::PaymentGateway;
 use recoup_shared::services::Services;
 use recoup_shared::store::embedded::EmbeddedStore;
 use recoup_shared::store::repo::Repo;
@@ -27,6 +29,19 @@ pub struct Options {
     pub jwt_secret: String,
     pub policy: DunningPolicy,
     pub portal_url: String,
+    pub provider: LocalProvider,
+    /// The signing secret(s) of Stripe's webhooks to `/v1/webhooks/stripe`.
+    pub stripe_webhook_secrets: Option<Vec<String>>,
+}
+
+/// The PSP the local product charges through.
+#[derive(Clone)]
+pub enum LocalProvider {
+    /// The sandbox, with its card form at `/sandbox/v1/payment_methods`.
+    Sandbox,
+    /// Stripe's API at `api_base` (`https://api.stripe.com` with a test-mode key, or
+    /// localstripe). Locally the key is an option; deployed, it lives in Secrets Manager.
+    Stripe { api_base: String, api_key: recoup_stripe::SecretKey },
 }
 
 pub struct Local {
@@ -35,7 +50,8 @@ pub struct Local {
     pub queues: Arc<Queues>,
     pub bus: Arc<LocalBus>,
     pub mailer: Arc<StoreMailer>,
-    pub sandbox: Arc<SandboxGateway>,
+    /// The sandbox's card form, when the sandbox is the provider.
+    pub sandbox: Option<Arc<SandboxGateway>>,
     pub jwt_secret: String,
     data_dir: PathBuf,
     /// One schedule run at a time, as one EventBridge rule invokes one function.
@@ -61,18 +77,30 @@ impl Local {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let queues = Arc::new(Queues::new(dyn_clock.clone()));
         let bus = Arc::new(LocalBus::new(queues.clone(), dyn_clock.clone()));
-        let sandbox = Arc::new(SandboxGateway::new(repo.clone(), dyn_clock.clone()));
+        let (gateway, sandbox): (Arc<dyn PaymentGateway>, _) = match options.provider {
+            LocalProvider::Sandbox => {
+                let sandbox = Arc::new(SandboxGateway::new(repo.clone(), dyn_clock.clone()));
+                (sandbox.clone(), Some(sandbox))
+            }
+            LocalProvider::Stripe { api_base, api_key } => {
+                let client = recoup_stripe::StripeClient::new(recoup_stripe::ClientConfig::new(api_base, api_key));
+                (Arc::new(recoup_stripe::StripeGateway::new(client, repo.clone())), None)
+            }
+        };
         let mailer = Arc::new(StoreMailer::new(repo.clone()));
         let services = Services {
             repo,
-            gateway: sandbox.clone(),
+            gateway,
             clock: dyn_clock,
             publisher: bus.clone(),
             mailer: mailer.clone(),
             policy: options.policy,
             portal_url: options.portal_url,
         };
-        let app = App { services, charge_queue: Some(queues.charge.clone()) };
+        let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
+            Arc::new(recoup_lambda::app::FixedSecrets(secrets)) as Arc<dyn recoup_lambda::app::SecretSource>
+        });
+        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets };
         Ok(Arc::new(Local {
             app,
             clock,
@@ -98,7 +126,10 @@ impl Local {
         let mut runs = serde_json::Map::new();
         for (function, _rate, handle) in recoup_functions::schedules() {
             let event = scheduled_event(&function.logical_id(), self.clock.as_ref());
-            let result = handle(&self.app, event).await.unwrap_or_else(|e| json!({"error": e.code}));
+            let result = handle(&self.app, event).await.unwrap_or_else(|e| {
+                e.log_at_edge("schedule");
+                json!({"error": e.code})
+            });
             runs.insert(function.name.replace('-', "_"), result);
         }
         Value::Object(runs)

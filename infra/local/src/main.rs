@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use recoup_local::{Local, Options, jwt, server};
+use recoup_local::{Local, LocalProvider, Options, jwt, server};
 use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
 use recoup_shared::time::parse_duration;
 use serde_json::{Map, json};
@@ -15,7 +15,7 @@ use serde_json::{Map, json};
 #[command(
     name = "recoup-local",
     version,
-    about = "Recoup on one machine: the API, the dunning engine, the event bus and the sandbox PSP"
+    about = "Recoup on one machine: the API, the dunning engine, the event bus and a PSP (the sandbox, or Stripe)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +41,19 @@ enum Command {
         reconcile_after: String,
         #[arg(long, env = "RECOUP_PORTAL_URL", default_value = "http://127.0.0.1:8080/portal")]
         portal_url: String,
+        /// The payment provider: the built-in sandbox, or Stripe's API.
+        #[arg(long, env = "RECOUP_PAYMENT_PROVIDER", value_enum, default_value = "sandbox")]
+        payment_provider: ProviderArg,
+        /// Stripe's API: https://api.stripe.com with a test-mode key, or localstripe's URL.
+        #[arg(long, env = "RECOUP_STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+        stripe_api_base: String,
+        /// The Stripe secret key (sk_test_...). Read from the environment, never printed.
+        #[arg(long, env = "RECOUP_STRIPE_API_KEY", hide_env_values = true)]
+        stripe_api_key: Option<String>,
+        /// The signing secret(s) of Stripe's webhooks (whsec_..., comma-separated while
+        /// rolling), for POST /v1/webhooks/stripe.
+        #[arg(long, env = "RECOUP_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+        stripe_webhook_secret: Option<String>,
     },
     /// Print a bearer token (HS256, signed with the development secret).
     Token {
@@ -54,6 +67,12 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    Sandbox,
+    Stripe,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,7 +108,18 @@ async fn main() -> Result<(), String> {
             println!("{}", jwt::mint(&secret(), claims, chrono::Utc::now().timestamp(), ttl_hours * 3600));
             Ok(())
         }
-        Command::Serve { addr, data_dir, tick_seconds, retry_schedule, reconcile_after, portal_url } => {
+        Command::Serve {
+            addr,
+            data_dir,
+            tick_seconds,
+            retry_schedule,
+            reconcile_after,
+            portal_url,
+            payment_provider,
+            stripe_api_base,
+            stripe_api_key,
+            stripe_webhook_secret,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,recoup=info".into()),
@@ -98,11 +128,22 @@ async fn main() -> Result<(), String> {
                 .init();
             let schedule: RetrySchedule = retry_schedule.parse().map_err(|e| format!("--retry-schedule: {e}"))?;
             let reconcile_after = parse_duration(&reconcile_after).ok_or("--reconcile-after: a duration like 10m")?;
+            let provider = match payment_provider {
+                ProviderArg::Sandbox => LocalProvider::Sandbox,
+                ProviderArg::Stripe => LocalProvider::Stripe {
+                    api_base: stripe_api_base,
+                    api_key: recoup_stripe::SecretKey::new(
+                        stripe_api_key.ok_or("--payment-provider stripe needs RECOUP_STRIPE_API_KEY")?,
+                    ),
+                },
+            };
             let local = Local::open(Options {
                 data_dir,
                 jwt_secret: secret(),
                 policy: DunningPolicy { schedule, reconcile_after },
                 portal_url,
+                provider,
+                stripe_webhook_secrets: stripe_webhook_secret.map(|s| recoup_lambda::app::split_secrets(&s)),
             })?;
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;

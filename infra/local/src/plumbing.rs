@@ -13,7 +13,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use recoup_lambda::App;
 use recoup_lambda::routing::{self, MAX_RECEIVE_COUNT};
 use recoup_shared::domain::events::{EVENT_SOURCE, Event};
-use recoup_shared::services::ports::{EventPublisher, PublishError, QueueError, QueueSender};
+use recoup_shared::ports::messaging::{EventPublisher, PublishError, QueueError, QueueSender};
 use recoup_shared::time::Clock;
 use serde_json::{Value, json};
 

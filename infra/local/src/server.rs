@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use chrono::TimeDelta;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, aws_lambda_events::apigw::ApiGatewayV2httpRequest};
-use recoup_functions::{HttpHandler, Trigger};
+use recoup_functions::{Authorizer, HttpHandler, Trigger};
 use recoup_lambda::http::Route;
 use recoup_shared::time::Clock;
 use serde::Deserialize;
@@ -41,17 +41,17 @@ pub fn router(local: Arc<Local>) -> Router {
         .with_state(local)
 }
 
-/// The route an API Gateway would match, and the function it belongs to.
-fn find_route(method: &str, path: &str) -> Option<(HttpHandler, Route, Vec<String>)> {
+/// The route an API Gateway would match, the function it belongs to and who authorizes it.
+fn find_route(method: &str, path: &str) -> Option<(HttpHandler, Route, Vec<String>, Authorizer)> {
     let mut found = None;
     for (function, r) in recoup_functions::http_routes() {
-        let Trigger::Http { handler, .. } = function.trigger else { continue };
+        let Trigger::Http { handler, authorizer, .. } = function.trigger else { continue };
         if let Some(params) = r.params(path) {
             if r.method == method {
-                return Some((handler, r, params));
+                return Some((handler, r, params, authorizer));
             }
             // Same path, other method: the function answers 405 itself.
-            found.get_or_insert((handler, r, params));
+            found.get_or_insert((handler, r, params, authorizer));
         }
     }
     found
@@ -127,7 +127,8 @@ fn api_gateway_event(
             "stage": "$default",
             "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
             "timeEpoch": now.timestamp_millis(),
-            "authorizer": {"jwt": {"claims": claims, "scopes": null}},
+            // Routes without the authorizer carry no claims (API Gateway sets none).
+            "authorizer": if claims.is_empty() { Value::Null } else { json!({"jwt": {"claims": claims, "scopes": null}}) },
         },
         "body": body,
         "isBase64Encoded": base64,
@@ -135,21 +136,31 @@ fn api_gateway_event(
 }
 
 async fn api(State(local): State<Arc<Local>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((handler, route, params)) = find_route(method.as_str(), uri.path()) else {
+    let Some((handler, route, params, authorizer)) = find_route(method.as_str(), uri.path()) else {
         return problem(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
-    // What the JWT authorizer does before any function runs.
-    let token = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
-    let Some(token) = token else {
-        return problem(StatusCode::UNAUTHORIZED, "unauthorized", "send a bearer token: Authorization: Bearer <jwt>");
-    };
-    // Tokens expire by wall-clock time, not by the dev clock.
-    let claims = match jwt::verify(&local.jwt_secret, token) {
-        Ok(c) => c,
-        Err(e) => return problem(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
+    let claims = match authorizer {
+        // The function checks its caller itself (a PSP's signature).
+        Authorizer::None => HashMap::new(),
+        // What the JWT authorizer does before any function runs.
+        Authorizer::Jwt => {
+            let token = headers
+                .get("authorization")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+            let Some(token) = token else {
+                return problem(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send a bearer token: Authorization: Bearer <jwt>",
+                );
+            };
+            // Tokens expire by wall-clock time, not by the dev clock.
+            match jwt::verify(&local.jwt_secret, token) {
+                Ok(c) => c,
+                Err(e) => return problem(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
+            }
+        }
     };
     let incoming = Incoming { method: &method, uri: &uri, headers: &headers, body: &body };
     let event = api_gateway_event(incoming, route, params, claims, local.clock.now());
@@ -200,8 +211,15 @@ async fn tokenize(State(local): State<Arc<Local>>, body: Bytes) -> Response {
             r#"send {"card": {"number": "...", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}"#,
         );
     };
+    let Some(sandbox) = &local.sandbox else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the sandbox card form is off: this recoup-local charges through Stripe (use Stripe.js or a pm_ test token)",
+        );
+    };
     let d = form.card;
-    match local.sandbox.tokenize(&d.number, d.exp_month, d.exp_year, &d.cvc).await {
+    match sandbox.tokenize(&d.number, d.exp_month, d.exp_year, &d.cvc).await {
         Ok(Ok(card)) => axum::Json(json!({
             "id": card.token,
             "object": "payment_method",

@@ -435,3 +435,91 @@ async fn mastercard_advice_codes_and_bank_transfers_work_over_http() {
     assert_eq!(bank.body["status"], "open");
     assert_eq!(bank.body["attempt_count"], 0, "bank-transfer invoices are not charged");
 }
+
+/// `recoup-local` with Stripe as the PSP (localstripe, started by `make test`): the same
+/// walkthrough, with the card registered through a SetupIntent and charged through a
+/// PaymentIntent; the sandbox's card form is off and the key never reaches the log.
+#[tokio::test]
+async fn the_local_product_charges_through_stripe_when_told_to() {
+    let stripe = std::env::var("RECOUP_TEST_STRIPE_ENDPOINT")
+        .expect("RECOUP_TEST_STRIPE_ENDPOINT is not set: run the tests with `make test`, which starts localstripe");
+    let key = "sk_test_local_product_e2e_0123456789";
+    let dir = std::env::temp_dir().join(format!("recoup-e2e-stripe-{}", support::uuid_like()));
+    let whsec = format!("whsec_e2e_{}", support::uuid_like());
+    let r = Runner::start_with(
+        dir,
+        &[
+            ("RECOUP_PAYMENT_PROVIDER", "stripe"),
+            ("RECOUP_STRIPE_API_BASE", &stripe),
+            ("RECOUP_STRIPE_API_KEY", key),
+            ("RECOUP_STRIPE_WEBHOOK_SECRET", &whsec),
+        ],
+    )
+    .await;
+    // Stripe (localstripe) sends its signed webhooks to the product's receiver.
+    let hook = reqwest::Client::new()
+        .post(format!("{stripe}/_config/webhooks/e2e-{}", support::uuid_like()))
+        .form(&[("url", format!("{}/v1/webhooks/stripe", r.base)), ("secret", whsec.clone())])
+        .send()
+        .await
+        .unwrap();
+    assert!(hook.status().is_success());
+    let merchant = Runner::token("merchant", None);
+    let (cus, owner, _) = r.customer(&merchant).await;
+    let pm = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await;
+    assert_eq!(pm.status, 201, "{}", pm.body);
+    assert_eq!((pm.body["brand"].as_str(), pm.body["last4"].as_str()), (Some("visa"), Some("4242")));
+    let declined =
+        r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa_chargeDeclined"})).await;
+    assert_eq!(declined.status, 402, "{}", declined.body);
+    let unknown = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_nosuchcard"})).await;
+    assert_eq!(unknown.status / 100, 4, "{}", unknown.body);
+    assert_eq!(unknown.body["code"], "invalid_payment_method", "{}", unknown.body);
+
+    let inv = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 2500, "currency": "usd"})).await;
+    assert_eq!(inv.status, 201, "{}", inv.body);
+    assert_eq!(inv.body["status"], "paid");
+    let pi = inv.body["transactions"][0]["psp_charge_id"].as_str().unwrap_or_default().to_owned();
+
+    // The PaymentIntent's webhook arrives signed and is verified and settled (the attempt
+    // was settled by the charge's answer already: nothing changes).
+    let log = r.data_dir.join("server.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| {
+            l.contains("PSP notice settled") && l.contains("payment_intent.succeeded") && l.contains("unchanged")
+        }) {
+            break;
+        }
+        assert!(!text.contains("bad signature"), "localstripe's signature was refused");
+        assert!(std::time::Instant::now() < deadline, "no verified webhook for {pi} within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Unsigned, the same route refuses and writes nothing.
+    let forged = r
+        .call(
+            "POST",
+            "/v1/webhooks/stripe",
+            None,
+            Some(json!({"id": "evt_forged", "type": "payment_intent.succeeded", "data": {"object": {}}})),
+            None,
+        )
+        .await;
+    assert_eq!((forged.status, forged.body["code"].as_str()), (400, Some("invalid_signature")));
+
+    let form = r
+        .call(
+            "POST",
+            "/sandbox/v1/payment_methods",
+            None,
+            Some(json!({"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}})),
+            None,
+        )
+        .await;
+    assert_eq!(form.status, 404);
+    let dir = r.stop().await;
+    for (file, bytes) in files_under(&dir) {
+        assert!(!String::from_utf8_lossy(&bytes).contains(key), "the Stripe key is in {}", file.display());
+    }
+}

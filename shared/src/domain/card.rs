@@ -23,6 +23,21 @@ pub enum CardBrand {
 }
 
 impl CardBrand {
+    /// A brand as payment providers spell it (Stripe's `card.brand`); anything else is
+    /// `Unknown`.
+    pub fn parse(s: &str) -> CardBrand {
+        match s.to_ascii_lowercase().as_str() {
+            "visa" => CardBrand::Visa,
+            "mastercard" => CardBrand::Mastercard,
+            "amex" | "american express" => CardBrand::Amex,
+            "discover" => CardBrand::Discover,
+            "diners" | "diners club" => CardBrand::Diners,
+            "jcb" => CardBrand::Jcb,
+            "unionpay" => CardBrand::Unionpay,
+            _ => CardBrand::Unknown,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CardBrand::Visa => "visa",

@@ -131,8 +131,25 @@ impl Decline {
         }
     }
 
+    /// The decline a PSP reports with this decline code (`insufficient_funds`,
+    /// `fraudulent`...), with a card-data-free message for the merchant. Every provider
+    /// adapter words declines the same way.
+    pub fn from_decline_code(decline_code: &str) -> Self {
+        let error_type = error_type_for_decline_code(decline_code);
+        let message = match error_type {
+            ErrorType::Fraud => "the payment was blocked as suspected fraud".to_owned(),
+            _ => format!("the card was declined ({decline_code})"),
+        };
+        Decline::new(error_type, message).with_decline_code(decline_code)
+    }
+
     pub fn with_decline_code(mut self, code: &str) -> Self {
         self.decline_code = Some(code.to_owned());
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
         self
     }
 

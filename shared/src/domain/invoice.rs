@@ -143,9 +143,25 @@ pub enum AttemptOutcome {
         charge_id: String,
     },
     Declined(Decline),
+    /// The issuer wants the cardholder to authenticate (3-D Secure) and the cardholder is
+    /// present: the attempt stays pending while they do it with the PSP's client secret.
+    /// The PSP's webhook settles it (or reconciliation, once it has waited).
+    RequiresAction {
+        charge_id: String,
+        client_secret: String,
+    },
     /// No answer (timeout, connection lost): the charge may or may not exist. Never
     /// treated as a failure; reconciled later by idempotency key.
     Unknown,
+}
+
+/// What a late approval did to the invoice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LateSuccess {
+    /// The invoice is paid now; these are its events.
+    Paid(Vec<EventPayload>),
+    /// The invoice was already paid (or void): the customer was charged twice.
+    ChargedTwice,
 }
 
 pub struct NewInvoice {
@@ -394,6 +410,11 @@ impl Invoice {
                 self.next_attempt_at = Some(now + policy.reconcile_after);
                 Ok(Vec::new())
             }
+            AttemptOutcome::RequiresAction { charge_id, .. } => {
+                self.transactions[idx].psp_charge_id = Some(charge_id);
+                self.next_attempt_at = Some(now + policy.reconcile_after);
+                Ok(Vec::new())
+            }
             AttemptOutcome::Succeeded { charge_id } => {
                 let txn = &mut self.transactions[idx];
                 txn.status = TransactionStatus::Succeeded;
@@ -515,6 +536,38 @@ impl Invoice {
     pub fn unpark(&mut self, now: Timestamp) {
         if self.status == InvoiceStatus::Open && self.next_attempt_at.is_none() {
             self.next_attempt_at = Some(now);
+        }
+    }
+
+    /// The PSP reports that an attempt recorded as declined was in fact approved (its
+    /// webhook arrived after a decline was recorded, e.g. the cardholder completed 3-D
+    /// Secure). The PSP holds the money, so the record follows it: the attempt succeeded,
+    /// and an open or errored invoice is paid. An invoice already paid by another attempt,
+    /// or void, was charged twice: the attempt is recorded as succeeded and
+    /// [`LateSuccess::ChargedTwice`] says a refund is due.
+    pub fn record_late_success(
+        &mut self,
+        txn_id: &TransactionId,
+        charge_id: String,
+        now: Timestamp,
+    ) -> Result<LateSuccess, DomainError> {
+        let idx = self
+            .transactions
+            .iter()
+            .position(|t| &t.id == txn_id && t.status == TransactionStatus::Failed)
+            .ok_or_else(|| DomainError::TransactionNotPending(txn_id.clone()))?;
+        let txn = &mut self.transactions[idx];
+        txn.status = TransactionStatus::Succeeded;
+        txn.psp_charge_id = Some(charge_id);
+        txn.settled_at = Some(now);
+        match self.status {
+            InvoiceStatus::Open | InvoiceStatus::Error => {
+                self.status = InvoiceStatus::Paid;
+                self.paid_at = Some(now);
+                self.next_attempt_at = None;
+                Ok(LateSuccess::Paid(vec![self.paid_event(PaidWith::Card, now)]))
+            }
+            InvoiceStatus::Paid | InvoiceStatus::Void | InvoiceStatus::Draft => Ok(LateSuccess::ChargedTwice),
         }
     }
 
@@ -683,6 +736,33 @@ mod tests {
         inv.reschedule(None, t0()).unwrap();
         assert_eq!(inv.status(), InvoiceStatus::Error);
         attempt(&mut inv, &card("b"), AttemptOutcome::Succeeded { charge_id: "ch".into() }, t0());
+        assert_eq!(inv.status(), InvoiceStatus::Paid);
+    }
+
+    #[test]
+    fn an_approval_reported_after_a_recorded_decline_pays_the_invoice() {
+        let mut inv = invoice();
+        attempt(&mut inv, &card("a"), nsf(), t0());
+        let declined = inv.last_transaction().unwrap().id.clone();
+        assert!(inv.next_attempt_at().is_some(), "a retry was planned");
+        let later = t0() + TimeDelta::minutes(5);
+        let done = inv.record_late_success(&declined, "pi_late".into(), later).unwrap();
+        assert!(matches!(done, LateSuccess::Paid(ref e) if matches!(e[..], [EventPayload::InvoicePaid { .. }])));
+        assert_eq!(inv.status(), InvoiceStatus::Paid);
+        assert_eq!(inv.next_attempt_at(), None, "no retry of a paid invoice");
+        assert_eq!(inv.last_transaction().unwrap().psp_charge_id.as_deref(), Some("pi_late"));
+        // Only a recorded decline can turn out approved.
+        assert!(inv.record_late_success(&declined, "pi_late".into(), later).is_err());
+    }
+
+    #[test]
+    fn a_late_approval_on_an_invoice_paid_meanwhile_is_a_double_charge() {
+        let mut inv = invoice();
+        attempt(&mut inv, &card("a"), nsf(), t0());
+        let declined = inv.last_transaction().unwrap().id.clone();
+        attempt(&mut inv, &card("b"), AttemptOutcome::Succeeded { charge_id: "pi_2".into() }, t0());
+        assert_eq!(inv.record_late_success(&declined, "pi_1".into(), t0()).unwrap(), LateSuccess::ChargedTwice);
+        assert_eq!(inv.succeeded_transactions(), 2);
         assert_eq!(inv.status(), InvoiceStatus::Paid);
     }
 

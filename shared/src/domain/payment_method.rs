@@ -104,6 +104,14 @@ impl PaymentMethod {
         self.invalidated = None;
     }
 
+    /// The issuer updated the card through the networks' account updater (a new expiry, or
+    /// a new number: a new fingerprint): the saved card takes the new details and is valid
+    /// again, as if registered anew.
+    pub fn updated_by_issuer(&mut self, card: VerifiedCard, now: Timestamp) {
+        self.fingerprint = card.fingerprint.clone();
+        self.reverify(card, now);
+    }
+
     pub fn status(&self, now: Timestamp) -> PaymentMethodStatus {
         if self.invalidated.is_some() {
             PaymentMethodStatus::Invalid

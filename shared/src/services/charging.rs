@@ -20,8 +20,8 @@ use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transactio
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
 use crate::domain::{PaymentMethod, Subscription};
 use crate::error::{Code, Error, Result};
-use crate::gateway::ChargeRequest;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
+use crate::ports::gateway::ChargeRequest;
 use crate::store::repo::{Tx, Versioned};
 use crate::time::Timestamp;
 
@@ -48,6 +48,17 @@ pub struct ChargeReport {
     pub invoice: Invoice,
     pub transaction: Transaction,
     pub outcome: ChargeOutcome,
+    /// With a pending on-session attempt: what the cardholder must do to complete it.
+    pub next_action: Option<NextAction>,
+}
+
+/// The cardholder's part of a payment the issuer wants authenticated (3-D Secure): the
+/// customer's page hands `client_secret` to the PSP's script (Stripe.js
+/// `handleNextAction`), which runs the challenge; the PSP then reports the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextAction {
+    pub psp_charge_id: String,
+    pub client_secret: String,
 }
 
 /// What processing a due invoice did.
@@ -137,6 +148,8 @@ fn request_for(invoice: &Invoice, txn: &Transaction) -> ChargeRequest {
         psp_token: txn.card.psp_token.clone(),
         amount: invoice.amount,
         customer_id: invoice.customer_id.clone(),
+        invoice_id: invoice.id.clone(),
+        attempt: txn.number,
         off_session: !txn.trigger.on_session(),
         description: invoice.description.clone(),
     }
@@ -241,7 +254,12 @@ impl Services {
         let mut tx = Tx::new();
         tx.save(&inv)?;
         tx.emit(events, now)?;
-        let report = ChargeReport { invoice: inv.into_inner(), transaction: txn, outcome: ChargeOutcome::Declined };
+        let report = ChargeReport {
+            invoice: inv.into_inner(),
+            transaction: txn,
+            outcome: ChargeOutcome::Declined,
+            next_action: None,
+        };
         Ok((tx, Claim::Recorded(report)))
     }
 
@@ -266,7 +284,7 @@ impl Services {
             // caller nothing was attempted.
             Err(e) => {
                 tracing::warn!(invoice_id = %invoice.id, transaction_id = %txn.id, error = %e, "could not record the PSP's answer; left for reconciliation");
-                Ok(ChargeReport { invoice, transaction: txn, outcome: ChargeOutcome::Pending })
+                Ok(ChargeReport { invoice, transaction: txn, outcome: ChargeOutcome::Pending, next_action: None })
             }
         }
     }
@@ -274,7 +292,7 @@ impl Services {
     /// Records the PSP's answer. Retries on contention (twice as long as other use cases:
     /// an answer once received is recorded unless the store itself is down, and then
     /// reconciliation finds it later).
-    async fn settle(
+    pub(crate) async fn settle(
         &self,
         invoice_id: &InvoiceId,
         claimed: &Transaction,
@@ -298,6 +316,7 @@ impl Services {
                         invoice: inv.into_inner(),
                         transaction: current,
                         outcome,
+                        next_action: None,
                     }));
                 }
                 let now = self.now();
@@ -317,7 +336,7 @@ impl Services {
                 let ledger_outcome = match outcome {
                     AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
                     AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
-                    AttemptOutcome::Unknown => LedgerOutcome::Pending,
+                    AttemptOutcome::RequiresAction { .. } | AttemptOutcome::Unknown => LedgerOutcome::Pending,
                 };
                 ledger.settle(&current.id, ledger_outcome, retry_not_before);
                 // A decline that condemns the card blocks it for every customer who saved it.
@@ -346,8 +365,20 @@ impl Services {
                     tx.save(pm)?;
                 }
                 tx.emit(events, now)?;
-                let outcome = outcome_of(&settled);
-                Ok(Decision::Commit(tx, ChargeReport { invoice: inv.into_inner(), transaction: settled, outcome }))
+                let report_outcome = outcome_of(&settled);
+                let next_action = match outcome {
+                    AttemptOutcome::RequiresAction { charge_id, client_secret } => {
+                        Some(NextAction { psp_charge_id: charge_id.clone(), client_secret: client_secret.clone() })
+                    }
+                    AttemptOutcome::Succeeded { .. } | AttemptOutcome::Declined(_) | AttemptOutcome::Unknown => None,
+                };
+                let report = ChargeReport {
+                    invoice: inv.into_inner(),
+                    transaction: settled,
+                    outcome: report_outcome,
+                    next_action,
+                };
+                Ok(Decision::Commit(tx, report))
             })
             .await?;
         tracing::info!(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::domain::events::Event;
 use crate::domain::policy::DunningPolicy;
 use crate::error::{Code, Error, Result};
-use crate::gateway::PaymentGateway;
 use crate::mail::Mailer;
+use crate::ports::gateway::PaymentGateway;
 use crate::store::StoreError;
 use crate::store::repo::{Repo, Tx};
 use crate::time::{Clock, Timestamp};
@@ -20,11 +20,11 @@ pub mod invoices;
 pub mod notifier;
 pub mod outbox;
 pub mod payment_methods;
-pub mod ports;
+pub mod psp_events;
 pub mod scheduler;
 pub mod subscriptions;
 
-use ports::EventPublisher;
+use crate::ports::messaging::EventPublisher;
 
 /// How many times a use case re-reads and retries after losing a race to another writer.
 pub(crate) const OPTIMISTIC_RETRIES: usize = 8;

@@ -5,8 +5,8 @@ use crate::domain::events::EventPayload;
 use crate::domain::payment_method::{RemovalContext, check_removal};
 use crate::domain::{PaymentMethod, PaymentMethodStatus};
 use crate::error::{Code, Error, Result};
-use crate::gateway::GatewayError;
 use crate::ids::{CustomerId, PaymentMethodId};
+use crate::ports::gateway::GatewayError;
 use crate::store::repo::{Tx, Versioned};
 
 use super::charging::RecoveryAttempt;
@@ -162,61 +162,68 @@ impl Services {
     /// checked in the same transaction, so a charge starting on the card or a subscription
     /// starting for the customer meanwhile makes the removal retry and re-decide.
     pub async fn remove_payment_method(&self, customer_id: &CustomerId, id: &PaymentMethodId) -> Result<()> {
-        self.optimistic("customer's cards", || async move {
-            let mut customer = self.customer(customer_id).await?;
-            let cards = self.repo.payment_methods(customer_id).await?;
-            let Some(target) = cards.iter().find(|c| &c.id == id).cloned() else {
-                return Err(Error::not_found("payment method"));
-            };
-            let mut live = false;
-            for sid in &customer.subscription_ids {
-                if let Some(sub) = self.repo.subscription(sid).await?
-                    && sub.status().bills_again()
-                {
-                    live = true;
+        let removed = self
+            .optimistic("customer's cards", || async move {
+                let mut customer = self.customer(customer_id).await?;
+                let cards = self.repo.payment_methods(customer_id).await?;
+                let Some(target) = cards.iter().find(|c| &c.id == id).cloned() else {
+                    return Err(Error::not_found("payment method"));
+                };
+                let mut live = false;
+                for sid in &customer.subscription_ids {
+                    if let Some(sub) = self.repo.subscription(sid).await?
+                        && sub.status().bills_again()
+                    {
+                        live = true;
+                    }
                 }
-            }
-            let ledger = self.repo.ledger(&target.fingerprint).await?;
-            let is_default = customer.default_payment_method_id() == Some(&target.id);
-            check_removal(RemovalContext {
-                is_default,
-                other_methods: cards.len() - 1,
-                has_live_subscription: live,
-                has_pending_transaction: ledger.as_ref().is_some_and(|l| l.has_pending_for(&target.id)),
-            })
-            .map_err(|r| Error::from(crate::domain::DomainError::from(r)))?;
+                let ledger = self.repo.ledger(&target.fingerprint).await?;
+                let is_default = customer.default_payment_method_id() == Some(&target.id);
+                check_removal(RemovalContext {
+                    is_default,
+                    other_methods: cards.len() - 1,
+                    has_live_subscription: live,
+                    has_pending_transaction: ledger.as_ref().is_some_and(|l| l.has_pending_for(&target.id)),
+                })
+                .map_err(|r| Error::from(crate::domain::DomainError::from(r)))?;
 
-            let now = self.now();
-            let mut tx = Tx::new();
-            tx.delete(&target);
-            match &ledger {
-                Some(l) => {
-                    tx.check(l);
+                let now = self.now();
+                let mut tx = Tx::new();
+                tx.delete(&target);
+                match &ledger {
+                    Some(l) => {
+                        tx.check(l);
+                    }
+                    None => {
+                        tx.check(&Versioned::new(crate::domain::CardLedger::new(
+                            target.fingerprint.clone(),
+                            target.network(),
+                        )));
+                    }
                 }
-                None => {
-                    tx.check(&Versioned::new(crate::domain::CardLedger::new(
-                        target.fingerprint.clone(),
-                        target.network(),
-                    )));
+                if is_default {
+                    customer.set_default_payment_method(None);
+                    tx.save(&customer)?;
+                } else {
+                    tx.check(&customer);
                 }
-            }
-            if is_default {
-                customer.set_default_payment_method(None);
-                tx.save(&customer)?;
-            } else {
-                tx.check(&customer);
-            }
-            tx.emit(
-                [EventPayload::PaymentMethodRemoved {
-                    payment_method_id: target.id.clone(),
-                    customer_id: customer_id.clone(),
-                }],
-                now,
-            )?;
-            Ok(Decision::Commit(tx, ()))
-        })
-        .await?;
+                tx.emit(
+                    [EventPayload::PaymentMethodRemoved {
+                        payment_method_id: target.id.clone(),
+                        customer_id: customer_id.clone(),
+                    }],
+                    now,
+                )?;
+                Ok(Decision::Commit(tx, target.into_inner()))
+            })
+            .await?;
         tracing::info!(customer_id = %customer_id, payment_method_id = %id, "card removed");
+        // The card is gone from Recoup, so nothing here charges it again; detaching it at
+        // the PSP as well keeps it from being charged from anywhere else. A failure is
+        // logged for the operator and does not undo the removal.
+        if let Err(e) = self.gateway.detach(&removed.psp_token).await {
+            tracing::warn!(customer_id = %customer_id, payment_method_id = %id, error = %e, "card removed, but the PSP could not detach it");
+        }
         Ok(())
     }
 }

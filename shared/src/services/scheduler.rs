@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids::InvoiceId;
 
 use super::Services;
-use super::ports::QueueSender;
+use crate::ports::messaging::QueueSender;
 
 /// The body of a charge-queue message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,8 +62,9 @@ pub fn email(id: &str) -> Key {
     Key::new(format!("MAIL#{id}"), "MAIL")
 }
 
-/// The sandbox PSP's own records (tokens, charges) live in their own key space.
-pub fn sandbox(kind: &str, id: &str) -> Key {
+/// A payment-provider adapter's own records (the sandbox's tokens and charges, Stripe
+/// customer ids) live in their own key space.
+pub fn psp(kind: &str, id: &str) -> Key {
     Key::new(format!("PSP#{kind}#{id}"), kind.to_owned())
 }
 

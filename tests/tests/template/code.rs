@@ -12,6 +12,14 @@ pub fn http_functions() -> Vec<(&'static str, &'static [Route])> {
         .collect()
 }
 
+/// Who authorizes an HTTP function's routes, from the registry.
+pub fn authorizer_of(binary: &str) -> Authorizer {
+    match recoup_functions::by_name(binary).map(|f| f.trigger) {
+        Some(Trigger::Http { authorizer, .. }) => authorizer,
+        _ => Authorizer::Jwt,
+    }
+}
+
 /// The SQS consumers and the queue (logical id) each reads, from the registry.
 pub fn queue_consumers() -> Vec<(&'static str, &'static str)> {
     recoup_functions::queues().filter_map(|q| recoup_functions::consumer_of(q).map(|(f, _)| (f.name, q))).collect()

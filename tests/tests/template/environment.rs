@@ -35,6 +35,26 @@ pub fn settings_from(env: &BTreeMap<String, String>) -> (Result<Settings, String
     (result, asked.into_inner().expect("not poisoned"))
 }
 
+/// The parameters the template's `Rules` require when `parameter` is `value` (rules of
+/// the form `RuleCondition: !Equals [!Ref P, v]` with `Assert: !Not [!Equals [!Ref Q, ""]]`).
+pub fn required_by_rules(t: &Json, parameter: &str, value: &str) -> Vec<String> {
+    let mut required = Vec::new();
+    for rule in t["Rules"].as_object().into_iter().flat_map(|r| r.values()) {
+        let condition = list(&rule["RuleCondition"]["Fn::Equals"]);
+        if condition.len() != 2 || reference(&condition[0]) != Some(parameter) || condition[1] != value {
+            continue;
+        }
+        for assertion in list(&rule["Assertions"]) {
+            let not = list(&assertion["Assert"]["Fn::Not"]);
+            let equals = not.first().map(|n| list(&n["Fn::Equals"])).unwrap_or_default();
+            if equals.len() == 2 && equals[1] == "" {
+                required.extend(reference(&equals[0]).map(str::to_owned));
+            }
+        }
+    }
+    required
+}
+
 pub fn check_environment(t: &Json) -> Problems {
     let mut problems = Vec::new();
     let buses: Vec<String> = resources_of_type(t, "AWS::Events::EventBus").into_iter().map(|(id, _)| id).collect();
@@ -73,9 +93,18 @@ pub fn check_environment(t: &Json) -> Problems {
         // Every value the stack may be deployed with must be one the code accepts.
         for (var, value) in &vars {
             let Some(param) = reference(value).and_then(|r| t.pointer(&format!("/Parameters/{r}"))) else { continue };
+            let parameter = reference(value).unwrap_or_default();
             for allowed in strings(&param["AllowedValues"]) {
                 let mut env = env.clone();
                 env.insert(var.clone(), allowed.clone());
+                // What the template's rules make the operator fill in for this choice.
+                for required in required_by_rules(t, parameter, &allowed) {
+                    for (other, v) in &vars {
+                        if reference(v) == Some(required.as_str()) {
+                            env.insert(other.clone(), format!("<{required}>"));
+                        }
+                    }
+                }
                 if let (Err(e), _) = settings_from(&env) {
                     problems.push(format!(
                         "{id}: {var}={allowed:?} is allowed by the template but refused by the code: {e}"

@@ -44,8 +44,15 @@ pub fn check_http_routes(t: &Json) -> Problems {
                 ));
             }
             let auth = p.pointer("/Auth/Authorizer").and_then(Json::as_str);
-            if auth.is_some_and(|a| a.eq_ignore_ascii_case("NONE")) {
-                problems.push(format!("{id}.Events.{name}: every route requires the JWT authorizer"));
+            let open = auth.is_some_and(|a| a.eq_ignore_ascii_case("NONE"));
+            match (authorizer_of(binary), open) {
+                (Authorizer::Jwt, true) => problems.push(format!(
+                    "{id}.Events.{name}: the route requires the JWT authorizer (the registry says Authorizer::Jwt)"
+                )),
+                (Authorizer::None, false) => problems.push(format!(
+                    "{id}.Events.{name}: the function checks its caller itself (Authorizer::None); set Auth.Authorizer: NONE so the PSP can reach it"
+                )),
+                (Authorizer::Jwt, false) | (Authorizer::None, true) => {}
             }
         }
         actual.sort();

@@ -25,6 +25,48 @@ pub fn grant_of(v: &Json, table: &str) -> Grant {
     Grant::Other(v.to_string())
 }
 
+/// A function's policies, each with the condition it applies under: a SAM `Fn::If`
+/// item contributes its branches (minus `AWS::NoValue`) under that condition.
+pub fn policies_of(t: &Json, function: &Json) -> Vec<(Option<String>, Json)> {
+    let mut out = Vec::new();
+    for policy in list(&function_property(t, function, "Policies")) {
+        match policy.get("Fn::If").and_then(Json::as_array) {
+            Some(branches) if branches.len() == 3 => {
+                let condition = branches[0].as_str().unwrap_or_default().to_owned();
+                for (i, branch) in branches[1..].iter().enumerate() {
+                    if reference(branch) != Some("AWS::NoValue") {
+                        let when = if i == 0 { condition.clone() } else { format!("!{condition}") };
+                        out.push((Some(when), branch.clone()));
+                    }
+                }
+            }
+            _ => out.push((None, policy)),
+        }
+    }
+    out
+}
+
+/// Stripe's secrets are read only when the stack runs on Stripe, each by the functions that
+/// need it: the API key by those that call the PSP, the webhook signing secret by the
+/// function that receives the PSP's webhooks (the one HTTP function without the JWT
+/// authorizer).
+const STRIPE_CONDITION: &str = "UsesStripe";
+const STRIPE_KEY_PARAMETER: &str = "StripeApiKeySecretArn";
+const STRIPE_WEBHOOK_PARAMETER: &str = "StripeWebhookSecretArn";
+
+fn secrets_needed(binary: &str) -> BTreeSet<String> {
+    let mut needed = BTreeSet::new();
+    if let Some(f) = recoup_functions::by_name(binary) {
+        if f.calls_psp {
+            needed.insert(STRIPE_KEY_PARAMETER.to_owned());
+        }
+        if matches!(f.trigger, Trigger::Http { authorizer: Authorizer::None, .. }) {
+            needed.insert(STRIPE_WEBHOOK_PARAMETER.to_owned());
+        }
+    }
+    needed
+}
+
 pub fn check_iam(t: &Json) -> Problems {
     let mut problems = Vec::new();
     let table = resources_of_type(t, "AWS::DynamoDB::Table").into_iter().next().map(|(id, _)| id).unwrap_or_default();
@@ -36,7 +78,8 @@ pub fn check_iam(t: &Json) -> Problems {
         }
         let mut publishes = false;
         let mut sends = false;
-        for policy in list(&function_property(t, &f, "Policies")) {
+        let mut secrets_read = BTreeSet::new();
+        for (condition, policy) in policies_of(t, &f) {
             if policy.get("Statement").is_none() {
                 problems.push(format!(
                     "{id}: policy {policy} is not an explicit Statement list (no managed or SAM template policies)"
@@ -84,6 +127,18 @@ pub fn check_iam(t: &Json) -> Problems {
                                 routing::CHARGE_QUEUE
                             ));
                         }
+                    } else if action == "secretsmanager:GetSecretValue" {
+                        let listed = list(&statement["Resource"]);
+                        let resources: Vec<Option<&str>> = listed.iter().map(reference).collect();
+                        match resources.as_slice() {
+                            [Some(p)] if condition.as_deref() == Some(STRIPE_CONDITION) => {
+                                secrets_read.insert((*p).to_owned());
+                            }
+                            _ => problems.push(format!(
+                                "{id}: {action} should be on one !Ref to a secret parameter, under !If {STRIPE_CONDITION}; is on {} under {condition:?}",
+                                statement["Resource"]
+                            )),
+                        }
                     } else {
                         problems.push(format!("{id}: unexpected action {action}"));
                     }
@@ -97,6 +152,13 @@ pub fn check_iam(t: &Json) -> Problems {
                 if publishes { "" } else { "not " },
                 if should_publish { "changes state and publishes its events" } else { "never publishes" }
             ));
+        }
+        let needed = secrets_needed(&binary);
+        for missing in needed.difference(&secrets_read) {
+            problems.push(format!("{id} ({binary}): cannot read {missing}, which the function needs"));
+        }
+        for extra in secrets_read.difference(&needed) {
+            problems.push(format!("{id} ({binary}): can read {extra}, which the function never needs"));
         }
         let should_send = CHARGE_QUEUE_SENDERS.contains(&binary.as_str());
         if sends != should_send {

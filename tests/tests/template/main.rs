@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use recoup_functions::Trigger;
+use recoup_functions::{Authorizer, Trigger};
 use recoup_lambda::app::Settings;
 use recoup_lambda::http::Route;
 use recoup_lambda::routing::{self, MAX_RECEIVE_COUNT, RULES};

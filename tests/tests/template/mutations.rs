@@ -178,7 +178,7 @@ pub fn the_checks_catch_a_template_that_disagrees_with_the_code() {
         ),
         (
             "a provider the code does not accept",
-            |t| t["Parameters"]["PaymentProvider"]["AllowedValues"] = json!(["sandbox", "stripe"]),
+            |t| t["Parameters"]["PaymentProvider"]["AllowedValues"] = json!(["sandbox", "stripe", "adyen"]),
             "refused by the code",
         ),
         (
@@ -212,6 +212,55 @@ pub fn the_checks_catch_a_template_that_disagrees_with_the_code() {
                 }
             },
             "changes state and publishes",
+        ),
+        (
+            "the Stripe key readable by a function that never calls Stripe",
+            |t| {
+                let grant = function_mut(t, "charge-worker")["Properties"]["Policies"][1].clone();
+                function_mut(t, "notifier")["Properties"]["Policies"].as_array_mut().unwrap().push(grant);
+            },
+            "can read StripeApiKeySecretArn, which the function never needs",
+        ),
+        (
+            "a charging function that cannot read the Stripe key",
+            |t| {
+                function_mut(t, "invoices-api")["Properties"]["Policies"].as_array_mut().unwrap().truncate(1);
+            },
+            "cannot read StripeApiKeySecretArn",
+        ),
+        (
+            "the Stripe key granted whatever the provider",
+            |t| {
+                let policies = &mut function_mut(t, "charge-worker")["Properties"]["Policies"];
+                policies[1] = policies[1]["Fn::If"][1].clone();
+            },
+            "under !If UsesStripe",
+        ),
+        (
+            "the webhook route behind the JWT authorizer",
+            |t| {
+                first_event_mut(t, "psp-webhooks", "HttpApi")["Properties"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Auth")
+                    .unwrap();
+            },
+            "so the PSP can reach it",
+        ),
+        (
+            "the webhook secret readable by a charging function",
+            |t| {
+                let grant = function_mut(t, "psp-webhooks")["Properties"]["Policies"][1].clone();
+                function_mut(t, "invoices-api")["Properties"]["Policies"].as_array_mut().unwrap().push(grant);
+            },
+            "can read StripeWebhookSecretArn",
+        ),
+        (
+            "Stripe allowed without a rule that requires its key",
+            |t| {
+                t.as_object_mut().unwrap().remove("Rules");
+            },
+            "refused by the code",
         ),
         (
             "a schedule that differs",

@@ -37,6 +37,11 @@ impl Runner {
     }
 
     pub async fn start_in(data_dir: PathBuf) -> Runner {
+        Runner::start_with(data_dir, &[]).await
+    }
+
+    /// Starts the product with extra environment (e.g. another payment provider).
+    pub async fn start_with(data_dir: PathBuf, env: &[(&str, &str)]) -> Runner {
         std::fs::create_dir_all(&data_dir).unwrap();
         let log = data_dir.join("server.log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
@@ -44,6 +49,7 @@ impl Runner {
             .args(["serve", "--addr", "127.0.0.1:0", "--tick-seconds", "0", "--data-dir"])
             .arg(&data_dir)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)
@@ -155,7 +161,7 @@ impl Runner {
     }
 }
 
-fn uuid_like() -> String {
+pub fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{n:x}-{}", std::process::id())

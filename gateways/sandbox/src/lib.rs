@@ -19,17 +19,15 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{ChargeRequest, GatewayError, PaymentGateway};
-use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
-use crate::domain::decline::{
-    Decline, ErrorType, RetryClass, classify, decline_for_network_code, error_type_for_decline_code,
-};
-use crate::domain::invoice::AttemptOutcome;
-use crate::domain::payment_method::VerifiedCard;
-use crate::ids::CustomerId;
-use crate::store::repo::{Entity, Repo, Tx, Versioned};
-use crate::store::{Key, StoreError, keys};
-use crate::time::Clock;
+use recoup_shared::domain::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
+use recoup_shared::domain::decline::{Decline, ErrorType, RetryClass, classify, decline_for_network_code};
+use recoup_shared::domain::invoice::AttemptOutcome;
+use recoup_shared::domain::payment_method::VerifiedCard;
+use recoup_shared::ids::CustomerId;
+use recoup_shared::ports::gateway::{ChargeRequest, GatewayError, PaymentGateway};
+use recoup_shared::store::repo::{Entity, Repo, Tx, Versioned};
+use recoup_shared::store::{Key, StoreError, keys};
+use recoup_shared::time::Clock;
 
 /// How a test card behaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,16 +116,23 @@ const TEST_TOKENS: &[(&str, &str)] = &[
     ("pm_card_diners", "3056930009020004"),
     ("pm_card_jcb", "3566002020360505"),
     ("pm_card_unionpay", "6200000000000005"),
+    // Stripe's decline tokens, by the exact names Stripe's test mode knows.
+    ("pm_card_visa_chargeDeclined", "4000000000000002"),
+    ("pm_card_visa_chargeDeclinedInsufficientFunds", "4000000000009995"),
+    ("pm_card_visa_chargeDeclinedLostCard", "4000000000009987"),
+    ("pm_card_visa_chargeDeclinedStolenCard", "4000000000009979"),
+    ("pm_card_chargeDeclinedExpiredCard", "4000000000000069"),
+    ("pm_card_chargeDeclinedIncorrectCvc", "4000000000000127"),
+    ("pm_card_chargeDeclinedProcessingError", "4000000000000119"),
+    ("pm_card_visa_chargeDeclinedVelocityLimitExceeded", "4000000000006975"),
+    ("pm_card_radarBlock", "4100000000000019"),
+    // Earlier sandbox spellings, kept as aliases.
     ("pm_card_chargeDeclined", "4000000000000002"),
     ("pm_card_chargeDeclinedInsufficientFunds", "4000000000009995"),
     ("pm_card_chargeDeclinedLostCard", "4000000000009987"),
     ("pm_card_chargeDeclinedStolenCard", "4000000000009979"),
-    ("pm_card_chargeDeclinedExpiredCard", "4000000000000069"),
-    ("pm_card_chargeDeclinedIncorrectCvc", "4000000000000127"),
-    ("pm_card_chargeDeclinedProcessingError", "4000000000000119"),
     ("pm_card_chargeDeclinedVelocityLimitExceeded", "4000000000006975"),
     ("pm_card_chargeDeclinedFraudulent", "4100000000000019"),
-    ("pm_card_radarBlock", "4100000000000019"),
     ("pm_card_chargeCustomerFail", "4000000000000341"),
     ("pm_card_authenticationRequired", "4000002760003184"),
     ("pm_card_threeDSecure2Required", "4000000000003220"),
@@ -159,12 +164,7 @@ fn fingerprint(material: &str) -> Fingerprint {
 }
 
 fn decline_for(decline_code: &str) -> Decline {
-    let error_type = error_type_for_decline_code(decline_code);
-    let message = match error_type {
-        ErrorType::Fraud => "the payment was blocked as suspected fraud".to_owned(),
-        _ => format!("the card was declined ({decline_code})"),
-    };
-    Decline::new(error_type, message).with_decline_code(decline_code)
+    Decline::from_decline_code(decline_code)
 }
 
 /// What the vault knows about a token.
@@ -181,7 +181,7 @@ pub struct SandboxCard {
 impl Entity for SandboxCard {
     const KIND: &'static str = "sandbox_card";
     fn key(&self) -> Key {
-        keys::sandbox("TOKEN", &self.token)
+        keys::psp("TOKEN", &self.token)
     }
 }
 
@@ -209,13 +209,13 @@ struct SandboxCharge {
     amount: i64,
     currency: String,
     outcome: StoredOutcome,
-    created_at: crate::time::Timestamp,
+    created_at: recoup_shared::time::Timestamp,
 }
 
 impl Entity for SandboxCharge {
     const KIND: &'static str = "sandbox_charge";
     fn key(&self) -> Key {
-        keys::sandbox("CHARGE", &self.idempotency_key)
+        keys::psp("CHARGE", &self.idempotency_key)
     }
 }
 
@@ -233,7 +233,7 @@ struct SandboxCardState {
 impl Entity for SandboxCardState {
     const KIND: &'static str = "sandbox_card_state";
     fn key(&self) -> Key {
-        keys::sandbox("CARDSTATE", &self.token)
+        keys::psp("CARDSTATE", &self.token)
     }
 }
 
@@ -288,7 +288,7 @@ impl SandboxGateway {
         }
         let behavior = TEST_CARDS.iter().find(|c| c.number == digits).map_or(Behavior::Succeed, |c| (c.behavior)());
         let card = SandboxCard {
-            token: format!("pm_{}", crate::ids::EventId::generate().as_str().trim_start_matches("evt_")),
+            token: format!("pm_{}", recoup_shared::ids::EventId::generate().as_str().trim_start_matches("evt_")),
             brand: brand_of(&digits),
             last4: digits[digits.len() - 4..].to_owned(),
             expiry,
@@ -320,7 +320,7 @@ impl SandboxGateway {
         if let Some(spec) = token.strip_prefix("pm_sandbox_") {
             return Ok(parse_scripted(token, spec, now));
         }
-        Ok(self.repo.load::<SandboxCard>(&keys::sandbox("TOKEN", token)).await?.map(Versioned::into_inner))
+        Ok(self.repo.load::<SandboxCard>(&keys::psp("TOKEN", token)).await?.map(Versioned::into_inner))
     }
 
     async fn record_charge(
@@ -330,7 +330,7 @@ impl SandboxGateway {
     ) -> Result<(AttemptOutcome, bool), StoreError> {
         loop {
             if let Some(existing) =
-                self.repo.load::<SandboxCharge>(&keys::sandbox("CHARGE", &request.idempotency_key)).await?
+                self.repo.load::<SandboxCharge>(&keys::psp("CHARGE", &request.idempotency_key)).await?
             {
                 let same = existing.psp_token == request.psp_token
                     && existing.amount == request.amount.amount()
@@ -342,11 +342,12 @@ impl SandboxGateway {
                 return Ok((existing.outcome.to_attempt(), false));
             }
             let state =
-                self.repo.load::<SandboxCardState>(&keys::sandbox("CARDSTATE", &card.token)).await?.unwrap_or_else(
-                    || Versioned::new(SandboxCardState { token: card.token.clone(), charges: 0, condemned: None }),
-                );
+                self.repo.load::<SandboxCardState>(&keys::psp("CARDSTATE", &card.token)).await?.unwrap_or_else(|| {
+                    Versioned::new(SandboxCardState { token: card.token.clone(), charges: 0, condemned: None })
+                });
             let now = self.clock.now();
-            let charge_id = format!("ch_sbx_{}", crate::ids::EventId::generate().as_str().trim_start_matches("evt_"));
+            let charge_id =
+                format!("ch_sbx_{}", recoup_shared::ids::EventId::generate().as_str().trim_start_matches("evt_"));
             let outcome = if card.expiry.is_expired(now) {
                 StoredOutcome::Declined { decline: decline_for("expired_card") }
             } else {
@@ -410,7 +411,7 @@ impl SandboxGateway {
 /// `pm_sandbox_<brand>[_<segment>]*`: segments are a two-character network response code
 /// (`51`, `05`, `04`, `1a`...), `advice<NN>`, `recover<K>`, `timeout`, `exp<MMYY>`, `ok`,
 /// and `id<anything>` to name distinct cards.
-fn parse_scripted(token: &str, spec: &str, now: crate::time::Timestamp) -> Option<SandboxCard> {
+fn parse_scripted(token: &str, spec: &str, now: recoup_shared::time::Timestamp) -> Option<SandboxCard> {
     let mut parts = spec.split('_');
     let brand = match parts.next()? {
         "visa" => CardBrand::Visa,
@@ -489,7 +490,7 @@ impl PaymentGateway for SandboxGateway {
         }
         let state = self
             .repo
-            .load::<SandboxCardState>(&keys::sandbox("CARDSTATE", &card.token))
+            .load::<SandboxCardState>(&keys::psp("CARDSTATE", &card.token))
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         if let Some(decline) = state.and_then(|s| s.into_inner().condemned) {
@@ -523,10 +524,15 @@ impl PaymentGateway for SandboxGateway {
         }
     }
 
+    async fn detach(&self, _psp_token: &str) -> Result<(), GatewayError> {
+        // Sandbox tokens carry no customer binding to undo.
+        Ok(())
+    }
+
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
         let found = self
             .repo
-            .load::<SandboxCharge>(&keys::sandbox("CHARGE", idempotency_key))
+            .load::<SandboxCharge>(&keys::psp("CHARGE", idempotency_key))
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         Ok(found.map(|c| c.outcome.to_attempt()))
@@ -553,6 +559,26 @@ mod tests {
     }
 
     #[test]
+    fn stripes_decline_tokens_are_known_by_stripes_own_names() {
+        // The names of Stripe's "Declined payments" test tokens, and the decline each gives.
+        for (token, code) in [
+            ("pm_card_visa_chargeDeclined", "generic_decline"),
+            ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+            ("pm_card_visa_chargeDeclinedLostCard", "lost_card"),
+            ("pm_card_visa_chargeDeclinedStolenCard", "stolen_card"),
+            ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
+            ("pm_card_chargeDeclinedIncorrectCvc", "incorrect_cvc"),
+            ("pm_card_chargeDeclinedProcessingError", "processing_error"),
+            ("pm_card_visa_chargeDeclinedVelocityLimitExceeded", "card_velocity_exceeded"),
+            ("pm_card_radarBlock", "fraudulent"),
+        ] {
+            let (_, number) = TEST_TOKENS.iter().find(|(t, _)| *t == token).unwrap_or_else(|| panic!("{token}"));
+            let card = TEST_CARDS.iter().find(|c| c.number == *number).unwrap();
+            assert_eq!((card.behavior)(), Behavior::RefuseAttach { decline_code: code.into() }, "{token}");
+        }
+    }
+
+    #[test]
     fn brands_follow_the_issuer_prefix() {
         assert_eq!(brand_of("4242424242424242"), CardBrand::Visa);
         assert_eq!(brand_of("5555555555554444"), CardBrand::Mastercard);
@@ -563,7 +589,7 @@ mod tests {
 
     #[test]
     fn scripted_tokens_carry_network_codes_and_keep_their_fingerprint_across_expiries() {
-        let now = crate::time::parse("2030-01-01T00:00:00Z");
+        let now = recoup_shared::time::parse("2030-01-01T00:00:00Z");
         let a = parse_scripted("t", "mastercard_51_advice24_ida", now).unwrap();
         match &a.behavior {
             Behavior::DeclineCharges { decline_code, network_code, advice_code, .. } => {

@@ -1,0 +1,339 @@
+//! The item-store port: a thin item store (get, query by key or index, conditional
+//! transactional write) that DynamoDB and the embedded database both implement. Its
+//! adapters, and the entity mapping written once above it, are under `crate::store`; see
+//! `docs/data-model.md` for the single-table design.
+//!
+//! Every update carries a condition (the item's version, or that it does not exist yet),
+//! and a change that touches several items is one transaction: all or nothing.
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// DynamoDB's limit on the items one transaction may touch.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// The primary key of an item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl Key {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Key { pk: pk.into(), sk: sk.into() }
+    }
+}
+
+/// The table's three global secondary indexes. All are sparse: an item is in an index
+/// only while it carries that index's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Index {
+    /// Listings: a customer's invoices, all customers, all subscriptions.
+    Gsi1,
+    /// Schedules: invoices due for an attempt, subscriptions due for renewal, events not
+    /// yet published.
+    Gsi2,
+    /// Attention lists: a customer's outstanding invoices, subscriptions with failed
+    /// payments.
+    Gsi3,
+}
+
+impl Index {
+    pub const ALL: [Index; 3] = [Index::Gsi1, Index::Gsi2, Index::Gsi3];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Index::Gsi1 => "GSI1",
+            Index::Gsi2 => "GSI2",
+            Index::Gsi3 => "GSI3",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Index::Gsi1 => 0,
+            Index::Gsi2 => 1,
+            Index::Gsi3 => 2,
+        }
+    }
+}
+
+/// An item's key in one index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IndexKey {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl IndexKey {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        IndexKey { pk: pk.into(), sk: sk.into() }
+    }
+}
+
+/// The index keys an item carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexKeys([Option<IndexKey>; 3]);
+
+impl IndexKeys {
+    pub fn with(mut self, index: Index, key: Option<IndexKey>) -> Self {
+        self.0[index.slot()] = key;
+        self
+    }
+
+    pub fn get(&self, index: Index) -> Option<&IndexKey> {
+        self.0[index.slot()].as_ref()
+    }
+}
+
+/// One stored item: keys, bookkeeping and the entity's body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub key: Key,
+    /// What the body is (`invoice`, `customer`, ...).
+    pub entity: String,
+    /// Bumped on every write; the optimistic-concurrency guard.
+    pub version: u64,
+    pub indexes: IndexKeys,
+    /// When the item may be deleted (seconds since the epoch; DynamoDB TTL). Deletion is
+    /// lazy (and the embedded store never deletes), so a reader that must not see stale
+    /// items checks their age itself, as idempotency records do.
+    pub expires_at: Option<i64>,
+    /// The entity, as a JSON object.
+    pub body: serde_json::Value,
+}
+
+impl Item {
+    /// Approximate stored size in bytes, by DynamoDB's rules (attribute names plus values).
+    pub fn approximate_size(&self) -> usize {
+        let mut size = 2 + self.key.pk.len() + 2 + self.key.sk.len();
+        size += 6 + self.entity.len() + 7 + 8;
+        for index in Index::ALL {
+            if let Some(k) = self.indexes.get(index) {
+                size += 6 + k.pk.len() + 6 + k.sk.len();
+            }
+        }
+        if self.expires_at.is_some() {
+            size += 3 + 8;
+        }
+        size + 4 + serde_json::to_vec(&self.body).map_or(0, |v| v.len())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// No condition.
+    Always,
+    /// The item must not exist (a create, or a uniqueness claim).
+    NotExists,
+    Exists,
+    /// The item must exist with exactly this version.
+    Version(u64),
+}
+
+// A batch is short-lived and puts dominate it; boxing the item would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    Put {
+        item: Item,
+        condition: Condition,
+    },
+    Delete {
+        key: Key,
+        condition: Condition,
+    },
+    /// Writes nothing; fails the transaction when the condition does not hold.
+    Check {
+        key: Key,
+        condition: Condition,
+    },
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &Key {
+        match self {
+            WriteOp::Put { item, .. } => &item.key,
+            WriteOp::Delete { key, .. } | WriteOp::Check { key, .. } => key,
+        }
+    }
+}
+
+/// Which sort keys a query selects within one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKeyRange {
+    All,
+    BeginsWith(String),
+    /// Sort keys `<=` the bound.
+    AtMost(String),
+    /// Sort keys `>=` the bound.
+    AtLeast(String),
+    /// Inclusive on both ends.
+    Between(String, String),
+}
+
+impl SortKeyRange {
+    pub fn contains(&self, sk: &str) -> bool {
+        match self {
+            SortKeyRange::All => true,
+            SortKeyRange::BeginsWith(p) => sk.starts_with(p.as_str()),
+            SortKeyRange::AtMost(b) => sk <= b.as_str(),
+            SortKeyRange::AtLeast(b) => sk >= b.as_str(),
+            SortKeyRange::Between(a, b) => sk >= a.as_str() && sk <= b.as_str(),
+        }
+    }
+}
+
+/// Where a page of query results stopped: the last item's table key and, for an index
+/// query, its index key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub key: Key,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_key: Option<IndexKey>,
+}
+
+impl Cursor {
+    /// The opaque form handed to API callers.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// `None` queries the table itself.
+    pub index: Option<Index>,
+    pub pk: String,
+    pub range: SortKeyRange,
+    pub limit: Option<usize>,
+    pub descending: bool,
+    pub after: Option<Cursor>,
+}
+
+impl Query {
+    pub fn table(pk: impl Into<String>, range: SortKeyRange) -> Self {
+        Query { index: None, pk: pk.into(), range, limit: None, descending: false, after: None }
+    }
+
+    pub fn index(index: Index, pk: impl Into<String>, range: SortKeyRange) -> Self {
+        Query { index: Some(index), pk: pk.into(), range, limit: None, descending: false, after: None }
+    }
+
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    pub fn descending(mut self) -> Self {
+        self.descending = true;
+        self
+    }
+
+    pub fn after(mut self, cursor: Option<Cursor>) -> Self {
+        self.after = cursor;
+        self
+    }
+
+    /// A cursor must point into the partition being queried.
+    pub fn validate_cursor(&self) -> Result<(), StoreError> {
+        let Some(c) = &self.after else { return Ok(()) };
+        let ok = match self.index {
+            None => c.key.pk == self.pk,
+            Some(_) => c.index_key.as_ref().is_some_and(|k| k.pk == self.pk),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidCursor("the page cursor does not belong to this listing".into()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Present when more items may follow.
+    pub next: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The condition of write operation `op` (its index in the batch) did not hold.
+    #[error("condition failed on write operation {op}")]
+    ConditionFailed { op: usize },
+    /// Concurrent transactions collided or the store throttled: try again.
+    #[error("store contention: {0}")]
+    Contention(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A page cursor that does not belong to the listing it was sent to.
+    #[error("invalid page cursor: {0}")]
+    InvalidCursor(String),
+    /// The request can never succeed (too many items, the same item twice, ...).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    #[error("stored item could not be read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Contention(_) | StoreError::Unavailable(_) => true,
+            StoreError::ConditionFailed { .. }
+            | StoreError::InvalidCursor(_)
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Checks what both backends refuse before touching anything.
+pub fn validate_batch(ops: &[WriteOp]) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Err(StoreError::Invalid("a write needs at least one operation".into()));
+    }
+    if ops.len() > MAX_TRANSACTION_ITEMS {
+        return Err(StoreError::Invalid(format!(
+            "a transaction may touch at most {MAX_TRANSACTION_ITEMS} items, got {}",
+            ops.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(StoreError::Invalid("a transaction may touch each item only once".into()));
+        }
+        if let WriteOp::Put { item, .. } = op
+            && item.approximate_size() > 400 * 1024
+        {
+            return Err(StoreError::Invalid("an item may be at most 400 KB".into()));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    /// Reads one item, strongly consistent.
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+
+    /// Reads items of one partition in sort-key order. Table queries are strongly
+    /// consistent; index queries may lag writes slightly.
+    async fn query(&self, query: &Query) -> Result<Page, StoreError>;
+
+    /// Applies every operation or none. On a failed condition nothing is written.
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
+
+    /// `dynamodb` or `embedded`, for logs and figures.
+    fn backend(&self) -> &'static str;
+}
