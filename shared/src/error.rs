@@ -61,6 +61,7 @@ codes! {
     InvalidCurrency = "invalid_currency", BadRequest, "not a supported ISO 4217 code";
     InvalidCursor = "invalid_cursor", BadRequest, "`starting_after` is not a cursor this listing returned";
     InvalidPaymentMethod = "invalid_payment_method", BadRequest, "not a PSP token, or one the PSP does not know";
+    InvalidSetupIntent = "invalid_setup_intent", BadRequest, "not a card setup this customer began, or not for this card";
     InvalidIdempotencyKey = "invalid_idempotency_key", BadRequest, "`Idempotency-Key` is not 1-255 visible ASCII characters";
     RawCardDataRefused = "raw_card_data_refused", BadRequest, "the request holds a card number";
     InvalidSignature = "invalid_signature", BadRequest, "a PSP webhook whose signature is missing, malformed, stale or wrong; nothing was read";

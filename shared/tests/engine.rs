@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use recoup_shared::domain::InvoiceStatus;
 use recoup_shared::domain::SubscriptionStatus;
+use recoup_shared::domain::card::Funding;
 use recoup_shared::domain::decline::ErrorType;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
 use recoup_shared::domain::money::{Currency, Money};
@@ -271,6 +272,33 @@ pub async fn a_condemned_card_registered_again_stays_blocked(store: Arc<dyn Item
     assert!(outcomes.iter().all(|o| matches!(o, DueOutcome::Skipped { .. })), "{outcomes:?}");
     let stored = app.services.invoice(&inv.id).await.unwrap();
     assert_eq!((stored.attempt_count(), stored.status()), (1, InvoiceStatus::Error));
+}
+
+/// The hosted card form's path: a setup bound to the customer, then the card registered
+/// from it, with what the PSP says about the card (funding, issuing country).
+pub async fn a_card_set_up_by_the_card_form_is_registered_only_by_its_customer(store: Arc<dyn ItemStore>) {
+    let app = sandboxed(store);
+    let ada = app.services.create_customer("ada@example.com", None).await.unwrap();
+    let eve = app.services.create_customer("eve@example.com", None).await.unwrap();
+    let setup = app.services.begin_card_setup(&ada.id).await.unwrap();
+    assert!(setup.client_secret.starts_with(&setup.id));
+    let err = app.services.register_set_up_card(&eve.id, &setup.id, "pm_card_visa_debit", false).await.unwrap_err();
+    assert_eq!(err.code, "invalid_setup_intent");
+    let err =
+        app.services.register_set_up_card(&ada.id, "seti_sbx_unknown", "pm_card_visa_debit", false).await.unwrap_err();
+    assert_eq!(err.code, "invalid_setup_intent");
+    assert!(app.services.list_payment_methods(&eve.id).await.unwrap().is_empty());
+    let reg = app.services.register_set_up_card(&ada.id, &setup.id, "pm_card_visa_debit", false).await.unwrap();
+    let card = &reg.card.method;
+    assert_eq!(
+        (card.last4.as_str(), card.funding, card.country.as_deref()),
+        ("5556", Some(Funding::Debit), Some("US"))
+    );
+    assert!(reg.card.is_default);
+    // A declined card is refused through the form as through the API.
+    let err =
+        app.services.register_set_up_card(&ada.id, &setup.id, "pm_card_visa_chargeDeclined", false).await.unwrap_err();
+    assert_eq!(err.code, "payment_method_verification_failed");
 }
 
 pub async fn an_expired_default_card_is_never_sent_to_the_psp(store: Arc<dyn ItemStore>) {
@@ -735,6 +763,7 @@ macro_rules! engine_suite {
             soft_declines_are_retried_on_schedule_then_the_invoice_errors,
             a_hard_decline_is_not_retried_on_the_same_card,
             a_condemned_card_registered_again_stays_blocked,
+            a_card_set_up_by_the_card_form_is_registered_only_by_its_customer,
             an_expired_default_card_is_never_sent_to_the_psp,
             mastercard_advice_24_delays_the_next_try_by_an_hour,
             visa_caps_reattempts_of_one_card_across_invoices,

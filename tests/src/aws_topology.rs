@@ -131,7 +131,12 @@ impl Topology {
             portal_url: "https://billing.example.com/portal".into(),
         };
         let charge_queue = Arc::new(SqsSender::new(sqs.clone(), queues[routing::CHARGE_QUEUE].clone()));
-        let app = App { services, charge_queue: Some(charge_queue), psp_webhook_secrets: None };
+        let app = App {
+            services,
+            charge_queue: Some(charge_queue),
+            psp_webhook_secrets: None,
+            card_form: Default::default(),
+        };
         Topology { sqs, events, bus, queues, dead_letters, audit_queue, app, clock, store }
     }
 

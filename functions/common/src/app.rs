@@ -15,6 +15,58 @@ pub struct App {
     pub charge_queue: Option<Arc<dyn QueueSender>>,
     /// The signing secrets of the PSP's webhooks, when configured.
     pub psp_webhook_secrets: Option<Arc<dyn SecretSource>>,
+    /// What the hosted card form needs to reach the PSP from the browser.
+    pub card_form: CardForm,
+}
+
+/// What the hosted card form needs: which PSP's form to show and how the browser reaches
+/// it. Nothing here is secret (a publishable key is meant for browsers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardForm {
+    /// `"sandbox"` or `"stripe"`.
+    pub provider: &'static str,
+    /// Stripe's publishable key (`pk_...`), for Stripe.js.
+    pub publishable_key: Option<String>,
+    /// Where Stripe.js is served from (`https://js.stripe.com/v3/`; localstripe serves a
+    /// stand-in).
+    pub stripe_js_url: String,
+    /// The sandbox's card-details endpoint, where one runs (the local product).
+    pub sandbox_tokenize_url: Option<String>,
+}
+
+/// Stripe.js, from where Stripe requires it be loaded.
+pub const STRIPE_JS_URL: &str = "https://js.stripe.com/v3/";
+
+/// Where Stripe.js comes from for an API base: Stripe's own for Stripe's API; a stand-in
+/// (localstripe) serves it at `<api base>/js.stripe.com/v3/`.
+pub fn stripe_js_url_for(api_base: &str) -> String {
+    let base = api_base.trim_end_matches('/');
+    if base == "https://api.stripe.com" { STRIPE_JS_URL.to_owned() } else { format!("{base}/js.stripe.com/v3/") }
+}
+
+impl Default for CardForm {
+    fn default() -> Self {
+        CardForm {
+            provider: "sandbox",
+            publishable_key: None,
+            stripe_js_url: STRIPE_JS_URL.into(),
+            sandbox_tokenize_url: None,
+        }
+    }
+}
+
+impl CardForm {
+    pub fn of(settings: &Settings) -> Self {
+        CardForm {
+            provider: match settings.provider {
+                Provider::Sandbox => "sandbox",
+                Provider::Stripe(_) => "stripe",
+            },
+            publishable_key: settings.stripe_publishable_key.clone(),
+            stripe_js_url: settings.stripe_js_url.clone(),
+            sandbox_tokenize_url: None,
+        }
+    }
 }
 
 /// Secret values read on first use and kept for the life of the process.
@@ -70,6 +122,9 @@ pub struct Settings {
     pub provider: Provider,
     /// The Secrets Manager secret holding the PSP webhooks' signing secret(s).
     pub stripe_webhook_secret_arn: Option<String>,
+    /// Stripe's publishable key, for the hosted card form (not a secret).
+    pub stripe_publishable_key: Option<String>,
+    pub stripe_js_url: String,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -107,6 +162,10 @@ impl Settings {
                 )));
             }
         };
+        let stripe_js_url = match &provider {
+            Provider::Stripe(stripe) => stripe_js_url_for(&stripe.api_base),
+            Provider::Sandbox => STRIPE_JS_URL.into(),
+        };
         Ok(Settings {
             table: required("RECOUP_TABLE")?,
             event_bus: required("RECOUP_EVENT_BUS")?,
@@ -115,6 +174,8 @@ impl Settings {
             portal_url: get("RECOUP_PORTAL_URL").unwrap_or_else(|| "http://127.0.0.1:8080/portal".into()),
             provider,
             stripe_webhook_secret_arn: get("RECOUP_STRIPE_WEBHOOK_SECRET_ARN"),
+            stripe_publishable_key: get("RECOUP_STRIPE_PUBLISHABLE_KEY"),
+            stripe_js_url,
         })
     }
 
@@ -135,6 +196,7 @@ pub async fn from_env() -> Result<App, ConfigError> {
     use recoup_shared::time::{Clock, SystemClock};
 
     let settings = Settings::from_env()?;
+    let card_form = CardForm::of(&settings);
     let config = sdk_config().await;
     let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &settings.table));
     let repo = Repo::new(store);
@@ -160,7 +222,7 @@ pub async fn from_env() -> Result<App, ConfigError> {
         .stripe_webhook_secret_arn
         .clone()
         .map(|arn| Arc::new(crate::provider::SecretsManagerSecret::new(&config, arn)) as Arc<dyn SecretSource>);
-    Ok(App { services, charge_queue, psp_webhook_secrets })
+    Ok(App { services, charge_queue, psp_webhook_secrets, card_form })
 }
 
 /// JSON logs for CloudWatch (the runtime's subscriber honours `AWS_LAMBDA_LOG_LEVEL`).

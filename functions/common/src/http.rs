@@ -356,19 +356,22 @@ where
     let method = req.method().as_str().to_owned();
     let path = route_path(&req);
 
-    // A known path with another method is 405 with `Allow` (RFC 9110 §15.5.6).
+    // The path's resource is the most specific route template it matches (fewest
+    // parameters): `/v1/payment-methods/setup-intents` is not a payment method `{id}`. A
+    // known resource with another method is 405 with `Allow` (RFC 9110 §15.5.6).
+    let candidates: Vec<(&Endpoint<Op>, Vec<String>)> =
+        endpoints.iter().filter_map(|e| e.route.params(&path).map(|p| (e, p))).collect();
+    let fewest = candidates.iter().map(|(_, p)| p.len()).min();
     let mut allowed: Vec<&str> = Vec::new();
     let mut matched = None;
-    for endpoint in endpoints {
+    for (endpoint, params) in candidates.into_iter().filter(|(_, p)| Some(p.len()) == fewest) {
         let r = &endpoint.route;
-        if let Some(params) = r.params(&path) {
-            if r.method == method {
-                matched = Some((endpoint, params));
-                break;
-            }
-            if !allowed.contains(&r.method) {
-                allowed.push(r.method);
-            }
+        if r.method == method {
+            matched = Some((endpoint, params));
+            break;
+        }
+        if !allowed.contains(&r.method) {
+            allowed.push(r.method);
         }
     }
     let Some((endpoint, params)) = matched else {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use recoup_shared::domain::invoice::AttemptOutcome;
 use recoup_shared::domain::payment_method::VerifiedCard;
-use recoup_shared::ids::CustomerId;
-use recoup_shared::ports::gateway::{ChargeRequest, GatewayError, PaymentGateway};
+use recoup_shared::ids::{CustomerId, InvoiceId};
+use recoup_shared::ports::gateway::{CardSetup, ChargeRequest, GatewayError, PaymentGateway};
 #[cfg(feature = "sandbox")]
 use recoup_shared::store::repo::Repo;
 #[cfg(feature = "sandbox")]
@@ -137,6 +137,19 @@ impl PaymentGateway for LazyGateway {
         self.get().await?.verify(psp_token, customer).await
     }
 
+    async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError> {
+        self.get().await?.begin_setup(customer).await
+    }
+
+    async fn verify_setup(
+        &self,
+        setup_id: &str,
+        psp_token: &str,
+        customer: &CustomerId,
+    ) -> Result<VerifiedCard, GatewayError> {
+        self.get().await?.verify_setup(setup_id, psp_token, customer).await
+    }
+
     async fn charge(&self, request: &ChargeRequest) -> AttemptOutcome {
         match self.get().await {
             Ok(g) => g.charge(request).await,
@@ -154,6 +167,10 @@ impl PaymentGateway for LazyGateway {
 
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
         self.get().await?.lookup(idempotency_key).await
+    }
+
+    async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
+        self.get().await?.payment_owner(payment_id).await
     }
 
     fn name(&self) -> &'static str {

@@ -72,6 +72,8 @@ pub fn payment_method(card: &SavedCard) -> Value {
         "last4": pm.last4,
         "exp_month": pm.expiry.month(),
         "exp_year": pm.expiry.year(),
+        "funding": pm.funding,
+        "country": pm.country,
         "status": card.status,
         "is_default": card.is_default,
         "created_at": time(pm.created_at),

@@ -13,6 +13,7 @@ use serde_json::json;
 
 /// What a request asks for, with its path parameters typed.
 enum Op {
+    BeginSetup,
     Register,
     List,
     SetDefault(PaymentMethodId),
@@ -23,7 +24,8 @@ fn id(p: &PathParams) -> Result<PaymentMethodId, Error> {
     p.id(0, "payment method", PaymentMethodId::parse)
 }
 
-const ENDPOINTS: [Endpoint<Op>; 4] = [
+const ENDPOINTS: [Endpoint<Op>; 5] = [
+    Endpoint { route: route("POST", "/v1/payment-methods/setup-intents"), op: |_| Ok(Op::BeginSetup) },
     Endpoint { route: route("POST", "/v1/payment-methods"), op: |_| Ok(Op::Register) },
     Endpoint { route: route("GET", "/v1/payment-methods"), op: |_| Ok(Op::List) },
     Endpoint { route: route("POST", "/v1/payment-methods/{id}/default"), op: |p| Ok(Op::SetDefault(id(p)?)) },
@@ -43,11 +45,28 @@ struct Register {
     payment_method: String,
     #[serde(default)]
     set_default: bool,
+    /// The card setup the card form confirmed (`seti_...`, from
+    /// `POST /v1/payment-methods/setup-intents`): the PSP verified the card there, so it
+    /// is not verified again.
+    #[serde(default)]
+    setup_intent: Option<String>,
 }
 
 async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
     let s = &app.services;
     match op {
+        Op::BeginSetup => {
+            let owner = call.require_owner()?;
+            let setup = s.begin_card_setup(owner).await?;
+            Ok(Reply::created(json!({
+                "id": setup.id,
+                "object": "setup_intent",
+                "customer_id": owner,
+                "client_secret": setup.client_secret,
+                "provider": app.card_form.provider,
+                "publishable_key": app.card_form.publishable_key,
+            })))
+        }
         Op::Register => {
             let owner = call.require_owner()?;
             let body: Register = call.json()?;
@@ -59,7 +78,14 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
                 )
                 .with("field", "payment_method"));
             }
-            let reg = s.register_payment_method(owner, token, body.set_default).await?;
+            if body.setup_intent.as_deref().is_some_and(|s| s.trim().is_empty() || s.len() > 255) {
+                return Err(Error::new(Code::InvalidSetupIntent, "setup_intent must be a card setup id (seti_...)")
+                    .with("field", "setup_intent"));
+            }
+            let reg = match body.setup_intent.as_deref().map(str::trim) {
+                Some(setup) => s.register_set_up_card(owner, setup, token, body.set_default).await?,
+                None => s.register_payment_method(owner, token, body.set_default).await?,
+            };
             let mut view = views::payment_method(&reg.card);
             view["replaced"] = json!(reg.replaced);
             view["recovered_invoices"] = views::recovery(&reg.recovery);

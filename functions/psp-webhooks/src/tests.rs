@@ -26,6 +26,7 @@ fn app_with(secrets: Option<&[&str]>) -> App {
             Arc::new(FixedSecrets(s.iter().map(|x| (*x).to_owned()).collect()))
                 as Arc<dyn recoup_lambda::app::SecretSource>
         }),
+        card_form: Default::default(),
     }
 }
 

@@ -119,6 +119,17 @@ pub const FUNCTIONS: &[Function] = &[
         },
     },
     Function {
+        name: "portal",
+        calls_psp: false,
+        trigger: Trigger::Http {
+            routes: portal::ROUTES,
+            handler: |app, req| Box::pin(portal::handle(app, req)),
+            // A browser navigates to the pages: no bearer token (the card form's script
+            // sends one to the API).
+            authorizer: Authorizer::None,
+        },
+    },
+    Function {
         name: "charge-worker",
         calls_psp: true,
         trigger: Trigger::Queue {

@@ -19,12 +19,12 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use recoup_shared::domain::card::{CardBrand, CardExpiry, Fingerprint, luhn_valid};
+use recoup_shared::domain::card::{CardBrand, CardExpiry, Fingerprint, Funding, luhn_valid};
 use recoup_shared::domain::decline::{Decline, ErrorType, RetryClass, classify, decline_for_network_code};
 use recoup_shared::domain::invoice::AttemptOutcome;
 use recoup_shared::domain::payment_method::VerifiedCard;
-use recoup_shared::ids::CustomerId;
-use recoup_shared::ports::gateway::{ChargeRequest, GatewayError, PaymentGateway};
+use recoup_shared::ids::{CustomerId, InvoiceId};
+use recoup_shared::ports::gateway::{CardSetup, ChargeRequest, GatewayError, PaymentGateway};
 use recoup_shared::store::repo::{Entity, Repo, Tx, Versioned};
 use recoup_shared::store::{Key, StoreError, keys};
 use recoup_shared::time::Clock;
@@ -77,6 +77,7 @@ const TEST_CARDS: &[TestCard] = &[
     TestCard { number: "5555555555554444", behavior: succeed },
     TestCard { number: "2223003122003222", behavior: succeed },
     TestCard { number: "5200828282828210", behavior: succeed },
+    TestCard { number: "5105105105105100", behavior: succeed },
     TestCard { number: "378282246310005", behavior: succeed },
     TestCard { number: "6011111111111117", behavior: succeed },
     TestCard { number: "3056930009020004", behavior: succeed },
@@ -111,6 +112,7 @@ const TEST_TOKENS: &[(&str, &str)] = &[
     ("pm_card_visa_debit", "4000056655665556"),
     ("pm_card_mastercard", "5555555555554444"),
     ("pm_card_mastercard_debit", "5200828282828210"),
+    ("pm_card_mastercard_prepaid", "5105105105105100"),
     ("pm_card_amex", "378282246310005"),
     ("pm_card_discover", "6011111111111117"),
     ("pm_card_diners", "3056930009020004"),
@@ -175,7 +177,23 @@ pub struct SandboxCard {
     pub last4: String,
     pub expiry: CardExpiry,
     pub fingerprint: Fingerprint,
+    /// How the test card is funded (Stripe's debit test cards are debit, the rest credit).
+    #[serde(default = "credit")]
+    pub funding: Funding,
     pub behavior: Behavior,
+}
+
+fn credit() -> Funding {
+    Funding::Credit
+}
+
+/// Stripe's debit and prepaid test cards; every other test card is credit.
+fn funding_of(number: &str) -> Funding {
+    match number {
+        "4000056655665556" | "5200828282828210" => Funding::Debit,
+        "5105105105105100" => Funding::Prepaid,
+        _ => Funding::Credit,
+    }
 }
 
 impl Entity for SandboxCard {
@@ -237,6 +255,24 @@ impl Entity for SandboxCardState {
     }
 }
 
+/// A card setup begun for the card form, bound to its customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SandboxSetup {
+    id: String,
+    customer_id: CustomerId,
+    created_at: recoup_shared::time::Timestamp,
+}
+
+impl Entity for SandboxSetup {
+    const KIND: &'static str = "sandbox_setup";
+    fn key(&self) -> Key {
+        keys::psp("SETUP", &self.id)
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some((self.created_at + chrono::TimeDelta::days(1)).timestamp())
+    }
+}
+
 /// Why tokenization refused card details (the PSP's card form errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -293,6 +329,7 @@ impl SandboxGateway {
             last4: digits[digits.len() - 4..].to_owned(),
             expiry,
             fingerprint: fingerprint(&digits),
+            funding: funding_of(&digits),
             behavior,
         };
         let mut tx = Tx::new();
@@ -314,6 +351,7 @@ impl SandboxGateway {
                 last4: number[number.len() - 4..].to_owned(),
                 expiry: CardExpiry::months_after(now, 24),
                 fingerprint: fingerprint(number),
+                funding: funding_of(number),
                 behavior,
             }));
         }
@@ -470,6 +508,7 @@ fn parse_scripted(token: &str, spec: &str, now: recoup_shared::time::Timestamp) 
         last4: last4.to_owned(),
         expiry,
         fingerprint: fingerprint(&format!("sandbox:{}", identity.join("_"))),
+        funding: Funding::Credit,
         behavior,
     })
 }
@@ -502,7 +541,41 @@ impl PaymentGateway for SandboxGateway {
             last4: card.last4,
             expiry: card.expiry,
             fingerprint: card.fingerprint,
+            funding: Some(card.funding),
+            // Stripe's default test cards are issued in the United States.
+            country: Some("US".to_owned()),
         })
+    }
+
+    async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError> {
+        let random = || recoup_shared::ids::EventId::generate().as_str().trim_start_matches("evt_").to_owned();
+        let setup = SandboxSetup {
+            id: format!("seti_sbx_{}", random()),
+            customer_id: customer.clone(),
+            created_at: self.clock.now(),
+        };
+        let mut tx = Tx::new();
+        tx.save(&Versioned::new(setup.clone())).map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        self.repo.commit(tx).await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(CardSetup { client_secret: format!("{}_secret_{}", setup.id, random()), id: setup.id })
+    }
+
+    async fn verify_setup(
+        &self,
+        setup_id: &str,
+        psp_token: &str,
+        customer: &CustomerId,
+    ) -> Result<VerifiedCard, GatewayError> {
+        let setup = self
+            .repo
+            .load::<SandboxSetup>(&keys::psp("SETUP", setup_id))
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?
+            .ok_or(GatewayError::SetupMismatch("the sandbox has no such setup"))?;
+        if &setup.customer_id != customer {
+            return Err(GatewayError::SetupMismatch("the setup is not this customer's"));
+        }
+        self.verify(psp_token, customer).await
     }
 
     async fn charge(&self, request: &ChargeRequest) -> AttemptOutcome {
@@ -536,6 +609,11 @@ impl PaymentGateway for SandboxGateway {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         Ok(found.map(|c| c.outcome.to_attempt()))
+    }
+
+    async fn payment_owner(&self, _payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
+        // The sandbox reports no disputes, the only notices that need it.
+        Ok(None)
     }
 
     fn name(&self) -> &'static str {

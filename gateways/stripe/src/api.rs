@@ -266,6 +266,12 @@ pub struct SetupIntent {
     pub id: String,
     pub status: String,
     #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
     pub payment_method: Option<Expandable<PaymentMethod>>,
     #[serde(default)]
     pub last_setup_error: Option<Box<ApiError>>,
@@ -298,6 +304,22 @@ pub struct Card {
     pub funding: Option<String>,
     #[serde(default)]
     pub country: Option<String>,
+}
+
+/// A dispute (chargeback) on a payment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    #[serde(default)]
+    pub charge: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub status: String,
 }
 
 /// A page of a list or search result.

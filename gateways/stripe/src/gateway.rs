@@ -12,12 +12,12 @@
 //!   such PaymentIntent the engine sends the identical request again with the same key.
 
 use async_trait::async_trait;
-use recoup_shared::domain::card::{CardBrand, CardExpiry, Fingerprint};
+use recoup_shared::domain::card::{CardBrand, CardExpiry, Fingerprint, Funding, country_code};
 use recoup_shared::domain::decline::{Decline, ErrorType, decline_for_network_code};
 use recoup_shared::domain::invoice::AttemptOutcome;
 use recoup_shared::domain::payment_method::VerifiedCard;
-use recoup_shared::ids::CustomerId;
-use recoup_shared::ports::gateway::{ChargeRequest, GatewayError, PaymentGateway};
+use recoup_shared::ids::{CustomerId, InvoiceId};
+use recoup_shared::ports::gateway::{CardSetup, ChargeRequest, GatewayError, PaymentGateway};
 use recoup_shared::store::repo::{Entity, Repo, Tx, Versioned};
 use recoup_shared::store::{Key, StoreError, keys};
 use serde::{Deserialize, Serialize};
@@ -172,6 +172,8 @@ pub fn verified_card(pm: &PaymentMethod) -> Option<VerifiedCard> {
         fingerprint: Fingerprint::new(
             card.fingerprint.as_ref().map_or_else(|| format!("pm:{}", pm.id), |f| format!("stripe:{f}")),
         ),
+        funding: card.funding.as_deref().map(Funding::parse),
+        country: card.country.as_deref().and_then(country_code),
     })
 }
 
@@ -219,6 +221,63 @@ impl PaymentGateway for StripeGateway {
                     "the bank asks the cardholder to authenticate this card: add it through the card form",
                 )))
             }
+            _ => Err(GatewayError::Declined(
+                si.last_setup_error
+                    .as_deref()
+                    .map_or_else(|| Decline::from_decline_code("generic_decline"), decline_of),
+            )),
+        }
+    }
+
+    async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError> {
+        let stripe_customer = self.stripe_customer(customer).await?;
+        let create = vec![
+            ("customer".to_owned(), stripe_customer),
+            ("usage".to_owned(), "off_session".to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+            ("metadata[recoup_customer_id]".to_owned(), customer.as_str().to_owned()),
+            ("metadata[recoup_card_form]".to_owned(), "true".to_owned()),
+        ];
+        // Each form load is a new setup: a fresh key.
+        let key = format!("recoup-setup-form-{}", recoup_shared::ids::EventId::generate().as_str());
+        let si: SetupIntent = self.client.post("/v1/setup_intents", &create, &key).await.map_err(unavailable)?;
+        let client_secret =
+            si.client_secret.ok_or_else(|| unavailable("Stripe returned a SetupIntent without a client secret"))?;
+        Ok(CardSetup { id: si.id, client_secret })
+    }
+
+    async fn verify_setup(
+        &self,
+        setup_id: &str,
+        psp_token: &str,
+        customer: &CustomerId,
+    ) -> Result<VerifiedCard, GatewayError> {
+        if !setup_id.starts_with("seti_") || !searchable(setup_id) {
+            return Err(GatewayError::SetupMismatch("not a SetupIntent id"));
+        }
+        let si: SetupIntent = match self.client.get(&format!("/v1/setup_intents/{setup_id}"), &[]).await {
+            Ok(si) => si,
+            Err(CallError::Api { status: 400 | 404, .. }) => {
+                return Err(GatewayError::SetupMismatch("Stripe has no such SetupIntent"));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        // Only the customer's own setup counts, whoever holds its id.
+        let ours = self.stripe_customer(customer).await?;
+        if si.customer.as_deref() != Some(ours.as_str())
+            || si.metadata.get("recoup_customer_id").map(String::as_str) != Some(customer.as_str())
+        {
+            return Err(GatewayError::SetupMismatch("the SetupIntent is not this customer's"));
+        }
+        if si.payment_method.as_ref().map(|p| p.id()) != Some(psp_token) {
+            return Err(GatewayError::SetupMismatch("the SetupIntent did not set up this payment method"));
+        }
+        match si.status.as_str() {
+            "succeeded" => self.card_of(psp_token, customer).await,
+            "requires_action" => Err(GatewayError::Declined(
+                Decline::from_decline_code("authentication_required")
+                    .with_message("the cardholder has not completed authentication"),
+            )),
             _ => Err(GatewayError::Declined(
                 si.last_setup_error
                     .as_deref()
@@ -320,6 +379,20 @@ impl PaymentGateway for StripeGateway {
             .find(|o| matches!(o, AttemptOutcome::Succeeded { .. }))
             .or_else(|| outcomes.first())
             .cloned())
+    }
+
+    async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
+        if !payment_id.starts_with("pi_") || !searchable(payment_id) {
+            return Ok(None);
+        }
+        let pi: PaymentIntent = match self.client.get(&format!("/v1/payment_intents/{payment_id}"), &[]).await {
+            Ok(pi) => pi,
+            Err(CallError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let invoice = pi.metadata.get("recoup_invoice_id").and_then(|i| InvoiceId::parse(i));
+        let customer = pi.metadata.get("recoup_customer_id").and_then(|c| CustomerId::parse(c));
+        Ok(invoice.zip(customer))
     }
 
     fn name(&self) -> &'static str {

@@ -1,11 +1,12 @@
 //! Stripe's webhook events, read into Recoup's [`PspNotice`]. Only the body is read here;
 //! the signature is checked first, by [`crate::signature::verify`].
 
+use recoup_shared::domain::money::{Currency, Money};
 use recoup_shared::ids::{CustomerId, InvoiceId};
-use recoup_shared::ports::gateway::{PspEvent, PspNotice};
+use recoup_shared::ports::gateway::{Dispute, PspEvent, PspNotice};
 use serde::Deserialize;
 
-use crate::api::{PaymentIntent, PaymentMethod};
+use crate::api::{self, PaymentIntent, PaymentMethod, SetupIntent};
 use crate::gateway::{METADATA_KEY, outcome_of, verified_card};
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +54,36 @@ pub fn parse_notice(body: &[u8]) -> Result<PspNotice, NotAnEvent> {
                 }
                 (Some(customer_id), _) => verified_card(&pm).map(|card| PspEvent::CardUpdated { customer_id, card }),
                 (None, _) => None,
+            }
+        }
+        "setup_intent.succeeded" | "setup_intent.setup_failed" => {
+            let si: SetupIntent =
+                serde_json::from_value(event.data.object).map_err(|e| NotAnEvent(format!("data.object: {e}")))?;
+            let customer = si.metadata.get("recoup_customer_id").and_then(|c| CustomerId::parse(c));
+            let from_form = si.metadata.get("recoup_card_form").is_some_and(|v| v == "true");
+            match (event.kind.as_str(), customer, si.payment_method) {
+                // Only setups begun by the card form: the others were registered (or
+                // refused) in the request that made them.
+                ("setup_intent.succeeded", Some(customer_id), Some(pm)) if from_form => {
+                    Some(PspEvent::CardSetUp { customer_id, setup_id: si.id, psp_token: pm.id().to_owned() })
+                }
+                // A failed setup saved nothing; the card form showed the cardholder why.
+                _ => None,
+            }
+        }
+        "charge.dispute.created" => {
+            let dispute: api::Dispute =
+                serde_json::from_value(event.data.object).map_err(|e| NotAnEvent(format!("data.object: {e}")))?;
+            let amount = Currency::parse(&dispute.currency).ok().and_then(|c| Money::new(dispute.amount, c).ok());
+            match (dispute.payment_intent, amount) {
+                (Some(payment_id), Some(amount)) => Some(PspEvent::Dispute(Dispute {
+                    id: dispute.id,
+                    payment_id,
+                    amount,
+                    reason: dispute.reason,
+                    status: dispute.status,
+                })),
+                _ => None,
             }
         }
         _ => None,
@@ -126,6 +157,42 @@ mod tests {
         let mut foreign = pm;
         foreign["metadata"] = json!({});
         assert_eq!(parse_notice(&event("payment_method.updated", foreign)).unwrap().event, None);
+    }
+
+    #[test]
+    fn card_form_setups_and_disputes_are_read() {
+        let customer = CustomerId::generate();
+        let si = |meta: serde_json::Value| {
+            json!({"id": "seti_1", "object": "setup_intent", "status": "succeeded", "customer": "cus_1",
+                "payment_method": "pm_1", "metadata": meta})
+        };
+        let n = parse_notice(&event(
+            "setup_intent.succeeded",
+            si(json!({"recoup_customer_id": customer.as_str(), "recoup_card_form": "true"})),
+        ))
+        .unwrap();
+        assert_eq!(
+            n.event,
+            Some(PspEvent::CardSetUp {
+                customer_id: customer.clone(),
+                setup_id: "seti_1".into(),
+                psp_token: "pm_1".into()
+            })
+        );
+        // A setup Recoup confirmed itself at registration is settled already.
+        let own = si(json!({"recoup_customer_id": customer.as_str()}));
+        assert_eq!(parse_notice(&event("setup_intent.succeeded", own)).unwrap().event, None);
+        let failed = si(json!({"recoup_customer_id": customer.as_str(), "recoup_card_form": "true"}));
+        assert_eq!(parse_notice(&event("setup_intent.setup_failed", failed)).unwrap().event, None);
+
+        // Stripe's Dispute object, as its API reference shows it.
+        let dispute = json!({"id": "dp_1", "object": "dispute", "amount": 1000, "currency": "usd",
+            "charge": "ch_1", "payment_intent": "pi_1", "reason": "fraudulent", "status": "needs_response",
+            "is_charge_refundable": false, "livemode": false, "metadata": {}});
+        let n = parse_notice(&event("charge.dispute.created", dispute)).unwrap();
+        let Some(PspEvent::Dispute(d)) = n.event else { panic!("{n:?}") };
+        assert_eq!((d.id.as_str(), d.payment_id.as_str(), d.reason.as_str()), ("dp_1", "pi_1", "fraudulent"));
+        assert_eq!(d.amount, Money::new(1000, Currency::parse("USD").unwrap()).unwrap());
     }
 
     #[test]

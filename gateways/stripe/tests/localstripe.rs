@@ -379,3 +379,145 @@ async fn an_on_session_payment_that_needs_3d_secure_hands_back_the_client_secret
         other => panic!("{other:?}"),
     }
 }
+
+/// What Stripe.js's `confirmCardSetup` does in the cardholder's browser: the card details
+/// go to Stripe with the SetupIntent's client secret. Returns the SetupIntent as confirmed.
+async fn confirm_in_browser(client_secret: &str, number: &str) -> Value {
+    let seti = client_secret.split("_secret_").next().unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/v1/setup_intents/{seti}/confirm", endpoint()))
+        .json(&serde_json::json!({
+            "key": "pk_test_recoup",
+            "client_secret": client_secret,
+            "use_stripe_sdk": true,
+            "payment_method_data": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_card_forms_setup_intent_is_confirmed_in_the_browser_and_then_registered_as_it_stands() {
+    let g = gateway();
+    let cus = customer();
+    let setup = g.begin_setup(&cus).await.unwrap();
+    assert!(setup.id.starts_with("seti_") && setup.client_secret.starts_with(&format!("{}_secret_", setup.id)));
+    let si = get(&format!("/v1/setup_intents/{}", setup.id)).await;
+    assert_eq!(si["usage"], "off_session");
+    assert_eq!(si["metadata"]["recoup_customer_id"], cus.as_str());
+
+    // Not confirmed yet: nothing to register.
+    let early = g.verify_setup(&setup.id, "pm_anything", &cus).await;
+    assert!(matches!(early, Err(GatewayError::SetupMismatch(_))), "{early:?}");
+
+    let confirmed = confirm_in_browser(&setup.client_secret, "4242424242424242").await;
+    assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
+    let pm = confirmed["payment_method"].as_str().unwrap().to_owned();
+    let card = g.verify_setup(&setup.id, &pm, &cus).await.unwrap();
+    assert_eq!((card.psp_token.as_str(), card.last4.as_str(), card.brand.as_str()), (pm.as_str(), "4242", "visa"));
+    assert_eq!((card.expiry.month(), card.expiry.year()), (12, 2031));
+
+    // Another customer cannot register it, nor can a card the setup did not save.
+    let other = g.verify_setup(&setup.id, &pm, &customer()).await;
+    assert!(matches!(other, Err(GatewayError::SetupMismatch(_))), "{other:?}");
+    let swapped = g.verify_setup(&setup.id, "pm_card_visa", &cus).await;
+    assert!(matches!(swapped, Err(GatewayError::SetupMismatch(_))), "{swapped:?}");
+    let unknown = g.verify_setup("seti_doesnotexist", &pm, &cus).await;
+    assert!(matches!(unknown, Err(GatewayError::SetupMismatch(_))), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn a_payment_is_traced_back_to_its_invoice_and_customer() {
+    let g = gateway();
+    let cus = customer();
+    let card = g.verify("pm_card_visa", &cus).await.unwrap();
+    let req = request(&cus, &card.psp_token, "trace-1", true);
+    let AttemptOutcome::Succeeded { charge_id } = g.charge(&req).await else { panic!("not charged") };
+    assert_eq!(g.payment_owner(&charge_id).await.unwrap(), Some((req.invoice_id.clone(), cus)));
+    assert_eq!(g.payment_owner("pi_notrecoups").await.unwrap(), None);
+    assert_eq!(g.payment_owner("ch_other").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn engine_the_card_form_saves_a_card_once_whether_the_browser_or_the_webhook_comes_first() {
+    use recoup_shared::ports::gateway::{PspEvent, PspNotice};
+    use recoup_shared::services::psp_events::Settled;
+
+    let app = on_localstripe();
+    let c = app.services.create_customer("ada@example.com", None).await.unwrap();
+    let setup = app.services.begin_card_setup(&c.id).await.unwrap();
+    let confirmed = confirm_in_browser(&setup.client_secret, "4242424242424242").await;
+    let pm = confirmed["payment_method"].as_str().unwrap().to_owned();
+
+    // The browser closed before it registered the card: Stripe's webhook saves it.
+    let notice = |id: &str| PspNotice {
+        id: id.into(),
+        kind: "setup_intent.succeeded".into(),
+        event: Some(PspEvent::CardSetUp {
+            customer_id: c.id.clone(),
+            setup_id: setup.id.clone(),
+            psp_token: pm.clone(),
+        }),
+    };
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_setup_1")).await.unwrap(), Settled::CardSaved);
+    let cards = app.services.list_payment_methods(&c.id).await.unwrap();
+    assert_eq!(cards.len(), 1);
+    assert!(cards[0].is_default, "the first card is the default");
+    // The browser comes back after all: the same card, refreshed, not a second one.
+    let reg = app.services.register_set_up_card(&c.id, &setup.id, &pm, false).await.unwrap();
+    assert!(reg.replaced);
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_setup_2")).await.unwrap(), Settled::Unchanged);
+    assert_eq!(app.services.list_payment_methods(&c.id).await.unwrap().len(), 1);
+
+    // Someone else's setup id gets nothing registered.
+    let intruder = app.services.create_customer("eve@example.com", None).await.unwrap();
+    let err = app.services.register_set_up_card(&intruder.id, &setup.id, &pm, false).await.unwrap_err();
+    assert_eq!(err.code.as_str(), "invalid_setup_intent", "{err:?}");
+    assert!(app.services.list_payment_methods(&intruder.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn engine_a_dispute_on_a_paid_invoice_is_recorded_once_with_an_event() {
+    use recoup_shared::ports::gateway::{Dispute, PspEvent, PspNotice};
+    use recoup_shared::services::psp_events::Settled;
+
+    let app = on_localstripe();
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let issued = app
+        .services
+        .issue_invoice(IssueInvoice {
+            customer_id: cus.clone(),
+            amount: usd(2500),
+            description: "Pro".into(),
+            collection_method: CollectionMethod::ChargeAutomatically,
+        })
+        .await
+        .unwrap();
+    let inv = app.services.invoice(&issued.invoice.id).await.unwrap();
+    let pi = inv.transactions()[0].psp_charge_id.clone().unwrap();
+    let notice = |id: &str, payment: &str| PspNotice {
+        id: id.into(),
+        kind: "charge.dispute.created".into(),
+        event: Some(PspEvent::Dispute(Dispute {
+            id: "dp_1".into(),
+            payment_id: payment.into(),
+            amount: usd(2500),
+            reason: "fraudulent".into(),
+            status: "needs_response".into(),
+        })),
+    };
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_dp_1", &pi)).await.unwrap(), Settled::Disputed);
+    assert_eq!(app.published.kinds().iter().filter(|k| **k == "invoice.disputed").count(), 1);
+    // Redelivered, or reported again under another event id: recorded once.
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_dp_1", &pi)).await.unwrap(), Settled::Duplicate);
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_dp_2", &pi)).await.unwrap(), Settled::Unchanged);
+    assert_eq!(app.published.kinds().iter().filter(|k| **k == "invoice.disputed").count(), 1);
+    // The invoice stays paid: the dispute is answered at the PSP.
+    assert_eq!(app.services.invoice(&inv.id).await.unwrap().status(), InvoiceStatus::Paid);
+    // A dispute on someone else's payment is not Recoup's.
+    assert_eq!(app.services.settle_psp_notice(&notice("evt_dp_3", "pi_foreign")).await.unwrap(), Settled::Ignored);
+}

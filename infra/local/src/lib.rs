@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use recoup_lambda::App;
+use recoup_lambda::app::CardForm;
 use recoup_sandbox::SandboxGateway;
 use recoup_shared::domain::policy::DunningPolicy;
 use recoup_shared::mail::StoreMailer;
@@ -41,7 +42,8 @@ pub enum LocalProvider {
     Sandbox,
     /// Stripe's API at `api_base` (`https://api.stripe.com` with a test-mode key, or
     /// localstripe). Locally the key is an option; deployed, it lives in Secrets Manager.
-    Stripe { api_base: String, api_key: recoup_stripe::SecretKey },
+    /// The card form loads Stripe.js from `js_url` with `publishable_key`.
+    Stripe { api_base: String, api_key: recoup_stripe::SecretKey, publishable_key: Option<String>, js_url: String },
 }
 
 pub struct Local {
@@ -77,12 +79,25 @@ impl Local {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let queues = Arc::new(Queues::new(dyn_clock.clone()));
         let bus = Arc::new(LocalBus::new(queues.clone(), dyn_clock.clone()));
+        let card_form = match &options.provider {
+            LocalProvider::Sandbox => CardForm {
+                provider: "sandbox",
+                sandbox_tokenize_url: Some("/sandbox/v1/payment_methods".into()),
+                ..CardForm::default()
+            },
+            LocalProvider::Stripe { publishable_key, js_url, .. } => CardForm {
+                provider: "stripe",
+                publishable_key: publishable_key.clone(),
+                stripe_js_url: js_url.clone(),
+                sandbox_tokenize_url: None,
+            },
+        };
         let (gateway, sandbox): (Arc<dyn PaymentGateway>, _) = match options.provider {
             LocalProvider::Sandbox => {
                 let sandbox = Arc::new(SandboxGateway::new(repo.clone(), dyn_clock.clone()));
                 (sandbox.clone(), Some(sandbox))
             }
-            LocalProvider::Stripe { api_base, api_key } => {
+            LocalProvider::Stripe { api_base, api_key, .. } => {
                 let client = recoup_stripe::StripeClient::new(recoup_stripe::ClientConfig::new(api_base, api_key));
                 (Arc::new(recoup_stripe::StripeGateway::new(client, repo.clone())), None)
             }
@@ -100,7 +115,7 @@ impl Local {
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
             Arc::new(recoup_lambda::app::FixedSecrets(secrets)) as Arc<dyn recoup_lambda::app::SecretSource>
         });
-        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets };
+        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form };
         Ok(Arc::new(Local {
             app,
             clock,

@@ -54,6 +54,13 @@ enum Command {
         /// rolling), for POST /v1/webhooks/stripe.
         #[arg(long, env = "RECOUP_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
         stripe_webhook_secret: Option<String>,
+        /// Stripe's publishable key (pk_test_...) for the hosted card form.
+        #[arg(long, env = "RECOUP_STRIPE_PUBLISHABLE_KEY")]
+        stripe_publishable_key: Option<String>,
+        /// Where the card form loads Stripe.js: Stripe's own with Stripe's API, else the
+        /// stand-in localstripe serves at <api base>/js.stripe.com/v3/.
+        #[arg(long, env = "RECOUP_STRIPE_JS_URL")]
+        stripe_js_url: Option<String>,
     },
     /// Print a bearer token (HS256, signed with the development secret).
     Token {
@@ -119,6 +126,8 @@ async fn main() -> Result<(), String> {
             stripe_api_base,
             stripe_api_key,
             stripe_webhook_secret,
+            stripe_publishable_key,
+            stripe_js_url,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -131,6 +140,8 @@ async fn main() -> Result<(), String> {
             let provider = match payment_provider {
                 ProviderArg::Sandbox => LocalProvider::Sandbox,
                 ProviderArg::Stripe => LocalProvider::Stripe {
+                    js_url: stripe_js_url.unwrap_or_else(|| recoup_lambda::app::stripe_js_url_for(&stripe_api_base)),
+                    publishable_key: stripe_publishable_key,
                     api_base: stripe_api_base,
                     api_key: recoup_stripe::SecretKey::new(
                         stripe_api_key.ok_or("--payment-provider stripe needs RECOUP_STRIPE_API_KEY")?,

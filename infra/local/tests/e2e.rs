@@ -523,3 +523,56 @@ async fn the_local_product_charges_through_stripe_when_told_to() {
         assert!(!String::from_utf8_lossy(&bytes).contains(key), "the Stripe key is in {}", file.display());
     }
 }
+
+/// The hosted card form's path as its page script drives it: the page is served with its
+/// policy; a setup is begun for the owner; the card details go to the sandbox's card
+/// endpoint (the PSP), never to the API; the card is registered with the setup's id.
+#[tokio::test]
+async fn the_hosted_card_form_is_served_and_its_setup_registers_a_card() {
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let (customer, owner, member) = r.customer(&merchant).await;
+
+    let page = r.call("GET", "/portal/card-form", None, None, None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'; script-src 'nonce-"), "{csp}");
+    let html = page.body.as_str().unwrap();
+    assert!(
+        html.contains(r#""sandbox_tokenize_url":"/sandbox/v1/payment_methods""#),
+        "the page posts card details to the sandbox"
+    );
+    let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap();
+    assert!(html.contains(&format!(r#"<script nonce="{nonce}">"#)), "the page's script carries the policy's nonce");
+
+    assert_eq!(r.post("/v1/payment-methods/setup-intents", &member, json!({})).await.status, 403);
+    let setup = r.post("/v1/payment-methods/setup-intents", &owner, json!({})).await;
+    assert_eq!(setup.status, 201, "{}", setup.body);
+    assert_eq!(setup.body["provider"], "sandbox");
+    assert_eq!(setup.body["customer_id"], customer.as_str());
+    let setup_id = setup.body["id"].as_str().unwrap();
+
+    let token = r.tokenize("4000056655665556").await;
+    let saved = r
+        .post(
+            "/v1/payment-methods",
+            &owner,
+            json!({"payment_method": token, "setup_intent": setup_id, "set_default": true}),
+        )
+        .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    assert_eq!((saved.body["last4"].as_str(), saved.body["funding"].as_str()), (Some("5556"), Some("debit")));
+    assert_eq!(saved.body["country"], "US");
+
+    // Another customer's owner cannot use this setup.
+    let (_, other_owner, _) = r.customer(&merchant).await;
+    let stolen =
+        r.post("/v1/payment-methods", &other_owner, json!({"payment_method": token, "setup_intent": setup_id})).await;
+    assert_eq!((stolen.status, stolen.body["code"].as_str()), (400, Some("invalid_setup_intent")), "{}", stolen.body);
+
+    // `setup-intents` is a resource of its own, not a payment method id.
+    let wrong = r.call("DELETE", "/v1/payment-methods/setup-intents", Some(&owner), None, None).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.headers["allow"], "POST");
+}

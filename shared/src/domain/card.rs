@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+/// How the card is funded, as the issuer reports it through the PSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Funding {
+    Credit,
+    Debit,
+    Prepaid,
+    Unknown,
+}
+
+impl Funding {
+    /// Stripe's `card.funding`; anything else is `Unknown`.
+    pub fn parse(s: &str) -> Funding {
+        match s.to_ascii_lowercase().as_str() {
+            "credit" => Funding::Credit,
+            "debit" => Funding::Debit,
+            "prepaid" => Funding::Prepaid,
+            _ => Funding::Unknown,
+        }
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code (the card's issuing country), upper case. Anything
+/// else the PSP reports is dropped rather than stored.
+pub fn country_code(s: &str) -> Option<String> {
+    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic())).then(|| s.to_ascii_uppercase())
+}
+
 /// Card brand as the PSP reports it. The brand decides which network's retry rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

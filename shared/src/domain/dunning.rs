@@ -226,6 +226,8 @@ mod tests {
                 last4: "0000".into(),
                 expiry: exp,
                 fingerprint: Fingerprint::new("fp"),
+                funding: None,
+                country: None,
             },
             t0() - TimeDelta::days(100),
         )

@@ -123,11 +123,24 @@ pub enum EventPayload {
     },
     #[serde(rename = "payment_method.removed")]
     PaymentMethodRemoved { payment_method_id: PaymentMethodId, customer_id: CustomerId },
+    /// The cardholder disputed a payment of the invoice with their bank (a chargeback).
+    #[serde(rename = "invoice.disputed")]
+    InvoiceDisputed {
+        invoice_id: InvoiceId,
+        customer_id: CustomerId,
+        /// The PSP's dispute id (`dp_...`).
+        dispute_id: String,
+        /// The disputed payment, as the attempt's `charge_id` records it.
+        charge_id: String,
+        amount: Money,
+        /// The PSP's reason (`fraudulent`, `product_not_received`...).
+        reason: String,
+    },
 }
 
 impl EventPayload {
     /// Every event type, as routed on the bus and documented in `docs/events.md`.
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 14] = [
         "invoice.created",
         "invoice.payment_failed",
         "invoice.paid",
@@ -141,6 +154,7 @@ impl EventPayload {
         "subscription.canceled",
         "payment_method.attached",
         "payment_method.removed",
+        "invoice.disputed",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -158,6 +172,7 @@ impl EventPayload {
             EventPayload::SubscriptionCanceled { .. } => "subscription.canceled",
             EventPayload::PaymentMethodAttached { .. } => "payment_method.attached",
             EventPayload::PaymentMethodRemoved { .. } => "payment_method.removed",
+            EventPayload::InvoiceDisputed { .. } => "invoice.disputed",
         }
     }
 
@@ -175,7 +190,8 @@ impl EventPayload {
             | EventPayload::SubscriptionPaused { customer_id, .. }
             | EventPayload::SubscriptionCanceled { customer_id, .. }
             | EventPayload::PaymentMethodAttached { customer_id, .. }
-            | EventPayload::PaymentMethodRemoved { customer_id, .. } => customer_id,
+            | EventPayload::PaymentMethodRemoved { customer_id, .. }
+            | EventPayload::InvoiceDisputed { customer_id, .. } => customer_id,
         }
     }
 
@@ -186,7 +202,8 @@ impl EventPayload {
             | EventPayload::InvoicePaymentFailed { invoice_id, .. }
             | EventPayload::InvoicePaid { invoice_id, .. }
             | EventPayload::InvoiceErrored { invoice_id, .. }
-            | EventPayload::InvoiceVoided { invoice_id, .. } => Some(invoice_id),
+            | EventPayload::InvoiceVoided { invoice_id, .. }
+            | EventPayload::InvoiceDisputed { invoice_id, .. } => Some(invoice_id),
             EventPayload::SubscriptionCreated { .. }
             | EventPayload::SubscriptionRenewed { .. }
             | EventPayload::SubscriptionErrored { .. }

@@ -793,6 +793,8 @@ mod tests {
                 last4: "0069".into(),
                 expiry: CardExpiry::new(1, 2035).unwrap(),
                 fingerprint: Fingerprint::new("a"),
+                funding: None,
+                country: None,
             },
             t0() - TimeDelta::days(10),
         );

@@ -5,7 +5,7 @@
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, Network};
+use crate::domain::card::{CardBrand, CardExpiry, Fingerprint, Funding, Network};
 use crate::domain::decline::ErrorType;
 use crate::ids::{CustomerId, PaymentMethodId};
 use crate::time::Timestamp;
@@ -31,6 +31,10 @@ pub struct VerifiedCard {
     pub last4: String,
     pub expiry: CardExpiry,
     pub fingerprint: Fingerprint,
+    /// Credit, debit or prepaid, when the PSP says.
+    pub funding: Option<Funding>,
+    /// The issuing country (ISO 3166-1 alpha-2), when the PSP says.
+    pub country: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +53,10 @@ pub struct PaymentMethod {
     pub last4: String,
     pub expiry: CardExpiry,
     pub fingerprint: Fingerprint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding: Option<Funding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
     pub created_at: Timestamp,
     /// When the PSP last verified the card: registration, or the same card registered
     /// again. A hard decline older than this no longer blocks the card.
@@ -87,6 +95,8 @@ impl PaymentMethod {
             last4: card.last4,
             expiry: card.expiry,
             fingerprint: card.fingerprint,
+            funding: card.funding,
+            country: card.country,
             created_at: now,
             verified_at: now,
             invalidated: None,
@@ -100,6 +110,8 @@ impl PaymentMethod {
         self.expiry = card.expiry;
         self.last4 = card.last4;
         self.brand = card.brand;
+        self.funding = card.funding.or(self.funding);
+        self.country = card.country.or(self.country.take());
         self.verified_at = now;
         self.invalidated = None;
     }
@@ -197,6 +209,8 @@ mod tests {
                 last4: "4242".into(),
                 expiry: exp,
                 fingerprint: Fingerprint::new("fp"),
+                funding: None,
+                country: None,
             },
             parse("2030-01-01T00:00:00Z"),
         )
@@ -223,6 +237,8 @@ mod tests {
             last4: "4242".into(),
             expiry: CardExpiry::new(6, 2033).unwrap(),
             fingerprint: Fingerprint::new("fp"),
+            funding: None,
+            country: None,
         };
         pm.reverify(fresh, parse("2030-01-05T00:00:00Z"));
         assert_eq!(pm.status(parse("2030-01-06T00:00:00Z")), PaymentMethodStatus::Valid);

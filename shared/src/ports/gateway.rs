@@ -29,6 +29,16 @@ pub struct ChargeRequest {
     pub description: String,
 }
 
+/// A card setup begun for the PSP's card form (Stripe: a SetupIntent for off-session
+/// use). The form confirms it in the cardholder's browser with `client_secret`, so the
+/// card number and any 3-D Secure challenge go to the PSP only; then the card is
+/// registered with [`PaymentGateway::verify_setup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSetup {
+    pub id: String,
+    pub client_secret: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// The verification hold was declined: the card is not saved.
@@ -37,6 +47,9 @@ pub enum GatewayError {
     /// The PSP does not know this token.
     #[error("no such payment method token")]
     InvalidToken,
+    /// The card setup is unknown, another customer's, or not for this card.
+    #[error("the card setup does not match: {0}")]
+    SetupMismatch(&'static str),
     #[error("the payment provider is unavailable: {0}")]
     Unavailable(String),
 }
@@ -47,6 +60,19 @@ pub trait PaymentGateway: Send + Sync {
     /// small hold, released at once). Returns what may be stored about the card.
     async fn verify(&self, psp_token: &str, customer: &CustomerId) -> Result<VerifiedCard, GatewayError>;
 
+    /// Begins a card setup for the PSP's card form, for this customer.
+    async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError>;
+
+    /// The card a setup from [`PaymentGateway::begin_setup`] saved, once the cardholder
+    /// confirmed it: the setup must be this customer's, for this card, and succeeded (the
+    /// verification and any authentication are done; nothing is sent again).
+    async fn verify_setup(
+        &self,
+        setup_id: &str,
+        psp_token: &str,
+        customer: &CustomerId,
+    ) -> Result<VerifiedCard, GatewayError>;
+
     async fn charge(&self, request: &ChargeRequest) -> AttemptOutcome;
 
     /// Detaches a removed card from the customer at the PSP, so it can never be charged
@@ -56,6 +82,10 @@ pub trait PaymentGateway: Send + Sync {
     /// The outcome of the charge made with this idempotency key; `None` when the PSP has
     /// no such charge (the request never reached it).
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<AttemptOutcome>, GatewayError>;
+
+    /// The Recoup invoice and customer of a payment the PSP made for Recoup (from what the
+    /// charge carried); `None` for a payment Recoup did not make.
+    async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError>;
 
     fn name(&self) -> &'static str;
 }
@@ -80,4 +110,22 @@ pub enum PspEvent {
     CardUpdated { customer_id: CustomerId, card: VerifiedCard },
     /// The card was detached at the PSP: it can no longer be charged.
     CardDetached { customer_id: CustomerId, psp_token: String },
+    /// A setup begun by Recoup's card form succeeded at the PSP. The form registers the
+    /// card itself; this saves it when the browser never came back.
+    CardSetUp { customer_id: CustomerId, setup_id: String, psp_token: String },
+    /// The cardholder disputed a charge (a chargeback).
+    Dispute(Dispute),
+}
+
+/// A dispute (chargeback) as the PSP reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    pub id: String,
+    /// The PSP's id of the disputed payment, as an attempt's `charge_id` records it.
+    pub payment_id: String,
+    pub amount: Money,
+    /// The PSP's reason (`fraudulent`, `product_not_received`...).
+    pub reason: String,
+    /// The PSP's status (`needs_response`, `warning_needs_response`...).
+    pub status: String,
 }

@@ -2,11 +2,12 @@
 //! choose the default, remove under the removal rules.
 
 use crate::domain::events::EventPayload;
+use crate::domain::payment_method::VerifiedCard;
 use crate::domain::payment_method::{RemovalContext, check_removal};
 use crate::domain::{PaymentMethod, PaymentMethodStatus};
 use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, PaymentMethodId};
-use crate::ports::gateway::GatewayError;
+use crate::ports::gateway::{CardSetup, GatewayError};
 use crate::store::repo::{Tx, Versioned};
 
 use super::charging::RecoveryAttempt;
@@ -40,6 +41,10 @@ fn gateway_error(e: GatewayError) -> Error {
             Error::new(Code::InvalidPaymentMethod, "the payment provider does not know this payment method token")
                 .with("field", "payment_method")
         }
+        GatewayError::SetupMismatch(why) => {
+            Error::new(Code::InvalidSetupIntent, format!("the card setup cannot register this card: {why}"))
+                .with("field", "setup_intent")
+        }
         GatewayError::Unavailable(cause) => Error::unavailable(cause),
     }
 }
@@ -56,6 +61,40 @@ impl Services {
         // The customer must exist before anything is sent to the PSP.
         self.customer(customer_id).await?;
         let verified = self.gateway.verify(psp_token, customer_id).await.map_err(gateway_error)?;
+        self.save_verified_card(customer_id, verified, set_default).await
+    }
+
+    /// Begins a card setup for the PSP's card form: the browser confirms it with the PSP
+    /// (card details and 3-D Secure never pass through Recoup), then registers the card
+    /// with [`Services::register_set_up_card`].
+    pub async fn begin_card_setup(&self, customer_id: &CustomerId) -> Result<CardSetup> {
+        self.customer(customer_id).await?;
+        self.gateway.begin_setup(customer_id).await.map_err(gateway_error)
+    }
+
+    /// Registers the card a setup from [`Services::begin_card_setup`] saved. The PSP's
+    /// verification happened in the setup; nothing is sent to the card again.
+    pub async fn register_set_up_card(
+        &self,
+        customer_id: &CustomerId,
+        setup_id: &str,
+        psp_token: &str,
+        set_default: bool,
+    ) -> Result<Registration> {
+        self.customer(customer_id).await?;
+        let verified = self.gateway.verify_setup(setup_id, psp_token, customer_id).await.map_err(gateway_error)?;
+        self.save_verified_card(customer_id, verified, set_default).await
+    }
+
+    /// Saves a card the PSP verified: refreshes the same card (by fingerprint) if saved
+    /// already, makes it the default if asked or if it is the first, then charges what is
+    /// outstanding.
+    async fn save_verified_card(
+        &self,
+        customer_id: &CustomerId,
+        verified: VerifiedCard,
+        set_default: bool,
+    ) -> Result<Registration> {
         // A card condemned by a never-retry decline stays blocked when registered again; only
         // a changed card (a new expiry from the provider) lifts the block.
         if let Some(ledger) = self.repo.ledger(&verified.fingerprint).await?

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::decline::ErrorType;
 use crate::domain::events::EventPayload;
 use crate::domain::invoice::{AttemptOutcome, LateSuccess, TransactionStatus};
+use crate::domain::money::Money;
 use crate::domain::payment_method::VerifiedCard;
 use crate::error::{Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
-use crate::ports::gateway::{PspEvent, PspNotice};
+use crate::ports::gateway::{Dispute, PspEvent, PspNotice};
 use crate::services::charging::ChargeOutcome;
 use crate::store::repo::{Entity, Tx, Versioned};
 use crate::store::{Key, StoreError, keys};
@@ -42,6 +43,26 @@ impl Entity for SeenNotice {
     }
 }
 
+/// A dispute on one of Recoup's payments, as first reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DisputeRecord {
+    id: String,
+    invoice_id: InvoiceId,
+    customer_id: CustomerId,
+    charge_id: String,
+    amount: Money,
+    reason: String,
+    status: String,
+    received_at: Timestamp,
+}
+
+impl Entity for DisputeRecord {
+    const KIND: &'static str = "dispute";
+    fn key(&self) -> Key {
+        keys::psp("DISPUTE", &self.id)
+    }
+}
+
 /// What a notice did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
@@ -63,6 +84,10 @@ pub enum Settled {
     CardUpdated { charged: usize },
     /// A card detached at the PSP can no longer be charged: it is marked invalid.
     CardDetached,
+    /// A card set up through the card form, which the form never registered, is saved.
+    CardSaved,
+    /// A dispute on one of Recoup's payments is recorded, with an `invoice.disputed` event.
+    Disputed,
 }
 
 impl Settled {
@@ -78,6 +103,8 @@ impl Settled {
             Settled::ChargedTwice => "charged_twice",
             Settled::CardUpdated { .. } => "card_updated",
             Settled::CardDetached => "card_detached",
+            Settled::CardSaved => "card_saved",
+            Settled::Disputed => "disputed",
         }
     }
 }
@@ -97,6 +124,10 @@ impl Services {
             Some(PspEvent::CardDetached { customer_id, psp_token }) => {
                 self.card_detached_at_psp(customer_id, psp_token).await?
             }
+            Some(PspEvent::CardSetUp { customer_id, setup_id, psp_token }) => {
+                self.card_set_up_at_psp(customer_id, setup_id, psp_token).await?
+            }
+            Some(PspEvent::Dispute(dispute)) => self.dispute_opened(dispute).await?,
         };
         let mut tx = Tx::new();
         tx.save(&Versioned::new(SeenNotice {
@@ -218,6 +249,71 @@ impl Services {
             Ok(Decision::Commit(tx, Settled::CardDetached))
         })
         .await
+    }
+
+    /// A setup from the card form succeeded at the PSP. The form registers the card as soon
+    /// as the cardholder confirms; this covers a browser that never came back. A card saved
+    /// already is left as it is; a card the registration rules refuse stays unsaved.
+    async fn card_set_up_at_psp(&self, customer_id: &CustomerId, setup_id: &str, psp_token: &str) -> Result<Settled> {
+        if self.repo.customer(customer_id).await?.is_none() {
+            tracing::warn!(customer_id = %customer_id, "a card setup for an unknown customer; ignored");
+            return Ok(Settled::Ignored);
+        }
+        if self.repo.payment_methods(customer_id).await?.iter().any(|pm| pm.psp_token == psp_token) {
+            return Ok(Settled::Unchanged);
+        }
+        match self.register_set_up_card(customer_id, setup_id, psp_token, false).await {
+            Ok(_) => Ok(Settled::CardSaved),
+            Err(e) if e.code == crate::error::Code::ServiceUnavailable => Err(e),
+            Err(e) => {
+                tracing::info!(customer_id = %customer_id, code = e.code.as_str(), "a card set up at the PSP was not saved");
+                Ok(Settled::Unchanged)
+            }
+        }
+    }
+
+    /// A cardholder disputed a payment. One of Recoup's (the PSP knows its invoice) is
+    /// recorded once, with an `invoice.disputed` event; the invoice stays paid.
+    async fn dispute_opened(&self, dispute: &Dispute) -> Result<Settled> {
+        let owner =
+            self.gateway.payment_owner(&dispute.payment_id).await.map_err(|e| Error::unavailable(e.to_string()))?;
+        let Some((invoice_id, customer_id)) = owner else {
+            tracing::info!(dispute_id = %dispute.id, "a dispute on a payment Recoup did not make; ignored");
+            return Ok(Settled::Ignored);
+        };
+        let now = self.now();
+        let record = DisputeRecord {
+            id: dispute.id.clone(),
+            invoice_id: invoice_id.clone(),
+            customer_id: customer_id.clone(),
+            charge_id: dispute.payment_id.clone(),
+            amount: dispute.amount,
+            reason: dispute.reason.clone(),
+            status: dispute.status.clone(),
+            received_at: now,
+        };
+        let mut tx = Tx::new();
+        tx.save(&Versioned::new(record))?;
+        tx.emit(
+            [EventPayload::InvoiceDisputed {
+                invoice_id: invoice_id.clone(),
+                customer_id,
+                dispute_id: dispute.id.clone(),
+                charge_id: dispute.payment_id.clone(),
+                amount: dispute.amount,
+                reason: dispute.reason.clone(),
+            }],
+            now,
+        )?;
+        match self.repo.commit(tx).await {
+            Ok(events) => {
+                self.publish(events).await;
+                tracing::warn!(invoice_id = %invoice_id, dispute_id = %dispute.id, reason = %dispute.reason, "a payment was disputed");
+                Ok(Settled::Disputed)
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(Settled::Unchanged),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn late_approval(

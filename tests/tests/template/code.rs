@@ -35,8 +35,9 @@ pub fn scheduled_functions() -> Vec<(&'static str, &'static str)> {
 pub const CHARGE_QUEUE_SENDERS: [&str; 2] = ["retry-scheduler", "renewal-scheduler"];
 
 /// Functions that never change state, so never publish events: the retry scheduler only
-/// reads the schedule index and enqueues; the notifier only records emails.
-pub const NON_PUBLISHERS: [&str; 2] = ["retry-scheduler", "notifier"];
+/// reads the schedule index and enqueues; the notifier only records emails; the portal
+/// serves pages whose scripts call the API.
+pub const NON_PUBLISHERS: [&str; 3] = ["retry-scheduler", "notifier", "portal"];
 
 /// Everything `DynamoStore` calls: `GetItem`, `Query`, `PutItem`, `DeleteItem`, and
 /// `TransactWriteItems`, which IAM authorizes per item as Put/Delete/ConditionCheck.

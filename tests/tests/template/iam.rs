@@ -48,8 +48,7 @@ pub fn policies_of(t: &Json, function: &Json) -> Vec<(Option<String>, Json)> {
 
 /// Stripe's secrets are read only when the stack runs on Stripe, each by the functions that
 /// need it: the API key by those that call the PSP, the webhook signing secret by the
-/// function that receives the PSP's webhooks (the one HTTP function without the JWT
-/// authorizer).
+/// function that serves the PSP's webhook route.
 const STRIPE_CONDITION: &str = "UsesStripe";
 const STRIPE_KEY_PARAMETER: &str = "StripeApiKeySecretArn";
 const STRIPE_WEBHOOK_PARAMETER: &str = "StripeWebhookSecretArn";
@@ -60,7 +59,7 @@ fn secrets_needed(binary: &str) -> BTreeSet<String> {
         if f.calls_psp {
             needed.insert(STRIPE_KEY_PARAMETER.to_owned());
         }
-        if matches!(f.trigger, Trigger::Http { authorizer: Authorizer::None, .. }) {
+        if f.routes().iter().any(|r| r.path.starts_with("/v1/webhooks/")) {
             needed.insert(STRIPE_WEBHOOK_PARAMETER.to_owned());
         }
     }
