@@ -17,6 +17,7 @@ $(TOOLS): requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+	infra/scripts/install-chromium.sh
 	touch $@
 
 test: tools

@@ -11,6 +11,8 @@
 #      Lambda binaries through the Runtime API, the template and OpenAPI checks
 #   5. the API contract under a fuzzer: schemathesis against recoup-local, as the merchant
 #      and as an owner, every check (infra/scripts/contract.sh)
+#   6. the hosted card form in headless Chromium, on the sandbox and on localstripe
+#      (infra/scripts/browser.sh)
 # `make test` installs the tools first (.venv) and then runs this.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,3 +34,6 @@ infra/scripts/with-moto.sh infra/scripts/with-localstripe.sh \
 
 step "API contract (schemathesis)"
 infra/scripts/contract.sh
+
+step "the hosted card form in a browser (Chromium, Playwright)"
+infra/scripts/with-localstripe.sh infra/scripts/browser.sh
