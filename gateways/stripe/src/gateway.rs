@@ -139,6 +139,26 @@ impl StripeGateway {
         }
     }
 
+    /// The parameters of a SetupIntent for off-session use by `customer`'s Stripe customer,
+    /// labelled with the Recoup customer (and, for the card form, as the form's: its
+    /// `setup_intent.succeeded` event then saves the card if the browser did not).
+    async fn setup_intent_form(
+        &self,
+        customer: &CustomerId,
+        card_form: bool,
+    ) -> Result<Vec<(String, String)>, GatewayError> {
+        let mut form = vec![
+            ("customer".to_owned(), self.stripe_customer(customer).await?),
+            ("usage".to_owned(), "off_session".to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+            ("metadata[recoup_customer_id]".to_owned(), customer.as_str().to_owned()),
+        ];
+        if card_form {
+            form.push(("metadata[recoup_card_form]".to_owned(), "true".to_owned()));
+        }
+        Ok(form)
+    }
+
     /// The attached card as Stripe describes it, labelled with its Recoup customer (in the
     /// PaymentMethod's metadata, so that Stripe's later events about it can be placed).
     async fn card_of(&self, payment_method: &str, customer: &CustomerId) -> Result<VerifiedCard, GatewayError> {
@@ -191,13 +211,7 @@ fn invalid_token(error: &CallError) -> bool {
 #[async_trait]
 impl PaymentGateway for StripeGateway {
     async fn verify(&self, psp_token: &str, customer: &CustomerId) -> Result<VerifiedCard, GatewayError> {
-        let stripe_customer = self.stripe_customer(customer).await?;
-        let create = vec![
-            ("customer".to_owned(), stripe_customer),
-            ("usage".to_owned(), "off_session".to_owned()),
-            ("payment_method_types[]".to_owned(), "card".to_owned()),
-            ("metadata[recoup_customer_id]".to_owned(), customer.as_str().to_owned()),
-        ];
+        let create = self.setup_intent_form(customer, false).await?;
         let key = format!("recoup-setup-{}-{psp_token}", customer.as_str());
         let si: SetupIntent = self.client.post("/v1/setup_intents", &create, &key).await.map_err(unavailable)?;
         let confirm = vec![("payment_method".to_owned(), psp_token.to_owned())];
@@ -230,14 +244,7 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError> {
-        let stripe_customer = self.stripe_customer(customer).await?;
-        let create = vec![
-            ("customer".to_owned(), stripe_customer),
-            ("usage".to_owned(), "off_session".to_owned()),
-            ("payment_method_types[]".to_owned(), "card".to_owned()),
-            ("metadata[recoup_customer_id]".to_owned(), customer.as_str().to_owned()),
-            ("metadata[recoup_card_form]".to_owned(), "true".to_owned()),
-        ];
+        let create = self.setup_intent_form(customer, true).await?;
         // Each form load is a new setup: a fresh key.
         let key = format!("recoup-setup-form-{}", recoup_shared::ids::EventId::generate().as_str());
         let si: SetupIntent = self.client.post("/v1/setup_intents", &create, &key).await.map_err(unavailable)?;
