@@ -6,10 +6,21 @@
 //! redb serialises write transactions, so evaluating every condition and applying every
 //! operation inside one gives the same all-or-nothing guarantee as DynamoDB's
 //! `TransactWriteItems`.
+//!
+//! **Group commit.** One writer thread applies every logical transaction. It takes all the
+//! transactions waiting for it, applies them one after another inside a single redb write
+//! transaction, and makes them durable with one commit (one `fsync`) before answering any
+//! of them. Each logical transaction is still all or nothing on its own: its conditions
+//! are evaluated against the state its predecessors in the group left (reads inside a redb
+//! write transaction see its earlier writes), and it writes nothing unless they all hold.
+//! A caller is answered only after the commit that holds its writes is durable, so every
+//! acknowledged write survives a crash; a crash before that commit loses only
+//! unacknowledged writes. While one group is being made durable the next one gathers,
+//! so under concurrency the cost of an `fsync` is shared.
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -45,9 +56,35 @@ fn after_partition(s: &str) -> String {
     format!("{s}\u{0}")
 }
 
+/// The most logical transactions one durable commit carries.
+const MAX_GROUP: usize = 512;
+
+/// A logical transaction waiting for the writer, and where its answer goes.
+struct Pending {
+    ops: Vec<WriteOp>,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     db: Arc<Database>,
+    writer: Option<mpsc::Sender<Pending>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    /// Closes the queue and waits for the writer, so the database file is released (and
+    /// may be opened again) once the last handle is gone.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -66,7 +103,14 @@ impl EmbeddedStore {
             }
         }
         txn.commit().map_err(unavailable)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writer, queue) = mpsc::channel::<Pending>();
+        let writer_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("recoup-store-writer".into())
+            .spawn(move || write_loop(&writer_db, &queue))
+            .map_err(unavailable)?;
+        Ok(EmbeddedStore { shared: Arc::new(Shared { db, writer: Some(writer), thread: Some(thread) }) })
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -74,7 +118,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
+        let db = self.shared.db.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
     }
 }
@@ -175,70 +219,144 @@ fn holds(condition: Condition, current: Option<&Item>) -> bool {
     }
 }
 
-fn write_sync(db: &Database, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-    validate_batch(&ops)?;
-    let txn = db.begin_write().map_err(unavailable)?;
-    {
-        let mut items = txn.open_table(ITEMS).map_err(unavailable)?;
-        // Conditions first, against the state before this transaction.
-        let mut current: Vec<Option<Item>> = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            let key = op.key();
-            let existing = items
-                .get((key.pk.as_str(), key.sk.as_str()))
-                .map_err(unavailable)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
-            let condition = match op {
-                WriteOp::Put { condition, .. }
-                | WriteOp::Delete { condition, .. }
-                | WriteOp::Check { condition, .. } => *condition,
-            };
-            if !holds(condition, existing.as_ref()) {
-                // Dropping the transaction without commit aborts it: nothing is written.
-                return Err(StoreError::ConditionFailed { op: i });
+/// The writer thread: gathers what is waiting, applies it as one group, commits once, then
+/// answers. Ends when every handle to the store is gone.
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Pending>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
             }
-            current.push(existing);
         }
-        let mut gsis = [
-            txn.open_table(GSI[0]).map_err(unavailable)?,
-            txn.open_table(GSI[1]).map_err(unavailable)?,
-            txn.open_table(GSI[2]).map_err(unavailable)?,
-        ];
-        for (op, existing) in ops.into_iter().zip(current) {
-            let (key, new_item) = match op {
-                WriteOp::Check { .. } => continue,
-                WriteOp::Put { item, .. } => (item.key.clone(), Some(item)),
-                WriteOp::Delete { key, .. } => (key, None),
-            };
-            if let Some(old) = &existing {
-                for (slot, index) in Index::ALL.iter().enumerate() {
-                    if let Some(ik) = old.indexes.get(*index) {
-                        gsis[slot]
-                            .remove((ik.pk.as_str(), ik.sk.as_str(), key.pk.as_str(), key.sk.as_str()))
-                            .map_err(unavailable)?;
-                    }
-                }
-            }
-            match new_item {
-                Some(item) => {
-                    let bytes = serde_json::to_vec(&item).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                    items.insert((key.pk.as_str(), key.sk.as_str()), bytes.as_slice()).map_err(unavailable)?;
-                    for (slot, index) in Index::ALL.iter().enumerate() {
-                        if let Some(ik) = item.indexes.get(*index) {
-                            gsis[slot]
-                                .insert((ik.pk.as_str(), ik.sk.as_str(), key.pk.as_str(), key.sk.as_str()), 0u8)
-                                .map_err(unavailable)?;
-                        }
-                    }
-                }
-                None => {
-                    items.remove((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)?;
-                }
+        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.ops, p.reply)).unzip();
+        for (reply, result) in replies.into_iter().zip(commit_group(db, ops)) {
+            // A caller that stopped waiting (its task was dropped) needs no answer.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Applies each logical transaction of the group in order and commits them together. A
+/// logical transaction whose conditions fail is answered with that failure and writes
+/// nothing; the others are unaffected. A storage failure fails the whole group (nothing of
+/// it is committed) and every member is told the store is unavailable.
+fn commit_group(db: &Database, group: Vec<Vec<WriteOp>>) -> Vec<Result<(), StoreError>> {
+    let n = group.len();
+    let fail_all = |e: StoreError| vec![Err(e); n];
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => return fail_all(unavailable(e)),
+    };
+    let mut results = Vec::with_capacity(n);
+    {
+        let tables = (|| {
+            Ok::<_, StoreError>((
+                txn.open_table(ITEMS).map_err(unavailable)?,
+                [
+                    txn.open_table(GSI[0]).map_err(unavailable)?,
+                    txn.open_table(GSI[1]).map_err(unavailable)?,
+                    txn.open_table(GSI[2]).map_err(unavailable)?,
+                ],
+            ))
+        })();
+        let (mut items, mut gsis) = match tables {
+            Ok(t) => t,
+            Err(e) => return fail_all(e),
+        };
+        for ops in group {
+            match apply(&mut items, &mut gsis, ops) {
+                Ok(()) => results.push(Ok(())),
+                Err(Applied::Refused(e)) => results.push(Err(e)),
+                // Part of this transaction may be applied: abandon the whole group.
+                Err(Applied::Broken(e)) => return fail_all(e),
             }
         }
     }
-    txn.commit().map_err(unavailable)
+    match txn.commit() {
+        Ok(()) => results,
+        Err(e) => fail_all(unavailable(e)),
+    }
+}
+
+/// Why a logical transaction was not applied.
+enum Applied {
+    /// Refused before writing anything (a condition, an invalid request).
+    Refused(StoreError),
+    /// Storage failed part-way: the group's redb transaction must not be committed.
+    Broken(StoreError),
+}
+
+type ItemsTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+type GsiTable<'t> = redb::Table<'t, (&'static str, &'static str, &'static str, &'static str), u8>;
+
+fn apply(items: &mut ItemsTable<'_>, gsis: &mut [GsiTable<'_>; 3], ops: Vec<WriteOp>) -> Result<(), Applied> {
+    validate_batch(&ops).map_err(Applied::Refused)?;
+    // Conditions first, against the state before this transaction (and after the
+    // group's earlier ones).
+    let mut current: Vec<Option<Item>> = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let key = op.key();
+        let existing = items
+            .get((key.pk.as_str(), key.sk.as_str()))
+            .map_err(|e| Applied::Refused(unavailable(e)))?
+            .map(|v| decode(v.value()))
+            .transpose()
+            .map_err(Applied::Refused)?;
+        let condition = match op {
+            WriteOp::Put { condition, .. } | WriteOp::Delete { condition, .. } | WriteOp::Check { condition, .. } => {
+                *condition
+            }
+        };
+        if !holds(condition, existing.as_ref()) {
+            return Err(Applied::Refused(StoreError::ConditionFailed { op: i }));
+        }
+        current.push(existing);
+    }
+    // Encode before the first write, so a body that cannot be encoded refuses cleanly.
+    let mut encoded = Vec::with_capacity(ops.len());
+    for op in &ops {
+        encoded.push(match op {
+            WriteOp::Put { item, .. } => {
+                Some(serde_json::to_vec(item).map_err(|e| Applied::Refused(StoreError::Invalid(e.to_string())))?)
+            }
+            WriteOp::Delete { .. } | WriteOp::Check { .. } => None,
+        });
+    }
+    let broken = |e: redb::StorageError| Applied::Broken(unavailable(e));
+    for ((op, existing), bytes) in ops.into_iter().zip(current).zip(encoded) {
+        let (key, new_item) = match op {
+            WriteOp::Check { .. } => continue,
+            WriteOp::Put { item, .. } => (item.key.clone(), Some(item)),
+            WriteOp::Delete { key, .. } => (key, None),
+        };
+        if let Some(old) = &existing {
+            for (slot, index) in Index::ALL.iter().enumerate() {
+                if let Some(ik) = old.indexes.get(*index) {
+                    gsis[slot]
+                        .remove((ik.pk.as_str(), ik.sk.as_str(), key.pk.as_str(), key.sk.as_str()))
+                        .map_err(broken)?;
+                }
+            }
+        }
+        match (new_item, bytes) {
+            (Some(item), Some(bytes)) => {
+                items.insert((key.pk.as_str(), key.sk.as_str()), bytes.as_slice()).map_err(broken)?;
+                for (slot, index) in Index::ALL.iter().enumerate() {
+                    if let Some(ik) = item.indexes.get(*index) {
+                        gsis[slot]
+                            .insert((ik.pk.as_str(), ik.sk.as_str(), key.pk.as_str(), key.sk.as_str()), 0u8)
+                            .map_err(broken)?;
+                    }
+                }
+            }
+            _ => {
+                items.remove((key.pk.as_str(), key.sk.as_str())).map_err(broken)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -254,7 +372,10 @@ impl ItemStore for EmbeddedStore {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        self.blocking(move |db| write_sync(db, ops)).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let writer = self.shared.writer.as_ref().ok_or_else(|| unavailable("the store is closing"))?;
+        writer.send(Pending { ops, reply }).map_err(|_| unavailable("the writer thread has stopped"))?;
+        answer.await.map_err(|_| unavailable("the writer thread has stopped"))?
     }
 
     fn backend(&self) -> &'static str {
