@@ -1,5 +1,12 @@
-//! The store contract, run against both backends: the embedded database and DynamoDB (on
-//! the emulator the test command starts).
+//! The store contract, run against every backend: the embedded database, DynamoDB (on
+//! the emulator the test command starts) and the in-memory store.
+
+mod memory {
+    recoup_shared::store_contract_suite!(async {
+        std::sync::Arc::new(recoup_shared::store::memory::MemoryStore::new())
+            as std::sync::Arc<dyn recoup_shared::store::ItemStore>
+    });
+}
 
 mod embedded {
     recoup_shared::store_contract_suite!(async { recoup_shared::testkit::embedded_store() });

@@ -25,9 +25,10 @@ use recoup_shared::services::charging::CardChoice;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::store::ItemStore;
 use recoup_shared::store::dynamodb::{ConsumedCapacityTotals, DynamoStore};
+use recoup_shared::store::memory::MemoryStore;
 use recoup_shared::store::metered::{Metered, MetricsSnapshot, StoreMetrics};
 use recoup_shared::store::repo::{Repo, Tx, Versioned};
-use recoup_shared::testkit::{RecordingPublisher, embedded_store};
+use recoup_shared::testkit::embedded_store;
 use recoup_shared::time::{Clock, ManualClock};
 use recoup_tests::runtime_api::{FunctionProcess, RuntimeApi};
 
@@ -51,11 +52,41 @@ struct Bench {
     clock: Arc<ManualClock>,
     metrics: Arc<StoreMetrics>,
     consumed: Option<Arc<ConsumedCapacityTotals>>,
+    /// The in-memory backend, for its footprint.
+    memory: Option<Arc<MemoryStore>>,
+    published: Arc<CountingPublisher>,
+}
+
+/// The event bus of the simulation: takes every event and counts them by type (a real bus
+/// keeps nothing in this process either).
+#[derive(Default)]
+struct CountingPublisher {
+    counts: std::sync::Mutex<BTreeMap<&'static str, usize>>,
+}
+
+#[async_trait::async_trait]
+impl recoup_shared::ports::messaging::EventPublisher for CountingPublisher {
+    async fn publish(
+        &self,
+        events: &[recoup_shared::domain::events::Event],
+    ) -> Result<Vec<bool>, recoup_shared::ports::messaging::PublishError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            *counts.entry(e.kind()).or_default() += 1;
+        }
+        Ok(vec![true; events.len()])
+    }
 }
 
 async fn bench_on(backend: &str) -> Option<Bench> {
+    let mut memory = None;
     let (inner, consumed): (Arc<dyn ItemStore>, _) = match backend {
         "embedded" => (embedded_store(), None),
+        "memory" => {
+            let m = Arc::new(MemoryStore::new());
+            memory = Some(m.clone());
+            (m, None)
+        }
         _ => {
             moto()?;
             let table = format!("bench-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
@@ -64,21 +95,23 @@ async fn bench_on(backend: &str) -> Option<Bench> {
             (Arc::new(store), Some(consumed))
         }
     };
-    let metered = Metered::new(inner);
+    let metered = Metered::new(inner.clone());
     let metrics = metered.metrics();
-    let repo = Repo::new(Arc::new(metered));
+    // The simulation on the in-memory store runs unmetered: metering sizes every item.
+    let repo = Repo::new(if memory.is_some() { inner } else { Arc::new(metered) });
+    let published = Arc::new(CountingPublisher::default());
     let clock = Arc::new(ManualClock::at_default_start());
-    let psp_repo = Repo::new(embedded_store());
+    let psp_repo = Repo::new(if backend == "memory" { Arc::new(MemoryStore::new()) } else { embedded_store() });
     let services = Services {
         repo: repo.clone(),
         gateway: Arc::new(SandboxGateway::new(psp_repo, clock.clone() as Arc<dyn Clock>)),
         clock: clock.clone(),
-        publisher: Arc::new(RecordingPublisher::default()),
+        publisher: published.clone(),
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: DunningPolicy::default(),
         portal_url: "https://billing.example.com/portal".into(),
     };
-    Some(Bench { services, clock, metrics, consumed })
+    Some(Bench { services, clock, metrics, consumed, memory, published })
 }
 
 struct Measured {
@@ -215,31 +248,48 @@ fn token_for(i: usize) -> (usize, String) {
     (0, "pm_card_visa".to_owned())
 }
 
-async fn month_section(n: usize) {
-    println!("### A simulated 30-day dunning month\n");
-    let b = bench_on("embedded").await.expect("embedded store");
+/// Work items in flight at once in the simulated month: enough to keep both cores busy.
+const IN_FLIGHT: usize = 64;
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn month_section(n: usize, backend: &str) {
+    use futures::StreamExt;
+    println!("### A simulated 30-day dunning month ({backend} store)\n");
+    let b = Arc::new(bench_on(backend).await.expect("a local backend"));
     let s = &b.services;
     // Late January: the expiring cards (end of January) lapse a week into dunning.
     b.clock.set(recoup_shared::time::parse("2030-01-25T09:00:00Z"));
     let started = Instant::now();
-    let mut invoices = Vec::with_capacity(n);
-    let mut kind_of = BTreeMap::new();
-    for i in 0..n {
-        let (kind, token) = token_for(i);
-        let cus = b.customer(Some(&token)).await;
-        let inv = s
-            .issue_invoice(IssueInvoice {
-                customer_id: cus,
-                amount: usd(1000 + (i as i64 % 50) * 100),
-                description: String::new(),
-                collection_method: CollectionMethod::ChargeAutomatically,
-            })
-            .await
-            .unwrap()
-            .invoice;
-        kind_of.insert(inv.id.clone(), kind);
-        invoices.push(inv.id);
-    }
+    let issued: Vec<(usize, recoup_shared::ids::InvoiceId)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let b = b.clone();
+            async move {
+                let (kind, token) = token_for(i);
+                let cus = b.customer(Some(&token)).await;
+                let inv = b
+                    .services
+                    .issue_invoice(IssueInvoice {
+                        customer_id: cus,
+                        amount: usd(1000 + (i as i64 % 50) * 100),
+                        description: String::new(),
+                        collection_method: CollectionMethod::ChargeAutomatically,
+                    })
+                    .await
+                    .unwrap()
+                    .invoice;
+                (kind, inv.id)
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
     let issued_in = started.elapsed();
     // The retry scheduler runs hourly for 30 days; each sweep's invoices go to the worker.
     let month = Instant::now();
@@ -247,14 +297,32 @@ async fn month_section(n: usize) {
     for _ in 0..(30 * 24) {
         b.clock.advance(TimeDelta::hours(1));
         sweeps += 1;
-        for id in s.repo.due_invoices(s.now(), 10_000).await.unwrap() {
-            let _ = s.process_due(&id).await;
+        // A sweep takes what is due in pages, as the scheduler's successive runs would.
+        loop {
+            let due = s.repo.due_invoices(s.now(), 10_000).await.unwrap();
+            let full = due.len() == 10_000;
+            let outcomes: Vec<bool> = futures::stream::iter(due)
+                .map(|id| {
+                    let b = b.clone();
+                    async move {
+                        matches!(
+                            b.services.process_due(&id).await,
+                            Ok(recoup_shared::services::charging::DueOutcome::NotDue)
+                        )
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            if !full || outcomes.iter().all(|not_due| *not_due) {
+                break;
+            }
         }
     }
     let month_wall = month.elapsed();
     let (mut sent, mut unsent, mut first_try, mut recovered, mut errored, mut open) = (0, 0, 0, 0, 0, 0);
     let mut by_kind: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-    for id in &invoices {
+    for (kind, id) in &issued {
         let inv: Invoice = s.invoice(id).await.unwrap().into_inner();
         sent += inv.transactions().iter().filter(|t| t.sent_to_psp).count();
         unsent += inv.transactions().iter().filter(|t| !t.sent_to_psp).count();
@@ -269,13 +337,15 @@ async fn month_section(n: usize) {
             InvoiceStatus::Open => open += 1,
             InvoiceStatus::Paid | InvoiceStatus::Draft | InvoiceStatus::Void => {}
         }
-        let e = by_kind.entry(kind_of[id]).or_default();
+        let e = by_kind.entry(*kind).or_default();
         e.0 += 1;
         e.1 += usize::from(paid);
     }
     let failed_first = n - first_try;
+    let total = issued_in + month_wall;
     println!("{n} invoices, one customer and card each, issued and charged at once, then the retry sweep every");
-    println!("hour for 30 days on the default schedule (embedded store, sandbox PSP).\n");
+    println!("hour for 30 days on the default schedule ({backend} store, sandbox PSP), through the same services");
+    println!("the functions call (decline classification, retry schedule, network rules), {IN_FLIGHT} at a time.\n");
     println!("| figure | value |");
     println!("|---|---|");
     println!("| invoices | {n} |");
@@ -290,8 +360,30 @@ async fn month_section(n: usize) {
     println!("| attempts sent to the PSP | {sent} ({:.2} per invoice) |", sent as f64 / n as f64);
     println!("| attempts recorded without the PSP (expired card) | {unsent} |");
     println!("| sweeps | {sweeps} |");
-    println!("| wall time: issuing and first attempts | {:.2} s |", issued_in.as_secs_f64());
+    println!("| wall time: customers, cards, invoices and first attempts | {:.2} s |", issued_in.as_secs_f64());
     println!("| wall time: the month of sweeps and retries | {:.2} s |", month_wall.as_secs_f64());
+    println!(
+        "| wall time: the whole month | {:.2} s ({:.0} invoices/s) |",
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64()
+    );
+    if let Some(mib) = peak_rss_mib() {
+        println!("| peak memory (the bench process so far) | {mib:.0} MiB |");
+    }
+    println!();
+    if let Some(m) = &b.memory {
+        println!("| stored item | count | approx. bytes |");
+        println!("|---|---|---|");
+        for (entity, (count, bytes)) in m.footprint() {
+            println!("| {entity} | {count} | {bytes} |");
+        }
+        println!();
+    }
+    println!("| event | published |");
+    println!("|---|---|");
+    for (kind, count) in b.published.counts.lock().unwrap().iter() {
+        println!("| {kind} | {count} |");
+    }
     println!();
     println!("| customer mix | invoices | paid by day 30 |");
     println!("|---|---|---|");
@@ -431,7 +523,14 @@ async fn main() {
         store_section().await;
     }
     if want("month") {
-        month_section(month_n).await;
+        month_section(month_n, "embedded").await;
+    }
+    // The million-invoice month on the in-memory store; run it alone for its peak memory
+    // (`recoup-bench sim`).
+    if want("sim") {
+        let sim_n: usize =
+            std::env::var("RECOUP_BENCH_SIM_INVOICES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        month_section(sim_n, "memory").await;
     }
     if want("sweep") {
         println!("### One retry sweep: due invoices among many stored\n");

@@ -25,7 +25,7 @@ use crate::ports::gateway::ChargeRequest;
 use crate::store::repo::{Tx, Versioned};
 use crate::time::Timestamp;
 
-use super::{Decision, OPTIMISTIC_RETRIES, Services};
+use super::{Decision, OPTIMISTIC_RETRIES, Services, card_locks};
 
 /// Which card to charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,17 +84,26 @@ pub struct RecoveryAttempt {
 
 /// A committed claim, and what remains to do after it.
 enum Claim {
-    /// Call the PSP with this pending attempt, then settle it.
-    Charge { invoice: Invoice, transaction: Transaction },
+    /// Call the PSP with this pending attempt, then settle it. `claimed` is the invoice and
+    /// the card's ledger exactly as the claim wrote them, so the settle can write over them
+    /// without reading them again.
+    Charge { invoice: Invoice, transaction: Transaction, claimed: Box<Claimed> },
     /// Nothing to send (an expired card): the attempt is recorded.
     Recorded(ChargeReport),
+}
+
+/// The invoice and ledger as a claim committed them (at their new versions).
+struct Claimed {
+    invoice: Versioned<Invoice>,
+    ledger: Versioned<CardLedger>,
 }
 
 /// What processing a due invoice committed, and what remains to do after it.
 enum DueStep {
     Done(DueOutcome),
     Reconcile,
-    Claimed(Box<Claim>),
+    /// A committed claim, with the card's turn (released before the PSP is called).
+    Claimed(Box<Claim>, Option<tokio::sync::OwnedMutexGuard<()>>),
 }
 
 fn refusal(r: ChargeRefusal) -> Error {
@@ -192,10 +201,11 @@ impl Services {
         trigger: AttemptTrigger,
     ) -> Result<ChargeReport> {
         let choice = &choice;
-        let claim = self
+        let (claim, turn) = self
             .optimistic("invoice", || async move {
                 let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
                 let card = self.card(&inv.customer_id, choice).await?;
+                let turn = card_locks::lock(&card.fingerprint).await;
                 let ledger = self.ledger_for(&card).await?;
                 let sub = self.subscription_of(&inv).await?;
                 let status = sub.as_ref().map(|s| s.status());
@@ -204,9 +214,11 @@ impl Services {
                         ChargePlan::Attempt => self.claim(inv, &card, ledger, sub.as_ref(), trigger)?,
                         ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger)?,
                     };
-                Ok(Decision::Commit(tx, claim))
+                Ok(Decision::Commit(tx, (claim, turn)))
             })
             .await?;
+        // The card's turn ends with the claim's commit, before the PSP is called.
+        drop(turn);
         self.complete(claim).await
     }
 
@@ -239,7 +251,14 @@ impl Services {
         if let Some(sub) = subscription {
             tx.check(sub);
         }
-        Ok((tx, Claim::Charge { invoice: inv.into_inner(), transaction: txn }))
+        // What the store holds once this commits: the same values, one version on.
+        let invoice: Invoice = (*inv).clone();
+        let (inv_version, ledger_version) = (inv.version() + 1, ledger.version() + 1);
+        let mut inv = inv;
+        inv.set_version(inv_version);
+        ledger.set_version(ledger_version);
+        let claimed = Box::new(Claimed { invoice: inv, ledger });
+        Ok((tx, Claim::Charge { invoice, transaction: txn, claimed }))
     }
 
     /// An expired card: the attempt is recorded as failed without calling the PSP.
@@ -265,19 +284,19 @@ impl Services {
 
     /// After a committed claim: charge the PSP with the attempt's key and settle.
     async fn complete(&self, claim: Claim) -> Result<ChargeReport> {
-        let (invoice, txn) = match claim {
+        let (invoice, txn, claimed) = match claim {
             Claim::Recorded(report) => {
                 tracing::info!(invoice_id = %report.invoice.id, card = %report.transaction.card.payment_method_id, "expired card: attempt recorded without calling the PSP");
                 return Ok(report);
             }
-            Claim::Charge { invoice, transaction } => (invoice, transaction),
+            Claim::Charge { invoice, transaction, claimed } => (invoice, transaction, claimed),
         };
         tracing::info!(
             invoice_id = %invoice.id, transaction_id = %txn.id, attempt = txn.number,
             reattempt = txn.reattempt, trigger = ?txn.trigger, card = %txn.card.payment_method_id, "charging"
         );
         let outcome = self.gateway.charge(&request_for(&invoice, &txn)).await;
-        match self.settle(&invoice.id, &txn, outcome).await {
+        match self.settle_from(&invoice.id, &txn, outcome, Some(*claimed)).await {
             Ok(report) => Ok(report),
             // The PSP was called but its answer could not be recorded: the attempt stays
             // pending and is reconciled by its key. Reporting an error here would tell the
@@ -298,14 +317,35 @@ impl Services {
         claimed: &Transaction,
         outcome: AttemptOutcome,
     ) -> Result<ChargeReport> {
+        self.settle_from(invoice_id, claimed, outcome, None).await
+    }
+
+    /// Settles starting from the claim's own writes when they are known: the first round
+    /// reads nothing, and only if someone wrote the invoice or the ledger since (the
+    /// version conditions fail) does a round read them afresh.
+    async fn settle_from(
+        &self,
+        invoice_id: &InvoiceId,
+        claimed: &Transaction,
+        outcome: AttemptOutcome,
+        known: Option<Claimed>,
+    ) -> Result<ChargeReport> {
         let outcome = &outcome;
+        let known = &std::sync::Mutex::new(known);
+        let turn = card_locks::lock(&claimed.card.fingerprint).await;
         let report = self
             .optimistic_tries(OPTIMISTIC_RETRIES * 2, "invoice", || async move {
-                let mut inv = self
-                    .repo
-                    .invoice(invoice_id)
-                    .await?
-                    .ok_or_else(|| Error::internal("settling a missing invoice"))?;
+                let held = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                let (mut inv, held_ledger) = match held {
+                    Some(Claimed { invoice, ledger }) => (invoice, Some(ledger)),
+                    None => (
+                        self.repo
+                            .invoice(invoice_id)
+                            .await?
+                            .ok_or_else(|| Error::internal("settling a missing invoice"))?,
+                        None,
+                    ),
+                };
                 let Some(current) = inv.transactions().iter().find(|t| t.id == claimed.id).cloned() else {
                     return Err(Error::internal("settling an unknown transaction"));
                 };
@@ -330,9 +370,12 @@ impl Services {
                 let settled =
                     inv.transactions().iter().find(|t| t.id == current.id).cloned().unwrap_or(current.clone());
 
-                let mut ledger = self.repo.ledger(&current.card.fingerprint).await?.unwrap_or_else(|| {
-                    Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network()))
-                });
+                let mut ledger = match held_ledger {
+                    Some(l) => l,
+                    None => self.repo.ledger(&current.card.fingerprint).await?.unwrap_or_else(|| {
+                        Versioned::new(CardLedger::new(current.card.fingerprint.clone(), current.card.network()))
+                    }),
+                };
                 let ledger_outcome = match outcome {
                     AttemptOutcome::Succeeded { .. } => LedgerOutcome::Approved,
                     AttemptOutcome::Declined(_) => LedgerOutcome::Declined,
@@ -381,6 +424,7 @@ impl Services {
                 Ok(Decision::Commit(tx, report))
             })
             .await?;
+        drop(turn);
         tracing::info!(
             invoice_id = %report.invoice.id, transaction_id = %report.transaction.id, outcome = ?report.outcome,
             error_type = ?report.transaction.error_type(), next_attempt_at = ?report.invoice.next_attempt_at(), "attempt settled"
@@ -423,6 +467,10 @@ impl Services {
                     Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
                     None => None,
                 };
+                let turn = match &card {
+                    Some(c) => Some(card_locks::lock(&c.fingerprint).await),
+                    None => None,
+                };
                 let ledger = match &card {
                     Some(c) => Some(self.ledger_for(c).await?),
                     None => None,
@@ -455,12 +503,12 @@ impl Services {
                             return Err(Error::internal("attempt decided without a card"));
                         };
                         let (tx, claim) = self.claim(inv, &card, ledger, sub.as_ref(), trigger)?;
-                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim)))
+                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim), turn))
                     }
                     DueDecision::RecordExpired => {
                         let Some(card) = card else { return Err(Error::internal("expiry decided without a card")) };
                         let (tx, claim) = self.record_expired(inv, &card, trigger)?;
-                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim)))
+                        Decision::Commit(tx, DueStep::Claimed(Box::new(claim), turn))
                     }
                     DueDecision::Skip { next, reason } => {
                         let events = inv.reschedule(next, now)?;
@@ -480,7 +528,11 @@ impl Services {
                 Ok(outcome)
             }
             DueStep::Reconcile => Ok(DueOutcome::Reconciled(self.reconcile(invoice_id).await?.map(|r| r.outcome))),
-            DueStep::Claimed(claim) => Ok(DueOutcome::Charged(self.complete(*claim).await?.outcome)),
+            DueStep::Claimed(claim, turn) => {
+                // The card's turn ends with the claim's commit, before the PSP is called.
+                drop(turn);
+                Ok(DueOutcome::Charged(self.complete(*claim).await?.outcome))
+            }
         }
     }
 

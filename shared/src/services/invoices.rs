@@ -44,12 +44,19 @@ impl Services {
         tx.save(&Versioned::new(invoice.clone()))?;
         tx.emit([created], now)?;
         let events = self.repo.commit(tx).await?;
-        self.publish(events).await;
         tracing::info!(invoice_id = %invoice.id, customer_id = %invoice.customer_id, amount = %invoice.amount, "invoice issued");
         match invoice.collection_method {
-            CollectionMethod::SendInvoice => Ok(Issued { invoice, charge: None }),
+            CollectionMethod::SendInvoice => {
+                self.publish(events).await;
+                Ok(Issued { invoice, charge: None })
+            }
             CollectionMethod::ChargeAutomatically => {
-                let charge = self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial).await;
+                // `invoice.created` goes to the bus while the charge starts: its outbox mark
+                // shares a commit with the claim instead of delaying it.
+                let (_, charge) = futures::join!(
+                    self.publish(events),
+                    self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial)
+                );
                 // The invoice is committed: whatever happens now, the answer is a success
                 // (a failure would free the caller's idempotency key for a second invoice).
                 let invoice = match &charge {

@@ -13,6 +13,7 @@ use crate::store::StoreError;
 use crate::store::repo::{Repo, Tx};
 use crate::time::{Clock, Timestamp};
 
+mod card_locks;
 pub mod charging;
 pub mod customers;
 pub mod idempotency;
@@ -28,6 +29,20 @@ use crate::ports::messaging::EventPublisher;
 
 /// How many times a use case re-reads and retries after losing a race to another writer.
 pub(crate) const OPTIMISTIC_RETRIES: usize = 8;
+
+/// The longest pause between two rounds after lost races, in milliseconds.
+const BACKOFF_CAP_MS: u64 = 16;
+
+/// Full jitter: a random pause up to an exponentially growing bound, so writers that
+/// collided (many customers charging one shared card, whose ledger every claim writes) do
+/// not collide again in lockstep. The first retry goes at once.
+fn backoff(lost: usize) -> std::time::Duration {
+    if lost <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    let bound_us = (1u64 << lost.min(16)).saturating_mul(250).min(BACKOFF_CAP_MS * 1000);
+    std::time::Duration::from_micros(fastrand::u64(0..=bound_us))
+}
 
 /// What one optimistic round read and decided.
 pub(crate) enum Decision<T> {
@@ -80,7 +95,11 @@ impl Services {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Decision<T>>>,
     {
-        for _ in 0..tries {
+        for attempt in 0..tries {
+            let pause = backoff(attempt);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             match round().await? {
                 Decision::Answer(answer) => return Ok(answer),
                 Decision::Commit(tx, answer) => match self.repo.commit(tx).await {

@@ -1,0 +1,34 @@
+//! One charge at a time per card inside this process. Every claim and every settle writes
+//! the card's ledger (the network-rule counts), conditioned on its version; when many
+//! customers share one card, optimistic writers would lose to each other round after
+//! round. Queueing them on a per-card lock before they read the ledger turns those lost
+//! rounds into a short wait: each claim or settle then commits at its first try unless
+//! another process wrote the ledger meanwhile (the version condition still guards that,
+//! and the jittered retry handles it). The lock is never held across a call to the PSP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::domain::card::Fingerprint;
+
+type Locks = HashMap<String, Arc<tokio::sync::Mutex<()>>>;
+
+static LOCKS: LazyLock<Mutex<Locks>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Locks kept before unused ones are dropped.
+const PRUNE_ABOVE: usize = 4096;
+
+/// Waits for the card's turn; the turn ends when the guard is dropped.
+pub(crate) async fn lock(fingerprint: &Fingerprint) -> OwnedMutexGuard<()> {
+    let lock = {
+        let mut locks = LOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if locks.len() > PRUNE_ABOVE {
+            // Only the map holds an unused lock.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(fingerprint.as_str().to_owned()).or_default().clone()
+    };
+    lock.lock_owned().await
+}

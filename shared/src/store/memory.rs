@@ -1,0 +1,235 @@
+//! The in-memory store: the same contract as the embedded and DynamoDB stores, held in
+//! ordered maps behind one lock and gone when the process ends. For simulations and
+//! benchmarks (a million-invoice dunning month), never for data anyone needs back.
+//!
+//! A write takes the lock, evaluates every condition, then applies every operation, so a
+//! transaction is all or nothing and transactions are serialisable, as on the other
+//! backends. Index entries are kept in the same critical section as the items.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+
+use super::{Condition, Cursor, Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
+
+type TableKey = (String, String);
+/// `(index PK, index SK, PK, SK)`.
+type IndexEntry = (String, String, String, String);
+
+#[derive(Default)]
+struct State {
+    items: BTreeMap<TableKey, Item>,
+    indexes: [BTreeSet<IndexEntry>; 3],
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// How many items are stored.
+    pub fn len(&self) -> usize {
+        self.read().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What is stored, by entity: how many items and their approximate size in bytes.
+    pub fn footprint(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for item in self.read().items.values() {
+            let e = out.entry(item.entity.clone()).or_default();
+            e.0 += 1;
+            e.1 += item.approximate_size();
+        }
+        out
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied write: writes are
+        // applied only after every check passed, with nothing in between that can panic.
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn slot(index: Index) -> usize {
+    match index {
+        Index::Gsi1 => 0,
+        Index::Gsi2 => 1,
+        Index::Gsi3 => 2,
+    }
+}
+
+fn holds(condition: Condition, current: Option<&Item>) -> bool {
+    match condition {
+        Condition::Always => true,
+        Condition::NotExists => current.is_none(),
+        Condition::Exists => current.is_some(),
+        Condition::Version(v) => current.is_some_and(|i| i.version == v),
+    }
+}
+
+fn table_key(key: &Key) -> TableKey {
+    (key.pk.clone(), key.sk.clone())
+}
+
+/// Bounds selecting one partition of an ordered map keyed by tuples starting with `pk`.
+fn partition(pk: &str) -> (String, String) {
+    (pk.to_owned(), format!("{pk}\u{0}"))
+}
+
+fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
+    q.validate_cursor()?;
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let (lo, hi) = partition(&q.pk);
+    let mut out: Vec<Item> = Vec::new();
+    let mut more = false;
+    match q.index {
+        None => {
+            let range = state
+                .items
+                .range::<TableKey, _>((Bound::Included((lo, String::new())), Bound::Excluded((hi, String::new()))));
+            let iter: Box<dyn Iterator<Item = (&TableKey, &Item)>> =
+                if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            for ((_, sk), item) in iter {
+                if !q.range.contains(sk) {
+                    continue;
+                }
+                if let Some(c) = &q.after {
+                    let past = if q.descending { *sk < c.key.sk } else { *sk > c.key.sk };
+                    if !past {
+                        continue;
+                    }
+                }
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(item.clone());
+            }
+        }
+        Some(index) => {
+            let empty = String::new;
+            let range = state.indexes[slot(index)].range::<IndexEntry, _>((
+                Bound::Included((lo, empty(), empty(), empty())),
+                Bound::Excluded((hi, empty(), empty(), empty())),
+            ));
+            let iter: Box<dyn Iterator<Item = &IndexEntry>> =
+                if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            let cursor = q.after.as_ref().map(|c| {
+                let isk = c.index_key.as_ref().map(|k| k.sk.clone()).unwrap_or_default();
+                (isk, c.key.pk.clone(), c.key.sk.clone())
+            });
+            for (_, isk, pk, sk) in iter {
+                if !q.range.contains(isk) {
+                    continue;
+                }
+                if let Some((csk, cpk, ctsk)) = &cursor {
+                    let here = (isk, pk, sk);
+                    let there = (csk, cpk, ctsk);
+                    let past = if q.descending { here < there } else { here > there };
+                    if !past {
+                        continue;
+                    }
+                }
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                match state.items.get(&(pk.clone(), sk.clone())) {
+                    Some(item) => out.push(item.clone()),
+                    None => return Err(StoreError::Corrupt(format!("index entry for missing item {pk}/{sk}"))),
+                }
+            }
+        }
+    }
+    let next = if more {
+        out.last()
+            .map(|last| Cursor { key: last.key.clone(), index_key: q.index.and_then(|i| last.indexes.get(i).cloned()) })
+    } else {
+        None
+    };
+    Ok(Page { items: out, next })
+}
+
+fn unindex(state: &mut State, item: &Item) {
+    for index in Index::ALL {
+        if let Some(ik) = item.indexes.get(index) {
+            state.indexes[slot(index)].remove(&(
+                ik.pk.clone(),
+                ik.sk.clone(),
+                item.key.pk.clone(),
+                item.key.sk.clone(),
+            ));
+        }
+    }
+}
+
+fn index(state: &mut State, item: &Item) {
+    for index in Index::ALL {
+        if let Some(ik) = item.indexes.get(index) {
+            state.indexes[slot(index)].insert((ik.pk.clone(), ik.sk.clone(), item.key.pk.clone(), item.key.sk.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl ItemStore for MemoryStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        Ok(self.read().items.get(&table_key(key)).cloned())
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        query_state(&self.read(), query)
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        validate_batch(&ops)?;
+        let mut state = self.write_lock();
+        for (i, op) in ops.iter().enumerate() {
+            let condition = match op {
+                WriteOp::Put { condition, .. }
+                | WriteOp::Delete { condition, .. }
+                | WriteOp::Check { condition, .. } => *condition,
+            };
+            if !holds(condition, state.items.get(&table_key(op.key()))) {
+                return Err(StoreError::ConditionFailed { op: i });
+            }
+        }
+        for op in ops {
+            match op {
+                WriteOp::Check { .. } => {}
+                WriteOp::Put { item, .. } => {
+                    if let Some(old) = state.items.remove(&table_key(&item.key)) {
+                        unindex(&mut state, &old);
+                    }
+                    index(&mut state, &item);
+                    state.items.insert(table_key(&item.key), item);
+                }
+                WriteOp::Delete { key, .. } => {
+                    if let Some(old) = state.items.remove(&table_key(&key)) {
+                        unindex(&mut state, &old);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
