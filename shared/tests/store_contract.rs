@@ -48,7 +48,7 @@ mod embedded {
     /// conflict with nobody all succeed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn grouped_transactions_succeed_or_fail_alone() {
-        use recoup_shared::store::{Condition, ItemStore, WriteOp};
+        use recoup_shared::store::{Condition, WriteOp};
         let store = recoup_shared::testkit::embedded_store();
         let mut tasks = Vec::new();
         for writer in 0..8 {

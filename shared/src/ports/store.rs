@@ -14,6 +14,21 @@ use serde::{Deserialize, Serialize};
 /// DynamoDB's limit on the items one transaction may touch.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
+/// DynamoDB's limit on the keys one `BatchGetItem` may read.
+pub const MAX_BATCH_GET: usize = 100;
+
+/// Refuses a batched read DynamoDB would refuse: too many keys, or a key twice.
+pub fn validate_keys(keys: &[Key]) -> Result<(), StoreError> {
+    if keys.len() > MAX_BATCH_GET {
+        return Err(StoreError::Invalid(format!("a batched read may name at most {MAX_BATCH_GET} keys")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !keys.iter().all(|k| seen.insert(k)) {
+        return Err(StoreError::Invalid("a batched read may name each key only once".into()));
+    }
+    Ok(())
+}
+
 /// The primary key of an item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
@@ -119,7 +134,26 @@ impl Item {
         if self.expires_at.is_some() {
             size += 3 + 8;
         }
-        size + 4 + serde_json::to_vec(&self.body).map_or(0, |v| v.len())
+        size + 4 + json_len(&self.body)
+    }
+}
+
+/// The length of a value's JSON text, counted without building it.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
     }
 }
 
@@ -326,6 +360,16 @@ pub fn validate_batch(ops: &[WriteOp]) -> Result<(), StoreError> {
 pub trait ItemStore: Send + Sync + 'static {
     /// Reads one item, strongly consistent.
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+
+    /// Reads several items in one round trip, strongly consistent; the answer is in the
+    /// order of `keys`. At most [`MAX_BATCH_GET`] distinct keys.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
 
     /// Reads items of one partition in sort-key order. Table queries are strongly
     /// consistent; index queries may lag writes slightly.

@@ -22,13 +22,26 @@ const PRUNE_ABOVE: usize = 4096;
 
 /// Waits for the card's turn; the turn ends when the guard is dropped.
 pub(crate) async fn lock(fingerprint: &Fingerprint) -> OwnedMutexGuard<()> {
-    let lock = {
+    entry(fingerprint).lock_owned().await
+}
+
+/// The card's turn, and whether it had to wait for it (whatever was read about the card
+/// before a wait may have changed during it).
+pub(crate) async fn turn(fingerprint: &Fingerprint) -> (OwnedMutexGuard<()>, bool) {
+    let lock = entry(fingerprint);
+    match lock.clone().try_lock_owned() {
+        Ok(guard) => (guard, false),
+        Err(_) => (lock.lock_owned().await, true),
+    }
+}
+
+fn entry(fingerprint: &Fingerprint) -> Arc<tokio::sync::Mutex<()>> {
+    {
         let mut locks = LOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if locks.len() > PRUNE_ABOVE {
             // Only the map holds an unused lock.
             locks.retain(|_, l| Arc::strong_count(l) > 1);
         }
         locks.entry(fingerprint.as_str().to_owned()).or_default().clone()
-    };
-    lock.lock_owned().await
+    }
 }

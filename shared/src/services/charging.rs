@@ -18,11 +18,12 @@ use crate::domain::decline::{HardReason, RetryClass, mastercard_retry_after};
 use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
 use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transaction, TransactionStatus};
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
-use crate::domain::{PaymentMethod, Subscription};
+use crate::domain::{Customer, PaymentMethod, Subscription};
 use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use crate::ports::gateway::ChargeRequest;
-use crate::store::repo::{Tx, Versioned};
+use crate::store::repo::{Entity, Tx, Versioned, from_item};
+use crate::store::{Item, keys};
 use crate::time::Timestamp;
 
 use super::{Decision, OPTIMISTIC_RETRIES, Services, card_locks};
@@ -164,18 +165,85 @@ fn request_for(invoice: &Invoice, txn: &Transaction) -> ChargeRequest {
     }
 }
 
+/// What a charge reads besides the invoice.
+struct ChargeContext {
+    card: Option<Versioned<PaymentMethod>>,
+    /// The card's ledger (a fresh one if the card was never charged); with the card.
+    ledger: Option<Versioned<CardLedger>>,
+    subscription: Option<Versioned<Subscription>>,
+}
+
+fn take<T: Entity>(items: &mut [Option<Item>], at: Option<usize>) -> Result<Option<Versioned<T>>> {
+    match at.and_then(|i| items[i].take()) {
+        Some(item) => Ok(Some(from_item(item)?)),
+        None => Ok(None),
+    }
+}
+
 impl Services {
-    async fn card(&self, customer: &CustomerId, choice: &CardChoice) -> Result<Versioned<PaymentMethod>> {
-        let id = match choice {
-            CardChoice::Specific(id) => id.clone(),
+    /// Reads what charging `inv` needs in as few round trips as it can: one batched read of
+    /// the customer (whose default card it is), the subscription, and the card with its
+    /// ledger when they can be named in advance (the card asked for, or the card of the
+    /// invoice's last attempt, which dunning usually charges again). A wrong guess costs one
+    /// read of the card and one of its ledger.
+    async fn charge_context(&self, inv: &Invoice, choice: &CardChoice) -> Result<ChargeContext> {
+        let last = inv.transactions().last().map(|t| &t.card);
+        let guess: Option<&PaymentMethodId> = match choice {
+            CardChoice::Specific(id) => Some(id),
+            CardChoice::Default => last.map(|c| &c.payment_method_id),
+        };
+        let guessed_fingerprint = last.filter(|c| Some(&c.payment_method_id) == guess).map(|c| &c.fingerprint);
+        let mut keys = Vec::with_capacity(4);
+        let mut slot = |key| {
+            keys.push(key);
+            Some(keys.len() - 1)
+        };
+        let customer_at = match choice {
+            CardChoice::Default => slot(keys::customer(&inv.customer_id)),
+            CardChoice::Specific(_) => None,
+        };
+        let subscription_at = inv.subscription_id().and_then(|id| slot(keys::subscription(id)));
+        let card_at = guess.and_then(|id| slot(keys::payment_method(&inv.customer_id, id)));
+        let ledger_at = guessed_fingerprint.and_then(|fp| slot(keys::card_ledger(fp)));
+        let mut items = if keys.is_empty() { Vec::new() } else { self.repo.store().get_many(&keys).await? };
+
+        let customer: Option<Versioned<Customer>> = take(&mut items, customer_at)?;
+        let subscription = take(&mut items, subscription_at)?;
+        let guessed_card: Option<Versioned<PaymentMethod>> = take(&mut items, card_at)?;
+        let guessed_ledger: Option<Versioned<CardLedger>> = take(&mut items, ledger_at)?;
+        let wanted = match choice {
+            CardChoice::Specific(id) => Some(id),
             CardChoice::Default => {
-                let c = self.customer(customer).await?;
-                c.default_payment_method_id().cloned().ok_or_else(|| {
-                    Error::new(Code::NoPaymentMethod, "the customer has no default card; they must add one first")
-                })?
+                customer.as_ref().ok_or_else(|| Error::not_found("customer"))?.default_payment_method_id()
             }
         };
-        self.repo.payment_method(customer, &id).await?.ok_or_else(|| Error::not_found("payment method"))
+        let card = match wanted {
+            None => None,
+            Some(id) if Some(id) == guess => guessed_card,
+            Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
+        };
+        let ledger = match &card {
+            None => None,
+            Some(c) if ledger_at.is_some() && guessed_fingerprint == Some(&c.fingerprint) => Some(guessed_ledger),
+            Some(c) => Some(self.repo.ledger(&c.fingerprint).await?),
+        }
+        .zip(card.as_ref())
+        .map(|(l, c)| l.unwrap_or_else(|| Versioned::new(CardLedger::new(c.fingerprint.clone(), c.network()))));
+        Ok(ChargeContext { card, ledger, subscription })
+    }
+
+    /// The card's turn in this process; if it had to wait, the ledger read before is stale
+    /// and is read again.
+    async fn card_turn(
+        &self,
+        card: &PaymentMethod,
+        ledger: &mut Versioned<CardLedger>,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        let (turn, waited) = card_locks::turn(&card.fingerprint).await;
+        if waited {
+            *ledger = self.ledger_for(card).await?;
+        }
+        Ok(turn)
     }
 
     async fn ledger_for(&self, card: &PaymentMethod) -> Result<Versioned<CardLedger>> {
@@ -184,13 +252,6 @@ impl Services {
             .ledger(&card.fingerprint)
             .await?
             .unwrap_or_else(|| Versioned::new(CardLedger::new(card.fingerprint.clone(), card.network()))))
-    }
-
-    async fn subscription_of(&self, invoice: &Invoice) -> Result<Option<Versioned<Subscription>>> {
-        match invoice.subscription_id() {
-            Some(sid) => Ok(self.repo.subscription(sid).await?),
-            None => Ok(None),
-        }
     }
 
     /// Charges an invoice now, on request (merchant, customer, initial, new card).
@@ -204,10 +265,17 @@ impl Services {
         let (claim, turn) = self
             .optimistic("invoice", || async move {
                 let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
-                let card = self.card(&inv.customer_id, choice).await?;
-                let turn = card_locks::lock(&card.fingerprint).await;
-                let ledger = self.ledger_for(&card).await?;
-                let sub = self.subscription_of(&inv).await?;
+                let ChargeContext { card, ledger, subscription: sub } = self.charge_context(&inv, choice).await?;
+                let (Some(card), Some(mut ledger)) = (card, ledger) else {
+                    return Err(match choice {
+                        CardChoice::Default => Error::new(
+                            Code::NoPaymentMethod,
+                            "the customer has no default card; they must add one first",
+                        ),
+                        CardChoice::Specific(_) => Error::not_found("payment method"),
+                    });
+                };
+                let turn = self.card_turn(&card, &mut ledger).await?;
                 let status = sub.as_ref().map(|s| s.status());
                 let (tx, claim) =
                     match plan_charge(&inv, &card, Some(&ledger), status, trigger, self.now()).map_err(refusal)? {
@@ -461,19 +529,11 @@ impl Services {
                 if inv.next_attempt_at().is_none_or(|at| at > now) {
                     return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 }
-                let sub = self.subscription_of(&inv).await?;
-                let customer = self.customer(&inv.customer_id).await?;
-                let card = match customer.default_payment_method_id() {
-                    Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
-                    None => None,
-                };
-                let turn = match &card {
-                    Some(c) => Some(card_locks::lock(&c.fingerprint).await),
-                    None => None,
-                };
-                let ledger = match &card {
-                    Some(c) => Some(self.ledger_for(c).await?),
-                    None => None,
+                let ChargeContext { card, mut ledger, subscription: sub } =
+                    self.charge_context(&inv, &CardChoice::Default).await?;
+                let turn = match (&card, &mut ledger) {
+                    (Some(c), Some(l)) => Some(self.card_turn(c, l).await?),
+                    _ => None,
                 };
                 let decision = decide_due(&DueContext {
                     invoice: &inv,

@@ -61,6 +61,19 @@ pub async fn an_item_reads_back_exactly_as_written(store: Arc<dyn ItemStore>) {
     assert_eq!(store.get(&Key::new(&pk, "missing")).await.expect("get"), None);
 }
 
+pub async fn a_batched_read_answers_in_the_order_asked(store: Arc<dyn ItemStore>) {
+    let pk = unique("BG");
+    let (a, b) = (item(&pk, "A", 1), item(&pk, "B", 1));
+    write_one(&*store, put(a.clone(), Condition::NotExists)).await.expect("put a");
+    write_one(&*store, put(b.clone(), Condition::NotExists)).await.expect("put b");
+    let missing = Key::new(&pk, "missing");
+    let got = store.get_many(&[b.key.clone(), missing.clone(), a.key.clone()]).await.expect("batched read");
+    assert_eq!(got, vec![Some(b.clone()), None, Some(a.clone())]);
+    assert_eq!(store.get_many(&[]).await.expect("empty read"), Vec::<Option<Item>>::new());
+    let twice = store.get_many(&[a.key.clone(), a.key.clone()]).await;
+    assert!(matches!(twice, Err(StoreError::Invalid(_))), "{twice:?}");
+}
+
 pub async fn a_create_is_refused_when_the_item_exists(store: Arc<dyn ItemStore>) {
     let pk = unique("NX");
     write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.expect("first create");
@@ -301,6 +314,7 @@ macro_rules! store_contract_suite {
     ($make:expr) => {
         $crate::store_contract_suite!(@tests $make;
             an_item_reads_back_exactly_as_written,
+            a_batched_read_answers_in_the_order_asked,
             a_create_is_refused_when_the_item_exists,
             a_stale_version_is_refused_and_the_item_is_unchanged,
             a_transaction_is_all_or_nothing,

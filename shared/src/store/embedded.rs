@@ -366,6 +366,23 @@ impl ItemStore for EmbeddedStore {
         self.blocking(move |db| get_sync(db, &key)).await
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        super::validate_keys(keys)?;
+        let keys = keys.to_vec();
+        // One read transaction: the items as of one moment.
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ITEMS).map_err(unavailable)?;
+            keys.iter()
+                .map(|key| {
+                    let value = table.get((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)?;
+                    value.map(|v| decode(v.value())).transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let query = query.clone();
         self.blocking(move |db| query_sync(db, &query)).await

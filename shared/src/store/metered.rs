@@ -95,6 +95,18 @@ impl ItemStore for Metered {
         Ok(item)
     }
 
+    /// One round trip; strongly consistent reads cost a unit per 4 KB of each item (each
+    /// item rounded up on its own), as `BatchGetItem` is billed.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        let items = self.inner.get_many(keys).await?;
+        let m = &self.metrics;
+        m.get_requests.fetch_add(1, Ordering::Relaxed);
+        m.items_read.fetch_add(items.iter().flatten().count() as u64, Ordering::Relaxed);
+        let units: u64 = items.iter().flatten().map(|i| units(i.approximate_size(), 4096)).sum();
+        m.read_milli_units.fetch_add(1000 * units, Ordering::Relaxed);
+        Ok(items)
+    }
+
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let page = self.inner.query(query).await?;
         let m = &self.metrics;
