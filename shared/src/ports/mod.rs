@@ -3,7 +3,7 @@
 //!
 //! | port | trait | adapters |
 //! |---|---|---|
-//! | [`store`] | `ItemStore` | `store::embedded::EmbeddedStore` (redb), `store::dynamodb::DynamoStore`, `store::metered::MeteredStore` (counts work) |
+//! | [`store`] | `ItemStore` | `store::embedded::EmbeddedStore` (redb), `store::dynamodb::DynamoStore`, `store::memory::MemoryStore` (simulations), `store::metered::MeteredStore` (counts work) |
 //! | [`gateway`] | `PaymentGateway` | `recoup_sandbox::SandboxGateway`, `recoup_stripe::StripeGateway` (crates under `gateways/`) |
 //! | [`messaging`] | `EventPublisher`, `QueueSender` | `aws::EventBridgePublisher`, `aws::SqsSender`; the local product's in-process bus and queues |
 //! | [`mailer`] | `Mailer` | `mail::StoreMailer` |

@@ -7,8 +7,10 @@
 pub use crate::ports::store::*;
 
 pub mod keys;
-pub mod memory;
 pub mod metered;
+
+#[cfg(feature = "memory")]
+pub mod memory;
 pub mod repo;
 
 #[cfg(feature = "embedded")]
