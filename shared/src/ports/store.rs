@@ -168,6 +168,18 @@ pub enum Condition {
     Version(u64),
 }
 
+impl Condition {
+    /// Whether the condition holds for an item stored at `version` (`None`: absent).
+    pub fn holds(self, version: Option<u64>) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::NotExists => version.is_none(),
+            Condition::Exists => version.is_some(),
+            Condition::Version(v) => version == Some(v),
+        }
+    }
+}
+
 // A batch is short-lived and puts dominate it; boxing the item would only add allocations.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +287,38 @@ impl Query {
     pub fn after(mut self, cursor: Option<Cursor>) -> Self {
         self.after = cursor;
         self
+    }
+
+    /// For a table query: whether a sort key lies past the page cursor (in the query's
+    /// direction), i.e. on this page.
+    pub fn past_cursor(&self, sk: &str) -> bool {
+        match &self.after {
+            None => true,
+            Some(c) if self.descending => sk < c.key.sk.as_str(),
+            Some(c) => sk > c.key.sk.as_str(),
+        }
+    }
+
+    /// For an index query: whether an entry (index sort key, then the item's key) lies
+    /// past the page cursor.
+    pub fn past_index_cursor(&self, index_sk: &str, pk: &str, sk: &str) -> bool {
+        let Some(c) = &self.after else { return true };
+        let here = (index_sk, pk, sk);
+        let there = (c.index_key.as_ref().map_or("", |k| k.sk.as_str()), c.key.pk.as_str(), c.key.sk.as_str());
+        if self.descending { here < there } else { here > there }
+    }
+
+    /// The page of `items`; with a cursor after the last one when `more` may follow.
+    pub fn page(&self, items: Vec<Item>, more: bool) -> Page {
+        let next = if more {
+            items.last().map(|last| Cursor {
+                key: last.key.clone(),
+                index_key: self.index.and_then(|i| last.indexes.get(i).cloned()),
+            })
+        } else {
+            None
+        };
+        Page { items, next }
     }
 
     /// A cursor must point into the partition being queried.

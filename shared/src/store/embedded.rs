@@ -25,9 +25,7 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{
-    Condition, Cursor, Index, IndexKey, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch,
-};
+use super::{Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
 
 /// `(PK, SK)` → the item.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -152,11 +150,8 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
                 if !q.range.contains(sk) {
                     continue;
                 }
-                if let Some(c) = &q.after {
-                    let past = if q.descending { sk < c.key.sk.as_str() } else { sk > c.key.sk.as_str() };
-                    if !past {
-                        continue;
-                    }
+                if !q.past_cursor(sk) {
+                    continue;
                 }
                 if out.len() == limit {
                     more = true;
@@ -171,23 +166,14 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
             let upper: Bound<(&str, &str, &str, &str)> = Bound::Excluded((end.as_str(), "", "", ""));
             let range = gsi.range::<(&str, &str, &str, &str)>((lower, upper)).map_err(unavailable)?;
             let iter: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-            let cursor = q.after.as_ref().map(|c| {
-                let ik = c.index_key.clone().unwrap_or_else(|| IndexKey::new("", ""));
-                (ik.sk, c.key.pk.clone(), c.key.sk.clone())
-            });
             for entry in iter {
                 let (k, _) = entry.map_err(unavailable)?;
                 let (_, isk, tpk, tsk) = k.value();
                 if !q.range.contains(isk) {
                     continue;
                 }
-                if let Some((csk, cpk, ctsk)) = &cursor {
-                    let here = (isk, tpk, tsk);
-                    let there = (csk.as_str(), cpk.as_str(), ctsk.as_str());
-                    let past = if q.descending { here < there } else { here > there };
-                    if !past {
-                        continue;
-                    }
+                if !q.past_index_cursor(isk, tpk, tsk) {
+                    continue;
                 }
                 if out.len() == limit {
                     more = true;
@@ -201,22 +187,7 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
             }
         }
     }
-    let next = if more {
-        out.last()
-            .map(|last| Cursor { key: last.key.clone(), index_key: q.index.and_then(|i| last.indexes.get(i).cloned()) })
-    } else {
-        None
-    };
-    Ok(Page { items: out, next })
-}
-
-fn holds(condition: Condition, current: Option<&Item>) -> bool {
-    match condition {
-        Condition::Always => true,
-        Condition::NotExists => current.is_none(),
-        Condition::Exists => current.is_some(),
-        Condition::Version(v) => current.is_some_and(|i| i.version == v),
-    }
+    Ok(q.page(out, more))
 }
 
 /// The writer thread: gathers what is waiting, applies it as one group, commits once, then
@@ -309,7 +280,7 @@ fn apply(items: &mut ItemsTable<'_>, gsis: &mut [GsiTable<'_>; 3], ops: Vec<Writ
                 *condition
             }
         };
-        if !holds(condition, existing.as_ref()) {
+        if !condition.holds(existing.as_ref().map(|i| i.version)) {
             return Err(Applied::Refused(StoreError::ConditionFailed { op: i }));
         }
         current.push(existing);

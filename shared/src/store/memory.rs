@@ -16,7 +16,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::{Condition, Cursor, Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
+use super::{Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
 
 type TableKey = (String, String);
 /// `(index PK, index SK, PK, SK)`.
@@ -112,15 +112,6 @@ fn slot(index: Index) -> usize {
     }
 }
 
-fn holds(condition: Condition, current: Option<&Stored>) -> bool {
-    match condition {
-        Condition::Always => true,
-        Condition::NotExists => current.is_none(),
-        Condition::Exists => current.is_some(),
-        Condition::Version(v) => current.is_some_and(|i| i.version == v),
-    }
-}
-
 fn table_key(key: &Key) -> TableKey {
     (key.pk.clone(), key.sk.clone())
 }
@@ -147,11 +138,8 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
                 if !q.range.contains(sk) {
                     continue;
                 }
-                if let Some(c) = &q.after {
-                    let past = if q.descending { *sk < c.key.sk } else { *sk > c.key.sk };
-                    if !past {
-                        continue;
-                    }
+                if !q.past_cursor(sk) {
+                    continue;
                 }
                 if out.len() == limit {
                     more = true;
@@ -168,21 +156,12 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
             ));
             let iter: Box<dyn Iterator<Item = &IndexEntry>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-            let cursor = q.after.as_ref().map(|c| {
-                let isk = c.index_key.as_ref().map(|k| k.sk.clone()).unwrap_or_default();
-                (isk, c.key.pk.clone(), c.key.sk.clone())
-            });
             for (_, isk, pk, sk) in iter {
                 if !q.range.contains(isk) {
                     continue;
                 }
-                if let Some((csk, cpk, ctsk)) = &cursor {
-                    let here = (isk, pk, sk);
-                    let there = (csk, cpk, ctsk);
-                    let past = if q.descending { here < there } else { here > there };
-                    if !past {
-                        continue;
-                    }
+                if !q.past_index_cursor(isk, pk, sk) {
+                    continue;
                 }
                 if out.len() == limit {
                     more = true;
@@ -195,13 +174,7 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
             }
         }
     }
-    let next = if more {
-        out.last()
-            .map(|last| Cursor { key: last.key.clone(), index_key: q.index.and_then(|i| last.indexes.get(i).cloned()) })
-    } else {
-        None
-    };
-    Ok(Page { items: out, next })
+    Ok(q.page(out, more))
 }
 
 fn unindex(state: &mut State, item: &Stored) {
@@ -258,7 +231,7 @@ impl ItemStore for MemoryStore {
                 | WriteOp::Delete { condition, .. }
                 | WriteOp::Check { condition, .. } => *condition,
             };
-            if !holds(condition, state.items.get(&table_key(op.key()))) {
+            if !condition.holds(state.items.get(&table_key(op.key())).map(|i| i.version)) {
                 return Err(StoreError::ConditionFailed { op: i });
             }
         }
