@@ -289,9 +289,12 @@ impl Query {
         self
     }
 
-    /// For a table query: whether a sort key lies past the page cursor (in the query's
-    /// direction), i.e. on this page.
-    pub fn past_cursor(&self, sk: &str) -> bool {
+    /// For a table query: whether an item with this sort key belongs on the page (in the
+    /// range, past the page cursor in the query's direction).
+    pub fn selects(&self, sk: &str) -> bool {
+        if !self.range.contains(sk) {
+            return false;
+        }
         match &self.after {
             None => true,
             Some(c) if self.descending => sk < c.key.sk.as_str(),
@@ -299,9 +302,12 @@ impl Query {
         }
     }
 
-    /// For an index query: whether an entry (index sort key, then the item's key) lies
-    /// past the page cursor.
-    pub fn past_index_cursor(&self, index_sk: &str, pk: &str, sk: &str) -> bool {
+    /// For an index query: whether an entry (index sort key, then the item's key) belongs
+    /// on the page.
+    pub fn selects_index_entry(&self, index_sk: &str, pk: &str, sk: &str) -> bool {
+        if !self.range.contains(index_sk) {
+            return false;
+        }
         let Some(c) = &self.after else { return true };
         let here = (index_sk, pk, sk);
         let there = (c.index_key.as_ref().map_or("", |k| k.sk.as_str()), c.key.pk.as_str(), c.key.sk.as_str());

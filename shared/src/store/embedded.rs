@@ -147,10 +147,7 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
             for entry in iter {
                 let (k, v) = entry.map_err(unavailable)?;
                 let (_, sk) = k.value();
-                if !q.range.contains(sk) {
-                    continue;
-                }
-                if !q.past_cursor(sk) {
+                if !q.selects(sk) {
                     continue;
                 }
                 if out.len() == limit {
@@ -169,10 +166,7 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
             for entry in iter {
                 let (k, _) = entry.map_err(unavailable)?;
                 let (_, isk, tpk, tsk) = k.value();
-                if !q.range.contains(isk) {
-                    continue;
-                }
-                if !q.past_index_cursor(isk, tpk, tsk) {
+                if !q.selects_index_entry(isk, tpk, tsk) {
                     continue;
                 }
                 if out.len() == limit {

@@ -135,10 +135,7 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
             let iter: Box<dyn Iterator<Item = (&TableKey, &Stored)>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for ((_, sk), item) in iter {
-                if !q.range.contains(sk) {
-                    continue;
-                }
-                if !q.past_cursor(sk) {
+                if !q.selects(sk) {
                     continue;
                 }
                 if out.len() == limit {
@@ -157,10 +154,7 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
             let iter: Box<dyn Iterator<Item = &IndexEntry>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for (_, isk, pk, sk) in iter {
-                if !q.range.contains(isk) {
-                    continue;
-                }
-                if !q.past_index_cursor(isk, pk, sk) {
+                if !q.selects_index_entry(isk, pk, sk) {
                     continue;
                 }
                 if out.len() == limit {
