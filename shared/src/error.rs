@@ -76,6 +76,7 @@ codes! {
     InvoiceAlreadyPaid = "invoice_already_paid", Conflict, "the invoice is paid";
     InvoiceNotChargeable = "invoice_not_chargeable", Conflict, "the invoice is void (or draft)";
     ChargeInProgress = "charge_in_progress", Conflict, "an attempt on the invoice is pending at the PSP";
+    ChargeScheduled = "charge_scheduled", Conflict, "an earlier run of this request issued the invoice but did not start its charge; the schedule will";
     TransactionNotPending = "transaction_not_pending", Conflict, "an attempt's outcome was already recorded";
     InvalidStateTransition = "invalid_state_transition", Conflict, "the invoice or subscription is not in a state this action starts from";
     NoPaymentMethod = "no_payment_method", Conflict, "the customer has no default card";

@@ -13,7 +13,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use recoup_shared::domain::card::contains_card_number;
 use recoup_shared::error::{Code, Error, ErrorKind};
 use recoup_shared::ids::CustomerId;
-use recoup_shared::services::idempotency::{Begin, sha256_hex};
+use recoup_shared::services::idempotency::{Begin, RequestId, sha256_hex};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -132,6 +132,11 @@ pub struct Call {
     pub query: HashMap<String, String>,
     pub body: Vec<u8>,
     pub caller: Caller,
+    /// With an `Idempotency-Key`: the request, for creates to happen once per key. The
+    /// claim alone cannot ensure it (a run that dies after its create committed but before
+    /// its answer was stored leaves the key to a retry), so a create records what it made
+    /// under this id in its own transaction, and a retry finds it.
+    pub request: Option<RequestId>,
 }
 
 impl Call {
@@ -448,7 +453,8 @@ where
 
     let role = caller.role();
     let customer = caller.customer().map(ToString::to_string);
-    let call = Call { method: route.method, route: route.path, query, body, caller };
+    let request = claim.as_ref().map(|record| record.request_id());
+    let call = Call { method: route.method, route: route.path, query, body, caller, request };
     let (status, body, retryable) = match dispatch(app.clone(), call, op).await {
         Ok(reply) => (reply.status, reply.body, false),
         Err(e) => (status_of(e.kind), Some(error_body(&e)), forgets_key(&e)),

@@ -149,7 +149,7 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::CreateCustomer => {
             call.require_merchant()?;
             let body: NewCustomer = call.json()?;
-            let c = s.create_customer(&body.email, body.name.as_deref()).await?;
+            let c = s.create_customer_once(&body.email, body.name.as_deref(), call.request.as_ref()).await?;
             Ok(Reply::created(views::customer(&c)))
         }
         Op::ListCustomers => {
@@ -166,12 +166,15 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
             call.require_merchant()?;
             let body: NewInvoice = call.json()?;
             let issued = s
-                .issue_invoice(IssueInvoice {
-                    customer_id: customer_id(&body.customer_id)?,
-                    amount: parse_money(&body.amount, &body.currency)?,
-                    description: body.description,
-                    collection_method: body.collection_method,
-                })
+                .issue_invoice_once(
+                    IssueInvoice {
+                        customer_id: customer_id(&body.customer_id)?,
+                        amount: parse_money(&body.amount, &body.currency)?,
+                        description: body.description,
+                        collection_method: body.collection_method,
+                    },
+                    call.request.as_ref(),
+                )
                 .await?;
             let mut view = views::invoice(&issued.invoice, audience);
             view["charge"] = match &issued.charge {

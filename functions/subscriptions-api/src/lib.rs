@@ -107,13 +107,16 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
                 Error::new(Code::InvalidRequest, "customer_id is not a customer id").with("field", "customer_id")
             })?;
             let (sub, first) = s
-                .create_subscription(NewSubscription {
-                    customer_id,
-                    amount: parse_money(&body.amount, &body.currency)?,
-                    interval: body.interval,
-                    interval_count: body.interval_count,
-                    description: body.description,
-                })
+                .create_subscription_once(
+                    NewSubscription {
+                        customer_id,
+                        amount: parse_money(&body.amount, &body.currency)?,
+                        interval: body.interval,
+                        interval_count: body.interval_count,
+                        description: body.description,
+                    },
+                    call.request.as_ref(),
+                )
                 .await?;
             let mut view = render(&app, &call, &sub, true).await?;
             view["first_payment"] = match &first {

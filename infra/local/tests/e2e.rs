@@ -204,6 +204,83 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_r
     assert_eq!(other.body["code"], "idempotency_key_reused");
 }
 
+/// Rewinds an idempotency record to a lapsed in-progress claim: what a process killed
+/// after its request committed, but before the answer was stored, leaves behind.
+async fn lose_the_completion(data_dir: &std::path::Path, scope: &str, key: &str) {
+    use recoup_shared::services::idempotency::{IdempotencyRecord, IdempotencyState, sha256_hex};
+    use recoup_shared::store::embedded::EmbeddedStore;
+    use recoup_shared::store::keys;
+    use recoup_shared::store::repo::{Repo, Tx};
+
+    let store = EmbeddedStore::open(data_dir.join("recoup.redb")).expect("the store opens once the server stopped");
+    let repo = Repo::new(std::sync::Arc::new(store));
+    let id = sha256_hex(&[scope.as_bytes(), key.as_bytes()]);
+    let mut record =
+        repo.load::<IdempotencyRecord>(&keys::idempotency(&id)).await.unwrap().expect("the key's record is stored");
+    assert!(matches!(record.state, IdempotencyState::Completed { .. }));
+    record.state = IdempotencyState::InProgress { lease_until: record.created_at };
+    let mut tx = Tx::new();
+    tx.save(&record).unwrap();
+    repo.commit(tx).await.unwrap();
+}
+
+/// The crash test's duplicate: the first run of a keyed POST issued and charged the
+/// invoice (and started the subscription), then the process died before the answer was
+/// stored. The retry, once the lease lapsed, runs the request again and must find what the
+/// first run made instead of making and charging it again.
+#[tokio::test]
+async fn a_retry_after_a_lost_completion_creates_and_charges_nothing_again() {
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let (cus, owner, _) = r.customer(&merchant).await;
+    r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await;
+    let invoice = json!({"customer_id": cus, "amount": 4200, "currency": "usd"});
+    let subscription = json!({"customer_id": cus, "amount": 1900, "currency": "usd", "interval": "month"});
+    let first = r.call("POST", "/v1/invoices", Some(&merchant), Some(invoice.clone()), Some("order-7")).await;
+    assert_eq!((first.status, first.body["status"].as_str()), (201, Some("paid")), "{}", first.body);
+    let started = r.call("POST", "/v1/subscriptions", Some(&merchant), Some(subscription.clone()), Some("sub-7")).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+
+    let data_dir = r.stop().await;
+    // `recoup-local token --role merchant` signs subject `dev`; the edge scopes keys by it.
+    lose_the_completion(&data_dir, "merchant:dev", "order-7").await;
+    lose_the_completion(&data_dir, "merchant:dev", "sub-7").await;
+    let r = Runner::start_in(data_dir).await;
+
+    let again = r.call("POST", "/v1/invoices", Some(&merchant), Some(invoice), Some("order-7")).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert!(again.headers.get("idempotency-replayed").is_none(), "the request ran again");
+    assert_eq!(again.body["id"], first.body["id"], "the invoice the first run issued");
+    assert_eq!(again.body["status"], "paid");
+    assert_eq!(again.body["charge"]["outcome"], "paid");
+    assert_eq!(again.body["transactions"].as_array().unwrap().len(), 1, "charged once");
+
+    let restarted = r.call("POST", "/v1/subscriptions", Some(&merchant), Some(subscription), Some("sub-7")).await;
+    assert_eq!(restarted.status, 201, "{}", restarted.body);
+    assert_eq!(restarted.body["id"], started.body["id"], "the subscription the first run started");
+    assert_eq!(restarted.body["first_payment"], started.body["first_payment"]);
+
+    let invoices = r.get(&format!("/v1/invoices?customer_id={cus}"), &merchant).await;
+    assert_eq!(invoices.body["data"].as_array().unwrap().len(), 2, "one invoice per request: {}", invoices.body);
+    for inv in invoices.body["data"].as_array().unwrap() {
+        assert_eq!(inv["transactions"].as_array().unwrap().len(), 1, "one charge per invoice: {inv}");
+    }
+    let subs = r.get("/v1/subscriptions", &merchant).await;
+    assert_eq!(subs.body["data"].as_array().unwrap().len(), 1, "{}", subs.body);
+    // And the stored answer now replays.
+    let replayed = r
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&merchant),
+            Some(json!({"customer_id": cus, "amount": 4200, "currency": "usd"})),
+            Some("order-7"),
+        )
+        .await;
+    assert_eq!(replayed.headers.get("idempotency-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(replayed.body["id"], first.body["id"]);
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_stable_code_and_nothing_is_written() {
     let r = Runner::start().await;

@@ -53,6 +53,29 @@ pub struct ChargeReport {
     pub next_action: Option<NextAction>,
 }
 
+impl ChargeReport {
+    /// How the invoice's first attempt went: the answer to a re-run of the request that
+    /// issued it, which finds the invoice and must not start another attempt. No attempt
+    /// yet (the first run stopped before charging) is `charge_scheduled`: the invoice was
+    /// put on the schedule for its first attempt when it was issued.
+    pub(crate) fn of_first_attempt(invoice: &Invoice) -> Result<ChargeReport> {
+        let Some(first) = invoice.transactions().first() else {
+            return Err(Error::new(
+                Code::ChargeScheduled,
+                "an earlier run of this request issued the invoice but did not start its charge; it is on the schedule and will be charged shortly",
+            ));
+        };
+        let outcome = match first.status {
+            TransactionStatus::Succeeded => ChargeOutcome::Paid,
+            TransactionStatus::Failed => ChargeOutcome::Declined,
+            TransactionStatus::Pending => ChargeOutcome::Pending,
+        };
+        // The client secret of an on-session attempt is not kept; an initial charge is
+        // off-session anyway.
+        Ok(ChargeReport { invoice: invoice.clone(), transaction: first.clone(), outcome, next_action: None })
+    }
+}
+
 /// The cardholder's part of a payment the issuer wants authenticated (3-D Secure): the
 /// customer's page hands `client_secret` to the PSP's script (Stripe.js
 /// `handleNextAction`), which runs the challenge; the PSP then reports the outcome.

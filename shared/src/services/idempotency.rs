@@ -2,12 +2,19 @@
 //! (a conditional put); the response is stored on completion. The same key with the same
 //! request replays that response; with a different request it is refused. Records expire
 //! after a day.
+//!
+//! The record alone cannot make a create happen once: a process that dies after the
+//! create committed but before the record was completed leaves it in progress, and once
+//! the lease lapses a retry runs the request again. So each create also writes, in its own
+//! transaction, a [`CreatedBy`] mark under the claim's [`RequestId`] (which must not exist
+//! yet); a re-run finds the mark and answers with what the first run made.
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{CustomerId, InvoiceId, SubscriptionId};
 use crate::store::repo::{Entity, Tx, Versioned};
 use crate::store::{Key, StoreError, keys};
 use crate::time::Timestamp;
@@ -42,6 +49,78 @@ impl Entity for IdempotencyRecord {
     fn expires_at(&self) -> Option<i64> {
         Some((self.created_at + RETENTION).timestamp())
     }
+}
+
+impl IdempotencyRecord {
+    /// The id a create run under this claim records what it made by: the caller's key
+    /// (already hashed with its scope). Every run with the key finds what the first one
+    /// made: after a lapsed lease, and after a release (a failure once the create had
+    /// committed). A mark as old as the record's retention is forgotten with it.
+    pub fn request_id(&self) -> RequestId {
+        RequestId(self.id.clone())
+    }
+}
+
+/// One request that may run more than once (a retry with the same `Idempotency-Key`) but
+/// must create its resource once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// From any text (hashed, so it is bounded and safe in a key). The HTTP edge uses
+    /// [`IdempotencyRecord::request_id`].
+    pub fn new(text: &str) -> Self {
+        RequestId(sha256_hex(&[text.as_bytes()]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a create made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Created {
+    Customer(CustomerId),
+    Invoice(InvoiceId),
+    Subscription(SubscriptionId),
+}
+
+/// The mark a create writes with what it creates, in the same transaction: "request R
+/// created X". It must not exist, so of two runs of one request only one commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedBy {
+    pub request_id: String,
+    pub created: Created,
+    pub created_at: Timestamp,
+}
+
+impl Entity for CreatedBy {
+    const KIND: &'static str = "created_by_request";
+    fn key(&self) -> Key {
+        keys::created_by_request(&self.request_id)
+    }
+    // As long as the idempotency record: no retry with the key can come later.
+    fn expires_at(&self) -> Option<i64> {
+        Some((self.created_at + RETENTION).timestamp())
+    }
+}
+
+/// Adds the mark "`request` created `created`" to a create's transaction (nothing without
+/// a request id). The commit then fails on it if another run of the request committed.
+pub(crate) fn mark_created(tx: &mut Tx, request: Option<&RequestId>, created: Created, now: Timestamp) -> Result<()> {
+    if let Some(request) = request {
+        let mark = CreatedBy { request_id: request.as_str().to_owned(), created, created_at: now };
+        tx.save(&Versioned::new(mark))?;
+    }
+    Ok(())
+}
+
+/// A mark naming another kind of resource than the create that read it: the request hash
+/// covers the path, so this is a bug, never a caller's mistake.
+pub(crate) fn created_something_else(expected: &str, found: &Created) -> Error {
+    Error::internal(format!("a {expected} create found its request marked as having created {found:?}"))
 }
 
 pub enum Begin {
@@ -115,6 +194,26 @@ impl Services {
             // Three requests with the key raced for it: another one holds it now.
             Err(e) if e.kind == ErrorKind::Conflict => Ok(Begin::InProgress),
             other => other,
+        }
+    }
+
+    /// What an earlier run of `request` created, if one committed. A mark past the
+    /// retention belongs to an earlier use of the key (a new request now, as its record
+    /// is): it is deleted, so this run's mark can take its place.
+    pub(crate) async fn created_by(&self, request: Option<&RequestId>) -> Result<Option<Created>> {
+        let Some(request) = request else { return Ok(None) };
+        let Some(mark) = self.repo.load::<CreatedBy>(&keys::created_by_request(request.as_str())).await? else {
+            return Ok(None);
+        };
+        if mark.created_at + RETENTION > self.now() {
+            return Ok(Some(mark.into_inner().created));
+        }
+        let mut tx = Tx::new();
+        tx.delete(&mark);
+        match self.repo.commit(tx).await {
+            // Gone or rewritten meanwhile: this run's commit decides against whatever is there.
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -6,11 +6,12 @@ use crate::domain::money::Money;
 use crate::domain::{Invoice, SubscriptionStatus};
 use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, InvoiceId};
-use crate::store::Cursor;
 use crate::store::repo::{Listing, Tx, Versioned};
+use crate::store::{Cursor, StoreError};
 
 use super::charging::{CardChoice, ChargeReport};
-use super::{Decision, Services};
+use super::idempotency::{Created, RequestId, created_something_else, mark_created};
+use super::{Decision, Services, concurrent_update};
 
 pub struct IssueInvoice {
     pub customer_id: CustomerId,
@@ -27,6 +28,16 @@ pub struct Issued {
 
 impl Services {
     pub async fn issue_invoice(&self, req: IssueInvoice) -> Result<Issued> {
+        self.issue_invoice_once(req, None).await
+    }
+
+    /// Issues the invoice once per `request` (a retry of an HTTP request whose first run
+    /// committed but never recorded its answer): a re-run answers with the invoice the
+    /// first run issued, as it now stands, and charges nothing.
+    pub async fn issue_invoice_once(&self, req: IssueInvoice, request: Option<&RequestId>) -> Result<Issued> {
+        if let Some(earlier) = self.created_by(request).await? {
+            return self.issued_earlier(&earlier).await;
+        }
         self.customer(&req.customer_id).await?;
         let now = self.now();
         let (mut invoice, created) = Invoice::issue(
@@ -43,7 +54,17 @@ impl Services {
         let mut tx = Tx::new();
         tx.save(&Versioned::new(invoice.clone()))?;
         tx.emit([created], now)?;
-        let events = self.repo.commit(tx).await?;
+        mark_created(&mut tx, request, Created::Invoice(invoice.id.clone()), now)?;
+        let events = match self.repo.commit(tx).await {
+            Ok(events) => events,
+            // Only the request's mark can fail (the invoice and its event are new): another
+            // run of the request committed first. Nothing of this run was written.
+            Err(StoreError::ConditionFailed { .. }) => match self.created_by(request).await? {
+                Some(earlier) => return self.issued_earlier(&earlier).await,
+                None => return Err(concurrent_update("invoice")),
+            },
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(invoice_id = %invoice.id, customer_id = %invoice.customer_id, amount = %invoice.amount, "invoice issued");
         match invoice.collection_method {
             CollectionMethod::SendInvoice => {
@@ -69,6 +90,23 @@ impl Services {
                 Ok(Issued { invoice, charge: Some(charge) })
             }
         }
+    }
+
+    /// The answer to a re-run of an issue: the invoice as it stands and, when it is
+    /// collected automatically, how its first attempt went (never a new attempt: the first
+    /// run made it, or the schedule will).
+    async fn issued_earlier(&self, earlier: &Created) -> Result<Issued> {
+        let id = match earlier {
+            Created::Invoice(id) => id,
+            Created::Customer(_) | Created::Subscription(_) => return Err(created_something_else("invoice", earlier)),
+        };
+        let invoice = self.invoice(id).await?.into_inner();
+        tracing::info!(invoice_id = %invoice.id, "invoice issue re-run: answered with the invoice already issued");
+        let charge = match invoice.collection_method {
+            CollectionMethod::SendInvoice => None,
+            CollectionMethod::ChargeAutomatically => Some(ChargeReport::of_first_attempt(&invoice)),
+        };
+        Ok(Issued { invoice, charge })
     }
 
     pub async fn invoice(&self, id: &InvoiceId) -> Result<Versioned<Invoice>> {

@@ -14,7 +14,15 @@ use crate::store::repo::{Listing, Tx, Versioned};
 use crate::time::Timestamp;
 
 use super::charging::{CardChoice, ChargeReport};
+use super::idempotency::{Created, RequestId, created_something_else, mark_created};
 use super::{Decision, Services};
+
+/// What one round of starting a subscription found or wrote.
+enum Start {
+    New(Box<Subscription>, InvoiceId),
+    /// Another run of the request started it.
+    Earlier(Created),
+}
 
 pub struct NewSubscription {
     pub customer_id: CustomerId,
@@ -48,11 +56,27 @@ impl Services {
         &self,
         req: NewSubscription,
     ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
+        self.create_subscription_once(req, None).await
+    }
+
+    /// Starts the subscription once per `request` (see [`Services::issue_invoice_once`]): a
+    /// re-run answers with the subscription the first run started and how its payment 1
+    /// went, and charges nothing.
+    pub async fn create_subscription_once(
+        &self,
+        req: NewSubscription,
+        request: Option<&RequestId>,
+    ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
         let plan = Plan::new(req.amount, req.interval, req.interval_count, req.description.trim().to_owned())?;
         let req = &req;
         let plan = &plan;
-        let (sub, invoice_id) = self
+        let started = self
             .optimistic("customer", || async move {
+                // Read in every round: a round that lost its commit to another run of the
+                // request (on the mark) finds what that run started.
+                if let Some(earlier) = self.created_by(request).await? {
+                    return Ok(Decision::Answer(Start::Earlier(earlier)));
+                }
                 let mut customer = self.customer(&req.customer_id).await?;
                 if customer.default_payment_method_id().is_none() {
                     return Err(Error::new(
@@ -89,9 +113,14 @@ impl Services {
                     ],
                     now,
                 )?;
-                Ok(Decision::Commit(tx, (sub, invoice.id)))
+                mark_created(&mut tx, request, Created::Subscription(sub.id.clone()), now)?;
+                Ok(Decision::Commit(tx, Start::New(Box::new(sub), invoice.id)))
             })
             .await?;
+        let (sub, invoice_id) = match started {
+            Start::New(sub, invoice_id) => (*sub, invoice_id),
+            Start::Earlier(earlier) => return self.started_earlier(&earlier).await,
+        };
         tracing::info!(subscription_id = %sub.id, customer_id = %sub.customer_id, "subscription started");
         let charge = self.charge_invoice(&invoice_id, CardChoice::Default, AttemptTrigger::Initial).await;
         // Committed: answer with what was written if it cannot be read back, so the
@@ -101,6 +130,24 @@ impl Services {
             Ok(None) | Err(_) => sub,
         };
         Ok((sub, charge))
+    }
+
+    /// The answer to a re-run of a start: the subscription as it stands and how its payment
+    /// 1 went (never a new attempt: the first run made it, or the schedule will).
+    async fn started_earlier(
+        &self,
+        earlier: &Created,
+    ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
+        let id = match earlier {
+            Created::Subscription(id) => id,
+            Created::Customer(_) | Created::Invoice(_) => return Err(created_something_else("subscription", earlier)),
+        };
+        let sub = self.subscription(id).await?.into_inner();
+        tracing::info!(subscription_id = %sub.id, "subscription start re-run: answered with the subscription already started");
+        let first =
+            sub.payment(1).ok_or_else(|| Error::internal(format!("subscription {} has no payment 1", sub.id)))?;
+        let invoice = self.invoice(&first.invoice_id).await?;
+        Ok((sub, ChargeReport::of_first_attempt(&invoice)))
     }
 
     pub async fn subscription(&self, id: &SubscriptionId) -> Result<Versioned<Subscription>> {

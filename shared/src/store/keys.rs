@@ -57,6 +57,12 @@ pub fn idempotency(scope_and_key_hash: &str) -> Key {
     Key::new(format!("IDEM#{scope_and_key_hash}"), "IDEM")
 }
 
+/// What one run of an idempotent create made (see `services::idempotency::CreatedBy`),
+/// keyed by that run's request id (itself a hash), so a re-run finds it.
+pub fn created_by_request(request_id: &str) -> Key {
+    Key::new(format!("REQ#{request_id}"), "REQ")
+}
+
 /// An email the notifier sent (kept for the dev console and for de-duplication).
 pub fn email(id: &str) -> Key {
     Key::new(format!("MAIL#{id}"), "MAIL")
