@@ -27,6 +27,12 @@ pub fn embedded_store() -> Arc<dyn ItemStore> {
     Arc::new(crate::store::embedded::EmbeddedStore::open(dir.join("recoup.redb")).expect("open embedded store"))
 }
 
+/// A fresh embedded store on redb's in-memory backend (nothing on disk).
+#[cfg(feature = "embedded")]
+pub fn embedded_store_in_memory() -> Arc<dyn ItemStore> {
+    Arc::new(crate::store::embedded::EmbeddedStore::in_memory().expect("open in-memory embedded store"))
+}
+
 /// A DynamoDB store on the emulator, in `table` (created if missing).
 #[cfg(feature = "aws")]
 pub async fn dynamo_store(table: &str) -> crate::store::dynamodb::DynamoStore {

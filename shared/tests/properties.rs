@@ -29,8 +29,8 @@ use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId}
 use recoup_shared::services::charging::CardChoice;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
-use recoup_shared::testkit::{TestApp, embedded_store};
-use recoup_shared::time::{Clock, Timestamp};
+use recoup_shared::testkit::{TestApp, embedded_store_in_memory};
+use recoup_shared::time::Timestamp;
 
 /// The engine over `store`, with the sandbox payment provider.
 fn sandboxed(store: Arc<dyn recoup_shared::store::ItemStore>) -> TestApp {
@@ -147,22 +147,18 @@ struct World {
 }
 
 impl World {
-    async fn invoices(&self) -> Vec<InvoiceId> {
-        let mut ids = Vec::new();
-        for c in &self.customers {
-            let listing = self.app.services.list_invoices(c, 100, None).await.unwrap();
-            ids.extend(listing.items.into_iter().map(|i| i.id));
-        }
-        ids.sort();
-        ids
-    }
-
+    /// Every invoice of both customers, in id order, read once.
     async fn all_invoices(&self) -> Vec<Invoice> {
         let mut out = Vec::new();
-        for id in self.invoices().await {
-            out.push(self.app.services.invoice(&id).await.unwrap().into_inner());
+        for c in &self.customers {
+            out.extend(self.app.services.list_invoices(c, 100, None).await.unwrap().items);
         }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    async fn invoices(&self) -> Vec<InvoiceId> {
+        self.all_invoices().await.into_iter().map(|i| i.id).collect()
     }
 
     async fn subscriptions(&self) -> Vec<Subscription> {
@@ -277,9 +273,10 @@ impl World {
     async fn check(&self) -> Result<(), String> {
         let s = &self.app.services;
         let mut fingerprints = BTreeMap::new();
-        for id in self.invoices().await {
-            let inv = s.invoice(&id).await.unwrap().into_inner();
-            check_invoice(&inv)?;
+        let invoices = self.all_invoices().await;
+        for inv in &invoices {
+            let id = &inv.id;
+            check_invoice(inv)?;
             let mut psp_successes = 0;
             for t in inv.transactions() {
                 if let Some(AttemptOutcome::Succeeded { .. }) = s.gateway.lookup(&t.idempotency_key).await.unwrap() {
@@ -290,11 +287,10 @@ impl World {
             if psp_successes > 1 {
                 return Err(format!("invoice {id} was charged {psp_successes} times at the PSP"));
             }
-            self.check_no_blocked_retries(&inv)?;
-            self.check_no_expired_card_sent(&inv).await?;
+            self.check_no_blocked_retries(inv)?;
+            self.check_no_expired_card_sent(inv).await?;
         }
-        self.check_advice_delays().await?;
-        let invoices = self.all_invoices().await;
+        Self::check_advice_delays(&invoices)?;
         let subscriptions = self.subscriptions().await;
         check_card_blocks(&invoices)?;
         check_schedule_keeps_every_open_invoice(&invoices, &subscriptions)?;
@@ -320,11 +316,8 @@ impl World {
 
     /// A Mastercard advice code 24-30 holds every reattempt of the card until its wait is
     /// over, across invoices.
-    async fn check_advice_delays(&self) -> Result<(), String> {
-        let mut all = Vec::new();
-        for id in self.invoices().await {
-            all.extend(self.app.services.invoice(&id).await.unwrap().into_inner().transactions().to_vec());
-        }
+    fn check_advice_delays(invoices: &[Invoice]) -> Result<(), String> {
+        let all: Vec<_> = invoices.iter().flat_map(|i| i.transactions()).collect();
         for t in all.iter().filter(|t| t.sent_to_psp && t.reattempt) {
             for d in &all {
                 let Some(wait) =
@@ -492,7 +485,7 @@ fn check_invoice(inv: &Invoice) -> Result<(), String> {
 }
 
 async fn world(first_cards: [usize; WHO]) -> World {
-    let app = sandboxed(embedded_store());
+    let app = sandboxed(embedded_store_in_memory());
     let s = app.services.clone();
     let mut w = World {
         app,
@@ -533,26 +526,64 @@ async fn world(first_cards: [usize; WHO]) -> World {
     w
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, .. ProptestConfig::default() })]
+/// How many random interleavings run: `RECOUP_PROPERTY_CASES`, 10,000 unless set.
+fn cases() -> u32 {
+    match std::env::var("RECOUP_PROPERTY_CASES") {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("RECOUP_PROPERTY_CASES={v:?} is not a count")),
+        Err(_) => 10_000,
+    }
+}
 
-    #[test]
-    fn no_interleaving_double_charges_breaks_a_network_rule_or_leaves_an_invalid_state(
-        first_cards in [0usize..CARDS.len(), 0usize..CARDS.len()],
-        ops in prop::collection::vec(op(), 1..70),
-    ) {
+/// Each case is a fresh engine on the embedded store (redb, on its in-memory backend so
+/// ten thousand databases cost no disk), two customers, their first cards, and up to 69
+/// steps; every invariant is checked after every step. The cases are split between two
+/// runners on two threads (each replays the saved failures first); the count run is
+/// printed.
+#[test]
+fn no_interleaving_double_charges_breaks_a_network_rule_or_leaves_an_invalid_state() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use proptest::test_runner::{Config, TestError, TestRunner};
+
+    const RUNNERS: u32 = 2;
+    let total = cases();
+    let ran = AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let run = |cases: u32| -> Result<(), TestError<([usize; WHO], Vec<Op>)>> {
+        let config = Config { cases, max_shrink_iters: 200, source_file: Some(file!()), ..Config::default() };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let result: Result<(), String> = rt.block_on(async {
-            let mut w = world(first_cards).await;
-            w.check().await?;
-            for (i, op) in ops.iter().enumerate() {
-                w.apply(op).await;
-                w.check().await.map_err(|e| format!("after step {i} ({op:?}): {e}"))?;
-            }
-            w.check_subscriptions_settle().await?;
-            let _ = Arc::clone(&w.app.clock).now();
+        let strategy = ([0usize..CARDS.len(), 0usize..CARDS.len()], prop::collection::vec(op(), 1..70));
+        TestRunner::new(config).run(&strategy, |(first_cards, ops)| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            let result: Result<(), String> = rt.block_on(async {
+                let mut w = world(first_cards).await;
+                w.check().await?;
+                for (i, op) in ops.iter().enumerate() {
+                    w.apply(op).await;
+                    w.check().await.map_err(|e| format!("after step {i} ({op:?}): {e}"))?;
+                }
+                w.check_subscriptions_settle().await?;
+                Ok(())
+            });
+            prop_assert!(result.is_ok(), "{}", result.unwrap_err());
             Ok(())
-        });
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        })
+    };
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let shards: Vec<_> = (0..RUNNERS)
+            .map(|k| total / RUNNERS + u32::from(k < total % RUNNERS))
+            .map(|cases| scope.spawn(move || run(cases)))
+            .collect();
+        shards.into_iter().map(|s| s.join().expect("a property runner panicked")).collect()
+    });
+    println!(
+        "property cases: {total} asked, {} run (saved failures replayed, shrinking included) in {:.1} s",
+        ran.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    for outcome in outcomes {
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
 
@@ -91,7 +91,20 @@ impl EmbeddedStore {
         if let Some(dir) = path.as_ref().parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
-        let db = Database::create(path.as_ref()).map_err(unavailable)?;
+        Self::start(Database::create(path.as_ref()).map_err(unavailable)?, Durability::Immediate)
+    }
+
+    /// The same store over redb's in-memory backend: the same transactions, conditions,
+    /// indexes and group commit, nothing written to disk (gone when dropped). For the
+    /// property tests, which open thousands of stores. Commits skip the work that only
+    /// makes a file durable.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db =
+            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
+        Self::start(db, Durability::None)
+    }
+
+    fn start(db: Database, durability: Durability) -> Result<Self, StoreError> {
         // Create the tables up front so read transactions never find them missing.
         let txn = db.begin_write().map_err(unavailable)?;
         {
@@ -106,18 +119,33 @@ impl EmbeddedStore {
         let writer_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("recoup-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &queue))
+            .spawn(move || write_loop(&writer_db, durability, &queue))
             .map_err(unavailable)?;
         Ok(EmbeddedStore { shared: Arc::new(Shared { db, writer: Some(writer), thread: Some(thread) }) })
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    {
-        let db = self.shared.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+    /// Every item, in key order. No use case scans (each reads by key or index); this is
+    /// for inspecting a database from outside, as the local product's crash test does once
+    /// the product is stopped.
+    pub async fn all_items(&self) -> Result<Vec<Item>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ITEMS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs a read on the calling task. A redb read transaction never waits for the
+    /// writer (it reads the last committed snapshot) and its pages are usually in redb's
+    /// cache, so a read takes microseconds: less than a hop to the blocking pool and back,
+    /// which is what every read used to pay.
+    fn read<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&self.shared.db)
     }
 }
 
@@ -186,7 +214,7 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
 
 /// The writer thread: gathers what is waiting, applies it as one group, commits once, then
 /// answers. Ends when every handle to the store is gone.
-fn write_loop(db: &Database, queue: &mpsc::Receiver<Pending>) {
+fn write_loop(db: &Database, durability: Durability, queue: &mpsc::Receiver<Pending>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -196,7 +224,7 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Pending>) {
             }
         }
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.ops, p.reply)).unzip();
-        for (reply, result) in replies.into_iter().zip(commit_group(db, ops)) {
+        for (reply, result) in replies.into_iter().zip(commit_group(db, durability, ops)) {
             // A caller that stopped waiting (its task was dropped) needs no answer.
             let _ = reply.send(result);
         }
@@ -207,13 +235,16 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Pending>) {
 /// logical transaction whose conditions fail is answered with that failure and writes
 /// nothing; the others are unaffected. A storage failure fails the whole group (nothing of
 /// it is committed) and every member is told the store is unavailable.
-fn commit_group(db: &Database, group: Vec<Vec<WriteOp>>) -> Vec<Result<(), StoreError>> {
+fn commit_group(db: &Database, durability: Durability, group: Vec<Vec<WriteOp>>) -> Vec<Result<(), StoreError>> {
     let n = group.len();
     let fail_all = |e: StoreError| vec![Err(e); n];
-    let txn = match db.begin_write() {
+    let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => return fail_all(unavailable(e)),
     };
+    if let Err(e) = txn.set_durability(durability) {
+        return fail_all(unavailable(e));
+    }
     let mut results = Vec::with_capacity(n);
     {
         let tables = (|| {
@@ -327,15 +358,13 @@ fn apply(items: &mut ItemsTable<'_>, gsis: &mut [GsiTable<'_>; 3], ops: Vec<Writ
 #[async_trait]
 impl ItemStore for EmbeddedStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        let key = key.clone();
-        self.blocking(move |db| get_sync(db, &key)).await
+        self.read(|db| get_sync(db, key))
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
         super::validate_keys(keys)?;
-        let keys = keys.to_vec();
         // One read transaction: the items as of one moment.
-        self.blocking(move |db| {
+        self.read(|db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(ITEMS).map_err(unavailable)?;
             keys.iter()
@@ -345,12 +374,10 @@ impl ItemStore for EmbeddedStore {
                 })
                 .collect()
         })
-        .await
     }
 
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
-        let query = query.clone();
-        self.blocking(move |db| query_sync(db, &query)).await
+        self.read(|db| query_sync(db, query))
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
