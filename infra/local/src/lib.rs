@@ -14,6 +14,7 @@ use recoup_shared::domain::policy::DunningPolicy;
 use recoup_shared::mail::StoreMailer;
 use recoup_shared::ports::gateway::PaymentGateway;
 use recoup_shared::services::Services;
+use recoup_shared::store::ItemStore;
 use recoup_shared::store::embedded::EmbeddedStore;
 use recoup_shared::store::repo::Repo;
 use recoup_shared::time::{Clock, OffsetClock};
@@ -58,6 +59,8 @@ pub struct Local {
     data_dir: PathBuf,
     /// One schedule run at a time, as one EventBridge rule invokes one function.
     schedules: tokio::sync::Mutex<()>,
+    /// One write of the dev clock's offset file at a time.
+    clock_file: std::sync::Mutex<()>,
 }
 
 fn offset_file(dir: &Path) -> PathBuf {
@@ -66,10 +69,13 @@ fn offset_file(dir: &Path) -> PathBuf {
 
 impl Local {
     /// Opens (or creates) the data directory. Data and the dev clock survive restarts.
-    pub fn open(options: Options) -> Result<Arc<Local>, String> {
+    /// The queues are in the same store as the data: what was queued before a crash is
+    /// delivered after it.
+    pub async fn open(options: Options) -> Result<Arc<Local>, String> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
-        let store = EmbeddedStore::open(options.data_dir.join("recoup.redb")).map_err(|e| e.to_string())?;
-        let repo = Repo::new(Arc::new(store));
+        let store: Arc<dyn ItemStore> =
+            Arc::new(EmbeddedStore::open(options.data_dir.join("recoup.redb")).map_err(|e| e.to_string())?);
+        let repo = Repo::new(store.clone());
         let clock = Arc::new(OffsetClock::default());
         if let Ok(saved) = std::fs::read_to_string(offset_file(&options.data_dir))
             && let Ok(ms) = saved.trim().parse::<i64>()
@@ -77,7 +83,7 @@ impl Local {
             clock.advance(TimeDelta::milliseconds(ms));
         }
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let queues = Arc::new(Queues::new(dyn_clock.clone()));
+        let queues = Arc::new(Queues::open(store, dyn_clock.clone()).await.map_err(|e| format!("the queues: {e}"))?);
         let bus = Arc::new(LocalBus::new(queues.clone(), dyn_clock.clone()));
         let card_form = match &options.provider {
             LocalProvider::Sandbox => CardForm {
@@ -126,13 +132,21 @@ impl Local {
             jwt_secret: options.jwt_secret,
             data_dir: options.data_dir,
             schedules: tokio::sync::Mutex::new(()),
+            clock_file: std::sync::Mutex::new(()),
         }))
     }
 
-    /// Moves the dev clock forward (never back) and remembers it across restarts.
+    /// Moves the dev clock forward (never back) and remembers it across restarts. The
+    /// offset is written to a temporary file that then replaces the old one, so a crash
+    /// mid-write leaves the old offset, never an empty file (which would read as no offset
+    /// and set the clock back); one advance at a time, so the file ends at the latest.
     pub fn advance_clock(&self, by: TimeDelta) -> std::io::Result<()> {
+        let _one_at_a_time = self.clock_file.lock().unwrap_or_else(|e| e.into_inner());
         self.clock.advance(by);
-        std::fs::write(offset_file(&self.data_dir), self.clock.offset().num_milliseconds().to_string())
+        let path = offset_file(&self.data_dir);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.clock.offset().num_milliseconds().to_string())?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// Runs each scheduled function once, as its EventBridge schedule would.

@@ -160,7 +160,8 @@ async fn main() -> Result<(), String> {
                 portal_url,
                 provider,
                 stripe_webhook_secrets: stripe_webhook_secret.map(|s| recoup_lambda::app::split_secrets(&s)),
-            })?;
+            })
+            .await?;
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             println!("listening on http://{bound}");

@@ -1,5 +1,8 @@
 //! Drives the real `recoup-local` binary over HTTP.
 
+// Each test crate (e2e, crash) uses part of this module.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -42,11 +45,19 @@ impl Runner {
 
     /// Starts the product with extra environment (e.g. another payment provider).
     pub async fn start_with(data_dir: PathBuf, env: &[(&str, &str)]) -> Runner {
+        Runner::serve(data_dir, &["--tick-seconds", "0"], env).await
+    }
+
+    /// Starts `recoup-local serve` with extra arguments (e.g. `--tick-seconds 1`) and
+    /// environment; its log is appended to `server.log` in the data directory.
+    pub async fn serve(data_dir: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Runner {
         std::fs::create_dir_all(&data_dir).unwrap();
         let log = data_dir.join("server.log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--tick-seconds", "0", "--data-dir"])
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "debug")
             .envs(env.iter().copied())
@@ -57,11 +68,13 @@ impl Runner {
             .expect("start recoup-local");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the server announces its address")
-            .unwrap()
-            .unwrap();
+        let first = match tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => panic!(
+                "recoup-local did not announce its address ({other:?}); its log ends with:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+            ),
+        };
         let base = first.strip_prefix("listening on ").expect("listening line").to_owned();
         Runner { base, data_dir, child, http: reqwest::Client::new() }
     }
