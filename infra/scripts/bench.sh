@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
 infra/scripts/build-lambdas.sh >&2
-cargo lambda build --release --x86-64 --output-format zip -p recoup-bench --bin hello-lambda >&2
+cargo lambda build --profile lambda --x86-64 --output-format zip -p recoup-bench --bin hello-lambda >&2
 python3 -c 'import zipfile; zipfile.ZipFile("target/lambda/hello-lambda/bootstrap.zip").extract("bootstrap", "target/lambda/hello-lambda")'
 chmod 755 target/lambda/hello-lambda/bootstrap
 cargo build --release -p recoup-bench --bin recoup-bench --bin recoup-load >&2

@@ -2,7 +2,7 @@
 # Every test, in the order a failure is cheapest to learn about:
 #   1. the SAM template: cfn-lint and sam validate (offline)
 #   2. clippy, warnings denied
-#   3. the Lambda binaries: cargo lambda build --release (the runtime-API tests run them)
+#   3. the Lambda binaries: cargo lambda build --profile lambda (the runtime-API tests run them)
 #   4. cargo nextest over the whole workspace, with moto_server and localstripe on
 #      127.0.0.1: unit tests,
 #      the store contract on both backends, engine scenarios and the property test, the

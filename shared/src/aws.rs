@@ -1,39 +1,109 @@
 //! AWS wiring: one SDK configuration per cold start, an EventBridge publisher and an SQS
-//! sender. `AWS_ENDPOINT_URL` (read by the SDK itself) points everything at an emulator.
+//! sender. `AWS_ENDPOINT_URL` points everything at an emulator.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future};
+use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_http_client::tls;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use aws_types::sdk_config::{RetryConfig, TimeoutConfig};
 
 use crate::domain::events::{EVENT_SOURCE, Event};
 use crate::ports::messaging::{EventPublisher, PublishError, QueueError, QueueSender};
 
-/// Loads the SDK configuration from the environment (region, credentials, endpoint), with
-/// a rustls + ring HTTPS client: no cmake-built crypto in the Lambda binaries.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client).load().await
+/// The SDK configuration from the environment Lambda gives a function:
+/// * the region from `AWS_REGION` (or `AWS_DEFAULT_REGION`);
+/// * credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`,
+///   read when a request is signed;
+/// * `AWS_ENDPOINT_URL`, when set, for every service (an emulator).
+///
+/// Nothing is read from disk and no network call is made: no profile files, no STS, no
+/// instance metadata (what aws-config's default chain would try first). Retries are the
+/// SDK's standard mode (3 attempts, exponential backoff with jitter), and a connection
+/// must open within 3.1 s. HTTPS is rustls with ring, and the root certificates are
+/// compiled in ([`compiled_in_roots`]).
+pub async fn sdk_config() -> SdkConfig {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut config = base_config().credentials_provider(SharedCredentialsProvider::new(EnvironmentCredentials));
+    config.set_region(env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).map(Region::new));
+    config.set_endpoint_url(env("AWS_ENDPOINT_URL"));
+    config.build()
 }
 
 /// A configuration pointed at an explicit endpoint (an emulator) with static dummy
 /// credentials: for tests, benchmarks and local tooling.
-pub async fn sdk_config_for_endpoint(endpoint: &str) -> aws_config::SdkConfig {
+pub async fn sdk_config_for_endpoint(endpoint: &str) -> SdkConfig {
+    base_config()
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "static")))
+        .build()
+}
+
+fn base_config() -> aws_types::sdk_config::Builder {
+    let trust = compiled_in_roots()
+        .iter()
+        .fold(tls::TrustStore::empty(), |store, pem| store.with_pem_certificate(pem.as_bytes()));
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().expect("a TLS context of PEM roots"))
         .build_https();
-    aws_config::defaults(BehaviorVersion::latest())
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
         .http_client(http_client)
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static"))
-        .load()
-        .await
+        .retry_config(RetryConfig::standard())
+        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_millis(3100)).build())
+}
+
+/// Mozilla's root certificates (the `webpki-root-certs` crate), as PEM: the SDK's TLS
+/// settings take PEM. Compiled into the binary, so no function reads `/etc/ssl` (which
+/// cost a cold start several milliseconds and depends on the image).
+pub fn compiled_in_roots() -> Vec<String> {
+    use base64::Engine as _;
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+            let mut pem = String::with_capacity(b64.len() + b64.len() / 64 + 64);
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+            pem
+        })
+        .collect()
+}
+
+/// Credentials from the environment variables Lambda sets for the function's role.
+#[derive(Debug)]
+struct EnvironmentCredentials;
+
+impl EnvironmentCredentials {
+    fn read() -> Result<Credentials, CredentialsError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |name: &str| CredentialsError::not_loaded(format!("{name} is not set"));
+        let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret = var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        Ok(Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment"))
+    }
+}
+
+impl ProvideCredentials for EnvironmentCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Self::read())
+    }
 }
 
 /// Publishes events to an EventBridge bus, ten per call (the API's batch limit).

@@ -225,9 +225,23 @@ pub async fn from_env() -> Result<App, ConfigError> {
     Ok(App { services, charge_queue, psp_webhook_secrets, card_form })
 }
 
-/// JSON logs for CloudWatch (the runtime's subscriber honours `AWS_LAMBDA_LOG_LEVEL`).
+/// Logs for CloudWatch, as Lambda's logging controls ask: JSON lines when
+/// `AWS_LAMBDA_LOG_FORMAT` is `JSON` (the template sets it), and the level of
+/// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO. Only a plain level is understood
+/// (`debug`, `warn`...), not per-module directives: a directive filter would bring a regex
+/// engine into every binary.
 pub fn init_tracing() {
-    lambda_runtime::tracing::init_default_subscriber();
+    use tracing_subscriber::filter::LevelFilter;
+
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt().with_target(false).without_time().with_max_level(level);
+    // A second call (tests) finds a subscriber installed and leaves it.
+    let _ = if json { logs.json().try_init() } else { logs.try_init() };
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn sandbox<R, C>(_repo: R, _clock: C) -> Result<Arc<dyn PaymentGateway>, Con
 /// start: functions that never charge never fetch it) and kept in memory.
 #[cfg(all(feature = "aws", feature = "stripe"))]
 pub fn stripe(
-    config: &aws_config::SdkConfig,
+    config: &aws_types::SdkConfig,
     settings: &crate::app::StripeSettings,
     repo: recoup_shared::store::repo::Repo,
 ) -> Result<Arc<dyn PaymentGateway>, crate::app::ConfigError> {
@@ -78,7 +78,7 @@ pub struct SecretsManagerSecret {
 
 #[cfg(feature = "aws")]
 impl SecretsManagerSecret {
-    pub fn new(config: &aws_config::SdkConfig, arn: String) -> Self {
+    pub fn new(config: &aws_types::SdkConfig, arn: String) -> Self {
         SecretsManagerSecret { client: aws_sdk_secretsmanager::Client::new(config), arn, cache: OnceCell::new() }
     }
 }
