@@ -2,18 +2,23 @@
 //! clock, the PSP is the sandbox.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::TimeDelta;
 use recoup_shared::domain::InvoiceStatus;
 use recoup_shared::domain::SubscriptionStatus;
 use recoup_shared::domain::card::Funding;
 use recoup_shared::domain::decline::ErrorType;
+use recoup_shared::domain::invoice::AttemptOutcome;
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod, TransactionStatus};
 use recoup_shared::domain::money::{Currency, Money};
+use recoup_shared::domain::payment_method::VerifiedCard;
 use recoup_shared::domain::subscription::{Interval, PaymentStatus, Subscription};
 use recoup_shared::error::Error;
 use recoup_shared::ids::{CustomerId, InvoiceId};
+use recoup_shared::ports::gateway::{CardSetup, ChargeRequest, GatewayError, PaymentGateway};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport, DueOutcome};
+use recoup_shared::services::idempotency::RequestId;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
 use recoup_shared::store::ItemStore;
@@ -738,6 +743,228 @@ pub async fn an_invoice_committed_before_the_store_failed_is_answered_as_created
     assert_eq!(stored.next_attempt_at(), Some(stored.created_at), "charged by the schedule instead");
 }
 
+/// The sandbox, counting the charges sent to it.
+struct CountingGateway {
+    inner: recoup_sandbox::SandboxGateway,
+    charges: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for CountingGateway {
+    async fn verify(&self, psp_token: &str, customer: &CustomerId) -> Result<VerifiedCard, GatewayError> {
+        self.inner.verify(psp_token, customer).await
+    }
+    async fn begin_setup(&self, customer: &CustomerId) -> Result<CardSetup, GatewayError> {
+        self.inner.begin_setup(customer).await
+    }
+    async fn verify_setup(
+        &self,
+        setup_id: &str,
+        psp_token: &str,
+        customer: &CustomerId,
+    ) -> Result<VerifiedCard, GatewayError> {
+        self.inner.verify_setup(setup_id, psp_token, customer).await
+    }
+    async fn charge(&self, request: &ChargeRequest) -> AttemptOutcome {
+        self.charges.fetch_add(1, Ordering::SeqCst);
+        self.inner.charge(request).await
+    }
+    async fn detach(&self, psp_token: &str) -> Result<(), GatewayError> {
+        self.inner.detach(psp_token).await
+    }
+    async fn lookup(&self, idempotency_key: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
+        self.inner.lookup(idempotency_key).await
+    }
+    async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
+        self.inner.payment_owner(payment_id).await
+    }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+}
+
+/// The engine over the sandbox, with the number of charges sent to it.
+fn counted(store: Arc<dyn ItemStore>) -> (TestApp, Arc<AtomicUsize>) {
+    let charges = Arc::new(AtomicUsize::new(0));
+    let count = charges.clone();
+    let app = recoup_shared::testkit::test_app(store, |repo, clock| {
+        Arc::new(CountingGateway { inner: recoup_sandbox::SandboxGateway::new(repo, clock), charges: count })
+    });
+    (app, charges)
+}
+
+fn pro_invoice(customer: &CustomerId, collection_method: CollectionMethod) -> IssueInvoice {
+    IssueInvoice { customer_id: customer.clone(), amount: usd(2500), description: "Pro".into(), collection_method }
+}
+
+/// A retried request whose first run issued and charged the invoice, then died before its
+/// answer was stored (its idempotency key's lease lapsed): the re-run answers with that
+/// invoice, paid, and neither issues nor charges another.
+pub async fn a_rerun_issue_answers_with_the_invoice_the_first_run_issued(store: Arc<dyn ItemStore>) {
+    let (app, charges) = counted(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let request = RequestId::new("issue-once");
+    let first = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(first.invoice.status(), InvoiceStatus::Paid);
+    let again = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(again.invoice.id, first.invoice.id);
+    assert_eq!(again.invoice.status(), InvoiceStatus::Paid);
+    assert_eq!(again.charge.unwrap().unwrap().outcome, ChargeOutcome::Paid);
+    assert_eq!(charges.load(Ordering::SeqCst), 1, "one charge at the PSP");
+    assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 1, "one invoice");
+    assert_eq!(app.services.invoice(&first.invoice.id).await.unwrap().transactions().len(), 1);
+    assert_eq!(app.published.kinds().iter().filter(|k| **k == "invoice.created").count(), 1);
+    // Another request is another invoice.
+    let other = app
+        .services
+        .issue_invoice_once(
+            pro_invoice(&cus, CollectionMethod::ChargeAutomatically),
+            Some(&RequestId::new("issue-twice")),
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.invoice.id, first.invoice.id);
+    assert_eq!(charges.load(Ordering::SeqCst), 2);
+}
+
+/// The same after a declined first charge: the re-run reports the decline and starts no
+/// extra attempt (the schedule owns the retries).
+pub async fn a_rerun_issue_does_not_attempt_a_declined_invoice_again(store: Arc<dyn ItemStore>) {
+    let (app, charges) = counted(store);
+    let cus = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
+    let request = RequestId::new("issue-declined");
+    let first = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(first.invoice.status(), InvoiceStatus::Open);
+    let again = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(again.invoice.id, first.invoice.id);
+    assert_eq!(again.charge.unwrap().unwrap().outcome, ChargeOutcome::Declined);
+    assert_eq!(again.invoice.transactions().len(), 1, "no extra attempt");
+    assert_eq!(charges.load(Ordering::SeqCst), 1);
+    assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 1);
+}
+
+/// A first run that died after committing the invoice but before charging it: the re-run
+/// leaves the charge to the schedule (`charge_scheduled`), and a bank-transfer invoice is
+/// found the same way.
+pub async fn a_rerun_issue_leaves_an_uncharged_invoice_to_the_schedule(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let request = RequestId::new("issue-uncharged");
+    store.down_after_write(puts("invoice"));
+    let first =
+        app.services.issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request)).await;
+    store.restore();
+    let first = first.expect("committed");
+    let again = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+        .await
+        .unwrap();
+    assert_eq!(again.invoice.id, first.invoice.id);
+    assert_eq!(again.charge.unwrap().unwrap_err().code, "charge_scheduled");
+    assert!(again.invoice.transactions().is_empty(), "no attempt started by the re-run");
+    assert_eq!(again.invoice.next_attempt_at(), Some(again.invoice.created_at), "the schedule charges it");
+
+    let transfer = RequestId::new("issue-transfer");
+    let first = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::SendInvoice), Some(&transfer))
+        .await
+        .unwrap();
+    let again = app
+        .services
+        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::SendInvoice), Some(&transfer))
+        .await
+        .unwrap();
+    assert_eq!(again.invoice.id, first.invoice.id);
+    assert!(again.charge.is_none());
+    assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 2);
+}
+
+/// Starting a subscription: the re-run answers with the subscription and its payment 1 as
+/// the first run left them; one subscription, one invoice, one charge.
+pub async fn a_rerun_start_answers_with_the_subscription_the_first_run_started(store: Arc<dyn ItemStore>) {
+    let (app, charges) = counted(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let request = RequestId::new("start-once");
+    let new = || NewSubscription {
+        customer_id: cus.clone(),
+        amount: usd(1900),
+        interval: Interval::Month,
+        interval_count: 1,
+        description: "Pro".into(),
+    };
+    let (sub, first) = app.services.create_subscription_once(new(), Some(&request)).await.unwrap();
+    let first = first.unwrap();
+    let (again, again_first) = app.services.create_subscription_once(new(), Some(&request)).await.unwrap();
+    assert_eq!(again.id, sub.id);
+    let again_first = again_first.unwrap();
+    assert_eq!(again_first.outcome, ChargeOutcome::Paid);
+    assert_eq!(again_first.invoice.id, first.invoice.id);
+    assert_eq!(charges.load(Ordering::SeqCst), 1, "one charge at the PSP");
+    assert_eq!(app.services.list_subscriptions(false, 10, None).await.unwrap().items.len(), 1);
+    assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 1);
+    assert_eq!(app.services.customer(&cus).await.unwrap().subscription_ids, vec![sub.id]);
+}
+
+/// Creating a customer: the re-run answers with the customer the first run created.
+pub async fn a_rerun_create_answers_with_the_customer_the_first_run_created(store: Arc<dyn ItemStore>) {
+    let app = sandboxed(store);
+    let request = RequestId::new("create-once");
+    let first = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
+    let again = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(app.services.list_customers(10, None).await.unwrap().items.len(), 1);
+    // Past the retention the key is a new request, as its idempotency record is.
+    app.clock.advance(TimeDelta::hours(24));
+    let later = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
+    assert_ne!(later.id, first.id);
+    assert_eq!(app.services.list_customers(10, None).await.unwrap().items.len(), 2);
+}
+
+/// Two runs of one request racing (a retry taking over a lapsed lease while the first
+/// run is still going): one invoice, one charge.
+pub async fn racing_runs_of_one_request_issue_one_invoice(store: Arc<dyn ItemStore>) {
+    let (app, charges) = counted(store);
+    let app = Arc::new(app);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let app = app.clone();
+        let cus = cus.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = RequestId::new("issue-raced");
+            app.services
+                .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().invoice.id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every run answers with the one invoice");
+    assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 1);
+    assert_eq!(charges.load(Ordering::SeqCst), 1);
+}
+
 /// Review, suspected: "process payment N" on an invoice taken off the schedule before its
 /// first attempt processes it, instead of calling it queued.
 pub async fn process_payment_n_runs_a_parked_payment_never_attempted(store: Arc<dyn ItemStore>) {
@@ -784,6 +1011,12 @@ macro_rules! engine_suite {
             an_answer_that_cannot_be_recorded_is_reported_pending_and_reconciled,
             an_invoice_committed_before_the_store_failed_is_answered_as_created,
             process_payment_n_runs_a_parked_payment_never_attempted,
+            a_rerun_issue_answers_with_the_invoice_the_first_run_issued,
+            a_rerun_issue_does_not_attempt_a_declined_invoice_again,
+            a_rerun_issue_leaves_an_uncharged_invoice_to_the_schedule,
+            a_rerun_start_answers_with_the_subscription_the_first_run_started,
+            a_rerun_create_answers_with_the_customer_the_first_run_created,
+            racing_runs_of_one_request_issue_one_invoice,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
