@@ -830,3 +830,219 @@ async fn a_poll_abandoned_by_a_killed_function_does_not_swallow_the_next_event()
     assert_eq!(api.invoke_with_timeout(json!({}), Duration::from_secs(5)).await, Ok(json!("ok")));
     poller.await.unwrap();
 }
+
+// The charge worker killed between claim and settle.
+
+/// Where the proxy in front of moto holds the sandbox's write of a charge.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hold {
+    /// The request is never forwarded: the PSP has not seen the charge.
+    BeforeThePsp,
+    /// Forwarded and committed, the answer held: the PSP charged, the worker never learns.
+    AfterThePsp,
+}
+
+/// A pass-through proxy to moto (the function's `AWS_ENDPOINT_URL`) that holds, forever,
+/// the one DynamoDB call in which the sandbox PSP records a charge (a `TransactWriteItems`
+/// writing a `PSP#CHARGE#` item), so the function process is inside its PSP call, after
+/// the claim was committed and before the settle, when the test kills it. No production
+/// code knows about it.
+struct HoldingProxy {
+    url: String,
+    held: tokio::sync::watch::Receiver<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HoldingProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct ProxyState {
+    upstream: String,
+    hold: Hold,
+    held: tokio::sync::watch::Sender<bool>,
+    http: reqwest::Client,
+}
+
+async fn proxy_forward(
+    axum::extract::State(s): axum::extract::State<std::sync::Arc<ProxyState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let is_charge = target.ends_with(".TransactWriteItems") && String::from_utf8_lossy(&body).contains("PSP#CHARGE#");
+    if is_charge && s.hold == Hold::BeforeThePsp {
+        s.held.send_replace(true);
+        std::future::pending::<()>().await;
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = s.http.request(method, format!("{}{path}", s.upstream)).body(body);
+    for (name, value) in &headers {
+        if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+            req = req.header(name, value);
+        }
+    }
+    let Ok(resp) = req.send().await else {
+        return axum::http::StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = resp.status();
+    let resp_headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    if is_charge && s.hold == Hold::AfterThePsp {
+        assert!(status.is_success(), "moto refused the sandbox's charge write: {status}");
+        s.held.send_replace(true);
+        std::future::pending::<()>().await;
+    }
+    let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
+    *out.status_mut() = status;
+    for (name, value) in &resp_headers {
+        if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
+}
+
+use axum::response::IntoResponse;
+
+impl HoldingProxy {
+    async fn start(upstream: &str, hold: Hold) -> HoldingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (held_tx, held) = tokio::sync::watch::channel(false);
+        let state = std::sync::Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            hold,
+            held: held_tx,
+            http: reqwest::Client::new(),
+        });
+        let app = axum::Router::new().fallback(proxy_forward).with_state(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HoldingProxy { url, held, server }
+    }
+
+    /// Waits until the function is inside its PSP call.
+    async fn wait_held(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.held.wait_for(|h| *h)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// The sandbox's record of a charge, by idempotency key: whether it succeeded, its id.
+async fn sandbox_charge(aws: &Aws, key: &str) -> Option<(bool, Option<String>)> {
+    let item = aws.get(&format!("PSP#CHARGE#{key}"), "CHARGE").await?;
+    let AttributeValue::M(data) = item.get("data")? else { return None };
+    let AttributeValue::M(outcome) = data.get("outcome")? else { return None };
+    let succeeded = outcome.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| s == "succeeded");
+    Some((succeeded, outcome.get("charge_id").and_then(|s| s.as_s().ok()).cloned()))
+}
+
+/// The charge worker claims a retry (a pending attempt on the invoice and the card's ledger)
+/// and calls the sandbox PSP; while it is inside that call it is killed with SIGKILL. The
+/// same SQS message, delivered again once the attempt is due for reconciliation, goes to a
+/// fresh worker process: the charge is settled exactly once.
+async fn a_charge_worker_killed_between_claim_and_settle(hold: Hold) {
+    const RECONCILE_AFTER: Duration = Duration::from_secs(30); // the least a function accepts
+    let aws = Aws::new().await;
+    let policy = [("RECOUP_RETRY_SCHEDULE", "1s,1h"), ("RECOUP_RECONCILE_AFTER", "30s")];
+    let invoices = Function::start("invoices-api", invoices_api::ROUTES, &aws, &policy).await;
+    let payment_methods = Function::start("payment-methods-api", payment_methods_api::ROUTES, &aws, &policy).await;
+    // Declines once (insufficient funds), then pays: the first attempt is the API's, the
+    // retry the worker's.
+    let customer = create_customer(&invoices, "killed-worker@example.com").await;
+    register_card(&payment_methods, &customer, "pm_sandbox_visa_51_recover1_idkilledworker").await;
+    let issued = invoices
+        .post(&merchant(), "/v1/invoices", json!({"customer_id": customer, "amount": 4100, "currency": "usd"}))
+        .await;
+    expect_status(&issued, 201);
+    assert_eq!(issued.body["charge"]["outcome"], "declined", "{}", issued.body);
+    let invoice_id = recoup_shared::ids::InvoiceId::parse(issued.body["id"].as_str().unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut proxy = HoldingProxy::start(&aws.endpoint, hold).await;
+    let mut env = policy.to_vec();
+    env.push(("AWS_ENDPOINT_URL", proxy.url.as_str()));
+    let mut doomed = Function::start("charge-worker", &[], &aws, &env).await;
+    let message = sqs_event(&[("msg-killed-worker", json!({"invoice_id": invoice_id.as_str()}).to_string())]);
+    let invocation = doomed.api.invoke_with_timeout(message.clone(), Duration::from_secs(60));
+    tokio::pin!(invocation);
+    tokio::select! {
+        answer = &mut invocation => panic!(
+            "the worker answered ({answer:?}) without reaching the sandbox's charge write ({hold:?})\noutput:\n{}",
+            doomed.process.output()
+        ),
+        held = proxy.wait_held(Duration::from_secs(20)) => assert!(
+            held,
+            "the worker never reached the sandbox's charge write ({hold:?})\noutput:\n{}",
+            doomed.process.output()
+        ),
+    }
+    doomed.process.kill().await; // SIGKILL, inside the PSP call
+    drop(proxy);
+
+    // Between claim and settle: the retry is claimed and pending.
+    let repo = recoup_shared::store::repo::Repo::new(std::sync::Arc::new(
+        recoup_shared::testkit::dynamo_store(&aws.table).await,
+    ));
+    let claimed = repo.invoice(&invoice_id).await.unwrap().unwrap();
+    let txns = claimed.transactions().to_vec();
+    assert_eq!(txns.len(), 2, "the worker's claim is committed: {txns:?}");
+    assert_eq!(txns[1].status, recoup_shared::domain::invoice::TransactionStatus::Pending, "{txns:?}");
+    let key = txns[1].idempotency_key.clone();
+    let at_psp = sandbox_charge(&aws, &key).await;
+    assert_eq!(
+        at_psp.is_some(),
+        hold == Hold::AfterThePsp,
+        "the sandbox's record of the charge when killed: {at_psp:?}"
+    );
+
+    // SQS delivers the message again after its visibility timeout; here, once the pending
+    // attempt is due for reconciliation, to a fresh process.
+    tokio::time::sleep(RECONCILE_AFTER + Duration::from_secs(1)).await;
+    let fresh = Function::start("charge-worker", &[], &aws, &policy).await;
+    let answer = fresh.invoke(message.clone()).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}), "output:\n{}", fresh.process.output());
+    // And once more, as SQS may: nothing changes.
+    assert_eq!(fresh.invoke(message).await, json!({"batchItemFailures": []}));
+
+    let settled = repo.invoice(&invoice_id).await.unwrap().unwrap();
+    let txns = settled.transactions();
+    use recoup_shared::domain::invoice::TransactionStatus;
+    assert_eq!(settled.status().as_str(), "paid", "{txns:?}\noutput:\n{}", fresh.process.output());
+    assert_eq!(txns.len(), 2, "the killed attempt was settled, not charged anew: {txns:?}");
+    assert_eq!(txns.iter().filter(|t| t.status == TransactionStatus::Succeeded).count(), 1, "{txns:?}");
+    assert_eq!(txns[1].status, TransactionStatus::Succeeded, "{txns:?}");
+    let charge = sandbox_charge(&aws, &key).await;
+    assert_eq!(charge.as_ref().map(|c| c.0), Some(true), "one successful sandbox charge under the key");
+    assert_eq!(charge.and_then(|c| c.1), txns[1].psp_charge_id, "the settle recorded the sandbox's charge");
+    let items = aws.scan().await;
+    let charges = items
+        .iter()
+        .filter(|i| i.get("PK").and_then(|v| v.as_s().ok()).is_some_and(|pk| pk.starts_with("PSP#CHARGE#")))
+        .count();
+    assert_eq!(charges, 2, "the declined first attempt and the one retry: nothing else reached the PSP");
+    let paid_events = items
+        .iter()
+        .filter(|i| i.get("PK").and_then(|v| v.as_s().ok()).is_some_and(|pk| pk.starts_with("EVT#")))
+        .filter(|i| {
+            let text = format!("{i:?}");
+            text.contains("invoice.paid") && text.contains(invoice_id.as_str())
+        })
+        .count();
+    assert_eq!(paid_events, 1, "the invoice was paid once");
+}
+
+#[tokio::test]
+async fn a_charge_worker_killed_before_the_psp_answers_is_settled_once_by_the_next_delivery() {
+    a_charge_worker_killed_between_claim_and_settle(Hold::BeforeThePsp).await;
+}
+
+#[tokio::test]
+async fn a_charge_worker_killed_after_the_psp_charged_is_settled_once_by_the_next_delivery() {
+    a_charge_worker_killed_between_claim_and_settle(Hold::AfterThePsp).await;
+}
