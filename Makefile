@@ -3,14 +3,17 @@
 
 VENV      := .venv
 TOOLS     := $(VENV)/.installed
+# ministack and its SAM translator, for `make e2e-aws` (docs/deployed-stack.md).
+E2E_VENV  := .venv-ministack
+E2E_TOOLS := $(E2E_VENV)/.installed
 CARGO     ?= cargo
 
-.PHONY: run test tools lint-template build-lambdas bench clean-venv
+.PHONY: run test tools lint-template build-lambdas bench e2e-aws clean-venv
 
 run:
 	$(CARGO) run --release -p recoup-local -- serve
 
-tools: $(TOOLS)
+tools: $(TOOLS) $(E2E_TOOLS)
 
 $(TOOLS): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -32,5 +35,13 @@ build-lambdas: tools
 bench: tools
 	infra/scripts/bench.sh
 
+$(E2E_TOOLS): infra/e2e/requirements.txt
+	infra/scripts/ministack-venv.sh
+
+# Deploys template.yaml on ministack and runs the walkthroughs through it; needs the zips
+# of `make build-lambdas`.
+e2e-aws: $(E2E_TOOLS)
+	infra/scripts/e2e-aws.sh
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(E2E_VENV)

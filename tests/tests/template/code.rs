@@ -39,7 +39,14 @@ pub const CHARGE_QUEUE_SENDERS: [&str; 2] = ["retry-scheduler", "renewal-schedul
 /// serves pages whose scripts call the API.
 pub const NON_PUBLISHERS: [&str; 3] = ["retry-scheduler", "notifier", "portal"];
 
-/// Everything `DynamoStore` calls: `GetItem`, `Query`, `PutItem`, `DeleteItem`, and
-/// `TransactWriteItems`, which IAM authorizes per item as Put/Delete/ConditionCheck.
-pub const DYNAMODB_ACTIONS: [&str; 5] =
-    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"];
+/// Everything `DynamoStore` calls: `GetItem`, `BatchGetItem` (batched reads, an IAM action of
+/// its own), `Query`, `PutItem`, `DeleteItem`, and `TransactWriteItems`, which IAM
+/// authorizes per item as Put/Delete/ConditionCheck.
+pub const DYNAMODB_ACTIONS: [&str; 6] = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
+];
