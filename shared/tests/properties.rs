@@ -526,6 +526,9 @@ async fn world(first_cards: [usize; WHO]) -> World {
     w
 }
 
+/// One case: the two customers' first cards and the steps.
+type Case = ([usize; WHO], Vec<Op>);
+
 /// How many random interleavings run: `RECOUP_PROPERTY_CASES`, 10,000 unless set.
 fn cases() -> u32 {
     match std::env::var("RECOUP_PROPERTY_CASES") {
@@ -549,7 +552,7 @@ fn no_interleaving_double_charges_breaks_a_network_rule_or_leaves_an_invalid_sta
     let total = cases();
     let ran = AtomicU32::new(0);
     let started = std::time::Instant::now();
-    let run = |cases: u32| -> Result<(), TestError<([usize; WHO], Vec<Op>)>> {
+    let run = |cases: u32| -> Result<(), TestError<Case>> {
         let config = Config { cases, max_shrink_iters: 200, source_file: Some(file!()), ..Config::default() };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let strategy = ([0usize..CARDS.len(), 0usize..CARDS.len()], prop::collection::vec(op(), 1..70));

@@ -209,15 +209,15 @@ async fn write_all(store: &Arc<dyn ItemStore>, writes: Vec<Vec<WriteOp>>) -> Vec
     out
 }
 
+/// A message on its way to a queue: the queue's name, its state in memory, the message.
+type Outgoing = (&'static str, Arc<Mutex<State>>, Message);
+
 /// Sends messages to queues: each group is one write, and its messages become visible to
 /// consumers only once that write is durable. Answers, per group, whether it was sent.
 ///
 /// It runs as a task of its own: a caller that gives up (an HTTP request whose client went
 /// away) must not leave a message in the store that its queue in memory never learns of.
-async fn enqueue(
-    store: &Arc<dyn ItemStore>,
-    groups: Vec<Vec<(&'static str, Arc<Mutex<State>>, Message)>>,
-) -> Vec<Result<(), StoreError>> {
+async fn enqueue(store: &Arc<dyn ItemStore>, groups: Vec<Vec<Outgoing>>) -> Vec<Result<(), StoreError>> {
     let n = groups.len();
     let store = store.clone();
     let task = tokio::spawn(async move {
@@ -568,7 +568,7 @@ impl EventPublisher for LocalBus {
     /// not accepted, and the outbox relay sends it again.
     async fn publish(&self, events: &[Event]) -> Result<Vec<bool>, PublishError> {
         let now_ms = self.clock.now().timestamp_millis();
-        let mut groups: Vec<Vec<(&'static str, Arc<Mutex<State>>, Message)>> = Vec::new();
+        let mut groups: Vec<Vec<Outgoing>> = Vec::new();
         // Per event, the group holding its messages (`None`: no rule routes it anywhere).
         let mut group_of = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
