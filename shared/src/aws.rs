@@ -1,7 +1,7 @@
 //! AWS wiring: one SDK configuration per cold start, an EventBridge publisher and an SQS
 //! sender. `AWS_ENDPOINT_URL` points everything at an emulator.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,6 +11,8 @@ use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use aws_types::sdk_config::{RetryConfig, TimeoutConfig};
@@ -48,18 +50,73 @@ pub async fn sdk_config_for_endpoint(endpoint: &str) -> SdkConfig {
 }
 
 fn base_config() -> aws_types::sdk_config::Builder {
-    let trust = compiled_in_roots()
-        .iter()
-        .fold(tls::TrustStore::empty(), |store, pem| store.with_pem_certificate(pem.as_bytes()));
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().expect("a TLS context of PEM roots"))
-        .build_https();
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(SharedHttpClient::new(LazyHttps::default()))
         .retry_config(RetryConfig::standard())
         .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_millis(3100)).build())
+}
+
+/// The HTTPS client, made when the first request needs a connection: its trust store (a
+/// hundred-odd root certificates) is built then, not before a function's first poll.
+#[derive(Debug, Default)]
+struct LazyHttps(OnceLock<SharedHttpClient>);
+
+impl HttpClient for LazyHttps {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.0
+            .get_or_init(|| {
+                let trust = compiled_in_roots()
+                    .iter()
+                    .fold(tls::TrustStore::empty(), |store, pem| store.with_pem_certificate(pem.as_bytes()));
+                let tls_context = tls::TlsContext::builder()
+                    .with_trust_store(trust)
+                    .build()
+                    .expect("a TLS context of the compiled-in PEM roots");
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                    .tls_context(tls_context)
+                    .build_https()
+            })
+            .http_connector(settings, components)
+    }
+}
+
+/// An SDK client made on first use, then kept. Making one costs about half a millisecond
+/// (its endpoint resolver, retry and identity plumbing), which a function used to pay for
+/// every client before its first poll, whether or not an invocation would call it.
+/// Clones share the client.
+pub struct LazyClient<C> {
+    client: Arc<OnceLock<C>>,
+    make: Option<(SdkConfig, MakeClient<C>)>,
+}
+
+/// How a client is made from the configuration (e.g. `aws_sdk_sqs::Client::new`).
+pub type MakeClient<C> = fn(&SdkConfig) -> C;
+
+impl<C> LazyClient<C> {
+    /// A client made from `config` by `make` when first asked for.
+    pub fn new(config: &SdkConfig, make: MakeClient<C>) -> Self {
+        LazyClient { client: Arc::new(OnceLock::new()), make: Some((config.clone(), make)) }
+    }
+
+    /// A client made already.
+    pub fn ready(client: C) -> Self {
+        LazyClient { client: Arc::new(OnceLock::from(client)), make: None }
+    }
+
+    pub fn get(&self) -> &C {
+        self.client.get_or_init(|| match &self.make {
+            Some((config, make)) => make(config),
+            None => unreachable!("a ready LazyClient holds its client"),
+        })
+    }
+}
+
+impl<C> Clone for LazyClient<C> {
+    fn clone(&self) -> Self {
+        LazyClient { client: self.client.clone(), make: self.make.clone() }
+    }
 }
 
 /// Mozilla's root certificates (the `webpki-root-certs` crate), as PEM: the SDK's TLS
@@ -108,13 +165,18 @@ impl ProvideCredentials for EnvironmentCredentials {
 
 /// Publishes events to an EventBridge bus, ten per call (the API's batch limit).
 pub struct EventBridgePublisher {
-    client: aws_sdk_eventbridge::Client,
+    client: LazyClient<aws_sdk_eventbridge::Client>,
     bus: String,
 }
 
 impl EventBridgePublisher {
     pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
-        EventBridgePublisher { client, bus: bus.into() }
+        EventBridgePublisher { client: LazyClient::ready(client), bus: bus.into() }
+    }
+
+    /// Its client made at the first publish.
+    pub fn lazy(config: &SdkConfig, bus: impl Into<String>) -> Self {
+        EventBridgePublisher { client: LazyClient::new(config, aws_sdk_eventbridge::Client::new), bus: bus.into() }
     }
 }
 
@@ -123,7 +185,7 @@ impl EventPublisher for EventBridgePublisher {
     async fn publish(&self, events: &[Event]) -> Result<Vec<bool>, PublishError> {
         let mut delivered = Vec::with_capacity(events.len());
         for chunk in events.chunks(10) {
-            let mut req = self.client.put_events();
+            let mut req = self.client.get().put_events();
             for e in chunk {
                 let detail = serde_json::to_string(e).map_err(|err| PublishError(err.to_string()))?;
                 req = req.entries(
@@ -149,13 +211,18 @@ impl EventPublisher for EventBridgePublisher {
 
 /// Sends messages to one SQS queue, ten per call.
 pub struct SqsSender {
-    client: aws_sdk_sqs::Client,
+    client: LazyClient<aws_sdk_sqs::Client>,
     queue_url: String,
 }
 
 impl SqsSender {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        SqsSender { client, queue_url: queue_url.into() }
+        SqsSender { client: LazyClient::ready(client), queue_url: queue_url.into() }
+    }
+
+    /// Its client made at the first send.
+    pub fn lazy(config: &SdkConfig, queue_url: impl Into<String>) -> Self {
+        SqsSender { client: LazyClient::new(config, aws_sdk_sqs::Client::new), queue_url: queue_url.into() }
     }
 }
 
@@ -176,6 +243,7 @@ impl QueueSender for SqsSender {
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
                 .client
+                .get()
                 .send_message_batch()
                 .queue_url(&self.queue_url)
                 .set_entries(Some(entries))

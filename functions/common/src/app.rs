@@ -198,7 +198,8 @@ pub async fn from_env() -> Result<App, ConfigError> {
     let settings = Settings::from_env()?;
     let card_form = CardForm::of(&settings);
     let config = sdk_config().await;
-    let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &settings.table));
+    // The clients are made at their first call, not before the first poll.
+    let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::lazy(&config, &settings.table));
     let repo = Repo::new(store);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gateway: Arc<dyn PaymentGateway> = match &settings.provider {
@@ -208,12 +209,12 @@ pub async fn from_env() -> Result<App, ConfigError> {
     let charge_queue = settings
         .charge_queue_url
         .clone()
-        .map(|url| Arc::new(SqsSender::new(aws_sdk_sqs::Client::new(&config), url)) as Arc<dyn QueueSender>);
+        .map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
     let services = Services {
         repo: repo.clone(),
         gateway,
         clock,
-        publisher: Arc::new(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&config), &settings.event_bus)),
+        publisher: Arc::new(EventBridgePublisher::lazy(&config, &settings.event_bus)),
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: settings.policy,
         portal_url: settings.portal_url,

@@ -200,13 +200,22 @@ impl ConsumedCapacityTotals {
 
 #[derive(Clone)]
 pub struct DynamoStore {
-    client: Client,
+    client: crate::aws::LazyClient<Client>,
     table: String,
     consumed: Arc<ConsumedCapacityTotals>,
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self::with(crate::aws::LazyClient::ready(client), table)
+    }
+
+    /// Its client made at the first call (a function's first invocation, not its start).
+    pub fn lazy(config: &aws_types::SdkConfig, table: impl Into<String>) -> Self {
+        Self::with(crate::aws::LazyClient::new(config, Client::new), table)
+    }
+
+    fn with(client: crate::aws::LazyClient<Client>, table: impl Into<String>) -> Self {
         DynamoStore { client, table: table.into(), consumed: Arc::new(ConsumedCapacityTotals::default()) }
     }
 
@@ -221,7 +230,7 @@ impl DynamoStore {
     /// Creates the table as `template.yaml` declares it, if it is missing. For the emulator
     /// and local tooling; in AWS the stack owns the table.
     pub async fn ensure_table(&self) -> Result<(), StoreError> {
-        let exists = self.client.describe_table().table_name(&self.table).send().await;
+        let exists = self.client.get().describe_table().table_name(&self.table).send().await;
         if exists.is_ok() {
             return Ok(());
         }
@@ -241,6 +250,7 @@ impl DynamoStore {
         };
         let mut req = self
             .client
+            .get()
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
@@ -266,7 +276,7 @@ impl DynamoStore {
             Err(SdkError::ServiceError(se)) if se.err().code() == Some("ResourceInUseException") => return Ok(()),
             Err(e) => return Err(map_err(e)),
         }
-        self.client
+        self.client.get()
             .update_time_to_live()
             .table_name(&self.table)
             .time_to_live_specification(
@@ -338,6 +348,7 @@ impl ItemStore for DynamoStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
+            .get()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_map(key)))
@@ -370,6 +381,7 @@ impl ItemStore for DynamoStore {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             let out = self
                 .client
+                .get()
                 .batch_get_item()
                 .request_items(&self.table, request)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -428,6 +440,7 @@ impl ItemStore for DynamoStore {
         });
         let mut req = self
             .client
+            .get()
             .query()
             .table_name(&self.table)
             .key_condition_expression(expr)
@@ -470,6 +483,7 @@ impl ItemStore for DynamoStore {
                     let (expr, values) = condition_expr(condition);
                     let out = self
                         .client
+                        .get()
                         .put_item()
                         .table_name(&self.table)
                         .set_item(Some(to_attrs(&item)))
@@ -486,6 +500,7 @@ impl ItemStore for DynamoStore {
                     let (expr, values) = condition_expr(condition);
                     let out = self
                         .client
+                        .get()
                         .delete_item()
                         .table_name(&self.table)
                         .set_key(Some(key_map(&key)))
@@ -505,6 +520,7 @@ impl ItemStore for DynamoStore {
         let items = ops.into_iter().map(|op| self.transact_item(op)).collect::<Result<Vec<_>, _>>()?;
         let result = self
             .client
+            .get()
             .transact_write_items()
             .set_transact_items(Some(items))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
