@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints Recoup's measured figures (Markdown) — the ones in the README. Builds the Lambda
 # functions and a hello-world baseline with cargo-lambda, then runs recoup-bench (release)
-# with moto_server for the DynamoDB rows.
+# with moto_server and ministack for the DynamoDB rows (ministack reports the capacity
+# transactions consume).
 #   RECOUP_BENCH_INVOICES=1000        invoices in the simulated dunning month
 #   RECOUP_BENCH_SWEEP_ITEMS=100000   invoices stored for the embedded sweep
 #   RECOUP_BENCH_MOTO_SWEEP_ITEMS=20000 invoices stored for the DynamoDB (moto) sweep
@@ -20,7 +21,7 @@ cargo build --release -p recoup-bench --bin recoup-bench --bin recoup-load >&2
 cargo build --release -p recoup-local --bin recoup-local >&2
 echo "Measured on: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)"
 echo
-infra/scripts/with-moto.sh target/release/recoup-bench "$@"
+infra/scripts/with-moto.sh infra/scripts/with-ministack.sh target/release/recoup-bench "$@"
 if [ $# -eq 0 ]; then
     seconds="${RECOUP_LOAD_SECONDS:-10}"
     target/release/recoup-load --seconds "$seconds" --clients 1,8

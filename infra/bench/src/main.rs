@@ -49,6 +49,16 @@ fn moto() -> Option<String> {
     std::env::var("RECOUP_TEST_AWS_ENDPOINT").ok().filter(|s| !s.is_empty())
 }
 
+/// ministack's endpoint (`infra/scripts/with-ministack.sh`): unlike moto, it reports the
+/// capacity that transactions consume.
+fn ministack() -> Option<String> {
+    std::env::var("RECOUP_BENCH_MINISTACK_ENDPOINT").ok().filter(|s| !s.is_empty())
+}
+
+/// The DynamoDB backends measured: moto, and ministack when it runs.
+const DYNAMODB_MOTO: &str = "dynamodb (moto)";
+const DYNAMODB_MINISTACK: &str = "dynamodb (ministack)";
+
 /// Recoup's services over a metered store. The sandbox PSP keeps its own records in a
 /// separate, unmetered store, so the figures are Recoup's own store work (what remains
 /// with a real PSP).
@@ -93,9 +103,16 @@ async fn bench_on(backend: &str) -> Option<Bench> {
             (m, None)
         }
         _ => {
-            moto()?;
             let table = format!("bench-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
-            let store: DynamoStore = recoup_shared::testkit::dynamo_store(&table).await;
+            let store: DynamoStore = if backend == DYNAMODB_MINISTACK {
+                let config = recoup_shared::aws::sdk_config_for_endpoint(&ministack()?).await;
+                let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+                store.ensure_table().await.expect("create the table on ministack");
+                store
+            } else {
+                moto()?;
+                recoup_shared::testkit::dynamo_store(&table).await
+            };
             let consumed = store.consumed();
             (Arc::new(store), Some(consumed))
         }
@@ -160,15 +177,16 @@ fn row(op: &str, backend: &str, m: &Measured) -> String {
 async fn store_section() {
     println!("### Store work per operation\n");
     println!("Recoup's own reads and writes (the sandbox PSP's bookkeeping excluded). Capacity units are estimated");
-    println!("by DynamoDB's published rules from the item sizes; the last column is what the emulator reported");
-    println!("(moto reports single-item calls only, not transactions).\n");
+    println!("by DynamoDB's published rules from the item sizes; the last column is what the emulator reported.");
+    println!("moto reports single-item calls only, not transactions; ministack reports transactions and");
+    println!("single-item calls but not `BatchGetItem`, so its read figure leaves out the batched reads.\n");
     println!(
         "| operation | backend | gets | queries | writes | items read | items written | est. RCU / WCU | reported RCU / WCU |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for backend in ["embedded", "dynamodb"] {
+    for backend in ["embedded", DYNAMODB_MOTO, DYNAMODB_MINISTACK] {
         let Some(b) = bench_on(backend).await else {
-            println!("| (DynamoDB rows need RECOUP_TEST_AWS_ENDPOINT: run `make bench`) | | | | | | | | |");
+            println!("| ({backend} rows need its emulator: run `make bench`) | | | | | | | | |");
             continue;
         };
         let s = &b.services;
@@ -559,7 +577,7 @@ async fn main() {
             std::env::var("RECOUP_BENCH_SWEEP_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
         sweep_section("embedded", embedded_items, embedded_items / 100).await;
         if moto().is_some() {
-            sweep_section("dynamodb", moto_sweep, moto_sweep / 100).await;
+            sweep_section(DYNAMODB_MOTO, moto_sweep, moto_sweep / 100).await;
         }
         println!();
     }
@@ -569,4 +587,24 @@ async fn main() {
     if want("startup") {
         startup_section(10).await;
     }
+    if args.iter().any(|a| a == "wiring") {
+        wiring_section().await;
+    }
+}
+
+/// Where a cold start's wiring goes, step by step, in this process (release build).
+async fn wiring_section() {
+    use std::time::Instant;
+    let t = Instant::now();
+    let roots = recoup_shared::aws::compiled_in_roots();
+    let roots_time = t.elapsed();
+    let t = Instant::now();
+    let config = recoup_shared::aws::sdk_config_for_endpoint("http://127.0.0.1:9").await;
+    let config_time = t.elapsed();
+    let t = Instant::now();
+    let _d = aws_sdk_dynamodb::Client::new(&config);
+    let _e = aws_sdk_dynamodb::Client::new(&config);
+    let _q = aws_sdk_dynamodb::Client::new(&config);
+    let clients_time = t.elapsed();
+    println!("roots ({}): {roots_time:?}; sdk config: {config_time:?}; three DynamoDB clients: {clients_time:?}", roots.len());
 }
