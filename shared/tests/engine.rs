@@ -797,6 +797,16 @@ fn pro_invoice(customer: &CustomerId, collection_method: CollectionMethod) -> Is
     IssueInvoice { customer_id: customer.clone(), amount: usd(2500), description: "Pro".into(), collection_method }
 }
 
+/// Issues the Pro invoice as a run of `request`.
+async fn issue_as(
+    app: &TestApp,
+    customer: &CustomerId,
+    collection_method: CollectionMethod,
+    request: &RequestId,
+) -> Result<recoup_shared::services::invoices::Issued, Error> {
+    app.services.issue_invoice_once(pro_invoice(customer, collection_method), Some(request)).await
+}
+
 /// A retried request whose first run issued and charged the invoice, then died before its
 /// answer was stored (its idempotency key's lease lapsed): the re-run answers with that
 /// invoice, paid, and neither issues nor charges another.
@@ -804,17 +814,9 @@ pub async fn a_rerun_issue_answers_with_the_invoice_the_first_run_issued(store: 
     let (app, charges) = counted(store);
     let cus = customer_with_card(&app, "pm_card_visa").await;
     let request = RequestId::new("issue-once");
-    let first = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-        .await
-        .unwrap();
+    let first = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await.unwrap();
     assert_eq!(first.invoice.status(), InvoiceStatus::Paid);
-    let again = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-        .await
-        .unwrap();
+    let again = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await.unwrap();
     assert_eq!(again.invoice.id, first.invoice.id);
     assert_eq!(again.invoice.status(), InvoiceStatus::Paid);
     assert_eq!(again.charge.unwrap().unwrap().outcome, ChargeOutcome::Paid);
@@ -823,14 +825,8 @@ pub async fn a_rerun_issue_answers_with_the_invoice_the_first_run_issued(store: 
     assert_eq!(app.services.invoice(&first.invoice.id).await.unwrap().transactions().len(), 1);
     assert_eq!(app.published.kinds().iter().filter(|k| **k == "invoice.created").count(), 1);
     // Another request is another invoice.
-    let other = app
-        .services
-        .issue_invoice_once(
-            pro_invoice(&cus, CollectionMethod::ChargeAutomatically),
-            Some(&RequestId::new("issue-twice")),
-        )
-        .await
-        .unwrap();
+    let other =
+        issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &RequestId::new("issue-twice")).await.unwrap();
     assert_ne!(other.invoice.id, first.invoice.id);
     assert_eq!(charges.load(Ordering::SeqCst), 2);
 }
@@ -841,17 +837,9 @@ pub async fn a_rerun_issue_does_not_attempt_a_declined_invoice_again(store: Arc<
     let (app, charges) = counted(store);
     let cus = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
     let request = RequestId::new("issue-declined");
-    let first = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-        .await
-        .unwrap();
+    let first = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await.unwrap();
     assert_eq!(first.invoice.status(), InvoiceStatus::Open);
-    let again = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-        .await
-        .unwrap();
+    let again = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await.unwrap();
     assert_eq!(again.invoice.id, first.invoice.id);
     assert_eq!(again.charge.unwrap().unwrap().outcome, ChargeOutcome::Declined);
     assert_eq!(again.invoice.transactions().len(), 1, "no extra attempt");
@@ -867,31 +855,18 @@ pub async fn a_rerun_issue_leaves_an_uncharged_invoice_to_the_schedule(store: Ar
     let cus = customer_with_card(&app, "pm_card_visa").await;
     let request = RequestId::new("issue-uncharged");
     store.down_after_write(puts("invoice"));
-    let first =
-        app.services.issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request)).await;
+    let first = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await;
     store.restore();
     let first = first.expect("committed");
-    let again = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-        .await
-        .unwrap();
+    let again = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await.unwrap();
     assert_eq!(again.invoice.id, first.invoice.id);
     assert_eq!(again.charge.unwrap().unwrap_err().code, "charge_scheduled");
     assert!(again.invoice.transactions().is_empty(), "no attempt started by the re-run");
     assert_eq!(again.invoice.next_attempt_at(), Some(again.invoice.created_at), "the schedule charges it");
 
     let transfer = RequestId::new("issue-transfer");
-    let first = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::SendInvoice), Some(&transfer))
-        .await
-        .unwrap();
-    let again = app
-        .services
-        .issue_invoice_once(pro_invoice(&cus, CollectionMethod::SendInvoice), Some(&transfer))
-        .await
-        .unwrap();
+    let first = issue_as(&app, &cus, CollectionMethod::SendInvoice, &transfer).await.unwrap();
+    let again = issue_as(&app, &cus, CollectionMethod::SendInvoice, &transfer).await.unwrap();
     assert_eq!(again.invoice.id, first.invoice.id);
     assert!(again.charge.is_none());
     assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 2);
@@ -950,9 +925,7 @@ pub async fn racing_runs_of_one_request_issue_one_invoice(store: Arc<dyn ItemSto
         let cus = cus.clone();
         tasks.push(tokio::spawn(async move {
             let request = RequestId::new("issue-raced");
-            app.services
-                .issue_invoice_once(pro_invoice(&cus, CollectionMethod::ChargeAutomatically), Some(&request))
-                .await
+            issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await
         }));
     }
     let mut ids = Vec::new();

@@ -206,10 +206,8 @@ pub async fn from_env() -> Result<App, ConfigError> {
         Provider::Sandbox => crate::provider::sandbox(repo.clone(), clock.clone())?,
         Provider::Stripe(stripe) => crate::provider::stripe(&config, stripe, repo.clone())?,
     };
-    let charge_queue = settings
-        .charge_queue_url
-        .clone()
-        .map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
+    let charge_queue =
+        settings.charge_queue_url.clone().map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
     let services = Services {
         repo: repo.clone(),
         gateway,

@@ -478,9 +478,8 @@ fn binaries_section() {
     println!("|---|---|---|");
     let dir = root().join("target/lambda");
     for f in recoup_functions::FUNCTIONS.iter().map(|f| f.name).chain(["hello-lambda"]) {
-        let size = |p: PathBuf| {
-            std::fs::metadata(p).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or("—".into())
-        };
+        let size =
+            |p: PathBuf| std::fs::metadata(p).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or("—".into());
         println!("| {f} | {} | {} |", size(dir.join(f).join("bootstrap")), size(dir.join(f).join("bootstrap.zip")));
     }
     println!();
@@ -507,7 +506,8 @@ async fn startup_section(runs: usize) {
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
     ];
-    let names: Vec<&str> = ["hello-lambda"].into_iter().chain(recoup_functions::FUNCTIONS.iter().map(|f| f.name)).collect();
+    let names: Vec<&str> =
+        ["hello-lambda"].into_iter().chain(recoup_functions::FUNCTIONS.iter().map(|f| f.name)).collect();
     // Rounds over every function, so a noisy moment on the machine hits them all alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); names.len()];
     for _ in 0..runs {
@@ -606,5 +606,8 @@ async fn wiring_section() {
     let _e = aws_sdk_dynamodb::Client::new(&config);
     let _q = aws_sdk_dynamodb::Client::new(&config);
     let clients_time = t.elapsed();
-    println!("roots ({}): {roots_time:?}; sdk config: {config_time:?}; three DynamoDB clients: {clients_time:?}", roots.len());
+    println!(
+        "roots ({}): {roots_time:?}; sdk config: {config_time:?}; three DynamoDB clients: {clients_time:?}",
+        roots.len()
+    );
 }

@@ -265,7 +265,9 @@ impl LocalQueue {
         let now_ms = self.clock.now().timestamp_millis();
         let groups = bodies
             .chunks(MAX_TRANSACTION_ITEMS)
-            .map(|chunk| chunk.iter().map(|b| (self.name, self.state.clone(), Message::new(b.clone(), now_ms))).collect())
+            .map(|chunk| {
+                chunk.iter().map(|b| (self.name, self.state.clone(), Message::new(b.clone(), now_ms))).collect()
+            })
             .collect();
         enqueue(&self.store, groups).await.into_iter().collect()
     }
@@ -702,7 +704,8 @@ mod tests {
         let q = dir.open().await;
         q.push(&["ok".to_owned(), "fails".to_owned()]).await.unwrap();
         let batch = q.receive(10).await.batch;
-        let failed: HashSet<String> = batch.iter().filter(|m| m.stored.body == "fails").map(|m| m.stored.id.clone()).collect();
+        let failed: HashSet<String> =
+            batch.iter().filter(|m| m.stored.body == "fails").map(|m| m.stored.id.clone()).collect();
         q.settle(batch, &failed).await;
         assert_eq!(q.depth()["in_flight"], 0);
         assert_eq!(q.depth()["ready"], 1);

@@ -276,7 +276,8 @@ impl DynamoStore {
             Err(SdkError::ServiceError(se)) if se.err().code() == Some("ResourceInUseException") => return Ok(()),
             Err(e) => return Err(map_err(e)),
         }
-        self.client.get()
+        self.client
+            .get()
             .update_time_to_live()
             .table_name(&self.table)
             .time_to_live_specification(
