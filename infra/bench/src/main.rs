@@ -219,6 +219,13 @@ async fn store_section() {
             .await;
         println!("{}", row("charge attempt, approved", backend, &m));
 
+        let m = b
+            .measure(|| async {
+                s.issue_invoice(issue(CollectionMethod::ChargeAutomatically)).await.map(|_| ()).unwrap();
+            })
+            .await;
+        println!("{}", row("issue an invoice, charged at once (approved)", backend, &m));
+
         let declining = b.customer(Some("pm_sandbox_visa_51_idbench")).await;
         let inv = s
             .issue_invoice(IssueInvoice {

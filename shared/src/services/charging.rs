@@ -209,7 +209,14 @@ impl Services {
     /// ledger when they can be named in advance (the card asked for, or the card of the
     /// invoice's last attempt, which dunning usually charges again). A wrong guess costs one
     /// read of the card and one of its ledger.
-    async fn charge_context(&self, inv: &Invoice, choice: &CardChoice) -> Result<ChargeContext> {
+    ///
+    /// A customer the caller read already (`known_customer`) is not read again.
+    async fn charge_context(
+        &self,
+        inv: &Invoice,
+        choice: &CardChoice,
+        known_customer: Option<Versioned<Customer>>,
+    ) -> Result<ChargeContext> {
         let last = inv.transactions().last().map(|t| &t.card);
         let guess: Option<&PaymentMethodId> = match choice {
             CardChoice::Specific(id) => Some(id),
@@ -221,16 +228,20 @@ impl Services {
             keys.push(key);
             Some(keys.len() - 1)
         };
+        let known_customer = known_customer.filter(|c| c.id == inv.customer_id);
         let customer_at = match choice {
-            CardChoice::Default => slot(keys::customer(&inv.customer_id)),
-            CardChoice::Specific(_) => None,
+            CardChoice::Default if known_customer.is_none() => slot(keys::customer(&inv.customer_id)),
+            CardChoice::Default | CardChoice::Specific(_) => None,
         };
         let subscription_at = inv.subscription_id().and_then(|id| slot(keys::subscription(id)));
         let card_at = guess.and_then(|id| slot(keys::payment_method(&inv.customer_id, id)));
         let ledger_at = guessed_fingerprint.and_then(|fp| slot(keys::card_ledger(fp)));
         let mut items = if keys.is_empty() { Vec::new() } else { self.repo.store().get_many(&keys).await? };
 
-        let customer: Option<Versioned<Customer>> = take(&mut items, customer_at)?;
+        let customer: Option<Versioned<Customer>> = match known_customer {
+            Some(known) => Some(known),
+            None => take(&mut items, customer_at)?,
+        };
         let subscription = take(&mut items, subscription_at)?;
         let guessed_card: Option<Versioned<PaymentMethod>> = take(&mut items, card_at)?;
         let guessed_ledger: Option<Versioned<CardLedger>> = take(&mut items, ledger_at)?;
@@ -284,11 +295,30 @@ impl Services {
         choice: CardChoice,
         trigger: AttemptTrigger,
     ) -> Result<ChargeReport> {
+        self.charge_invoice_from(invoice_id, choice, trigger, None).await
+    }
+
+    /// [`Services::charge_invoice`], its first round starting from an invoice and customer
+    /// the caller holds (just issued: neither is read again). A claim is conditioned on the
+    /// invoice's version, so if either was stale the claim fails and the next round reads.
+    pub(crate) async fn charge_invoice_from(
+        &self,
+        invoice_id: &InvoiceId,
+        choice: CardChoice,
+        trigger: AttemptTrigger,
+        known: Option<(Versioned<Invoice>, Versioned<Customer>)>,
+    ) -> Result<ChargeReport> {
         let choice = &choice;
+        let known = &std::sync::Mutex::new(known);
         let (claim, turn) = self
             .optimistic("invoice", || async move {
-                let inv = self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?;
-                let ChargeContext { card, ledger, subscription: sub } = self.charge_context(&inv, choice).await?;
+                let first_round = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                let (inv, customer) = match first_round {
+                    Some((inv, customer)) if inv.id == *invoice_id => (inv, Some(customer)),
+                    _ => (self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?, None),
+                };
+                let ChargeContext { card, ledger, subscription: sub } =
+                    self.charge_context(&inv, choice, customer).await?;
                 let (Some(card), Some(mut ledger)) = (card, ledger) else {
                     return Err(match choice {
                         CardChoice::Default => Error::new(
@@ -553,7 +583,7 @@ impl Services {
                     return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 }
                 let ChargeContext { card, mut ledger, subscription: sub } =
-                    self.charge_context(&inv, &CardChoice::Default).await?;
+                    self.charge_context(&inv, &CardChoice::Default, None).await?;
                 let turn = match (&card, &mut ledger) {
                     (Some(c), Some(l)) => Some(self.card_turn(c, l).await?),
                     _ => None,

@@ -38,7 +38,7 @@ impl Services {
         if let Some(earlier) = self.created_by(request).await? {
             return self.issued_earlier(&earlier).await;
         }
-        self.customer(&req.customer_id).await?;
+        let customer = self.customer(&req.customer_id).await?;
         let now = self.now();
         let (mut invoice, created) = Invoice::issue(
             NewInvoice {
@@ -74,9 +74,18 @@ impl Services {
             CollectionMethod::ChargeAutomatically => {
                 // `invoice.created` goes to the bus while the charge starts: its outbox mark
                 // shares a commit with the claim instead of delaying it.
+                // It starts from the invoice as committed (version 1) and the customer read
+                // above: neither is read again.
+                let mut committed = Versioned::new(invoice.clone());
+                committed.set_version(1);
                 let (_, charge) = futures::join!(
                     self.publish(events),
-                    self.charge_invoice(&invoice.id, CardChoice::Default, AttemptTrigger::Initial)
+                    self.charge_invoice_from(
+                        &invoice.id,
+                        CardChoice::Default,
+                        AttemptTrigger::Initial,
+                        Some((committed, customer)),
+                    )
                 );
                 // The invoice is committed: whatever happens now, the answer is a success
                 // (a failure would free the caller's idempotency key for a second invoice).
