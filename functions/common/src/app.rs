@@ -216,6 +216,7 @@ pub async fn from_env() -> Result<App, ConfigError> {
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: settings.policy,
         portal_url: settings.portal_url,
+        card_turns: Default::default(),
     };
     let psp_webhook_secrets = settings
         .stripe_webhook_secret_arn

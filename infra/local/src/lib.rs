@@ -117,6 +117,7 @@ impl Local {
             mailer: mailer.clone(),
             policy: options.policy,
             portal_url: options.portal_url,
+            card_turns: Default::default(),
         };
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
             Arc::new(recoup_lambda::app::FixedSecrets(secrets)) as Arc<dyn recoup_lambda::app::SecretSource>

@@ -1,4 +1,4 @@
-//! One charge at a time per card inside this process. Every claim and every settle writes
+//! One claim or settle at a time per card, for one `Services` (a process wires one). Every claim and every settle writes
 //! the card's ledger (the network-rule counts), conditioned on its version; when many
 //! customers share one card, optimistic writers would lose to each other round after
 //! round. Queueing them on a per-card lock before they read the ledger turns those lost
@@ -7,7 +7,7 @@
 //! and the jittered retry handles it). The lock is never held across a call to the PSP.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
@@ -15,33 +15,43 @@ use crate::domain::card::Fingerprint;
 
 type Locks = HashMap<String, Arc<tokio::sync::Mutex<()>>>;
 
-static LOCKS: LazyLock<Mutex<Locks>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
 /// Locks kept before unused ones are dropped.
 const PRUNE_ABOVE: usize = 4096;
 
-/// Waits for the card's turn; the turn ends when the guard is dropped.
-pub(crate) async fn lock(fingerprint: &Fingerprint) -> OwnedMutexGuard<()> {
-    entry(fingerprint).lock_owned().await
+/// The cards' turns of one [`super::Services`] (clones share them).
+#[derive(Clone, Default)]
+pub struct CardTurns {
+    locks: Arc<Mutex<Locks>>,
 }
 
-/// The card's turn, and whether it had to wait for it (whatever was read about the card
-/// before a wait may have changed during it).
-pub(crate) async fn turn(fingerprint: &Fingerprint) -> (OwnedMutexGuard<()>, bool) {
-    let lock = entry(fingerprint);
-    match lock.clone().try_lock_owned() {
-        Ok(guard) => (guard, false),
-        Err(_) => (lock.lock_owned().await, true),
+impl CardTurns {
+    /// Waits for the card's turn; the turn ends when the guard is dropped.
+    pub(crate) async fn lock(&self, fingerprint: &Fingerprint) -> OwnedMutexGuard<()> {
+        self.entry(fingerprint).lock_owned().await
     }
-}
 
-fn entry(fingerprint: &Fingerprint) -> Arc<tokio::sync::Mutex<()>> {
-    {
-        let mut locks = LOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// The card's turn, and whether it had to wait for it (whatever was read about the card
+    /// before a wait may have changed during it).
+    pub(crate) async fn turn(&self, fingerprint: &Fingerprint) -> (OwnedMutexGuard<()>, bool) {
+        let lock = self.entry(fingerprint);
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        }
+    }
+
+    fn entry(&self, fingerprint: &Fingerprint) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if locks.len() > PRUNE_ABOVE {
             // Only the map holds an unused lock.
             locks.retain(|_, l| Arc::strong_count(l) > 1);
         }
         locks.entry(fingerprint.as_str().to_owned()).or_default().clone()
+    }
+}
+
+impl std::fmt::Debug for CardTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardTurns").finish_non_exhaustive()
     }
 }

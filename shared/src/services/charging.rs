@@ -26,7 +26,7 @@ use crate::store::repo::{Entity, Tx, Versioned, from_item};
 use crate::store::{Item, keys};
 use crate::time::Timestamp;
 
-use super::{Decision, OPTIMISTIC_RETRIES, Services, card_locks};
+use super::{Decision, OPTIMISTIC_RETRIES, Services};
 
 /// Which card to charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +273,7 @@ impl Services {
         card: &PaymentMethod,
         ledger: &mut Versioned<CardLedger>,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        let (turn, waited) = card_locks::turn(&card.fingerprint).await;
+        let (turn, waited) = self.card_turns.turn(&card.fingerprint).await;
         if waited {
             *ledger = self.ledger_for(card).await?;
         }
@@ -453,7 +453,7 @@ impl Services {
     ) -> Result<ChargeReport> {
         let outcome = &outcome;
         let known = &std::sync::Mutex::new(known);
-        let turn = card_locks::lock(&claimed.card.fingerprint).await;
+        let turn = self.card_turns.lock(&claimed.card.fingerprint).await;
         let report = self
             .optimistic_tries(OPTIMISTIC_RETRIES * 2, "invoice", || async move {
                 let held = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();

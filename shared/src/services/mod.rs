@@ -14,6 +14,7 @@ use crate::store::repo::{Repo, Tx};
 use crate::time::{Clock, Timestamp};
 
 mod card_locks;
+pub use card_locks::CardTurns;
 pub mod charging;
 pub mod customers;
 pub mod idempotency;
@@ -68,6 +69,8 @@ pub struct Services {
     pub policy: DunningPolicy,
     /// Where customers manage their cards; linked from dunning emails.
     pub portal_url: String,
+    /// One claim or settle at a time per card in this process (see `card_locks`).
+    pub card_turns: CardTurns,
 }
 
 impl Services {
