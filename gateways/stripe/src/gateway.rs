@@ -44,7 +44,13 @@ impl Entity for StripeCustomer {
 pub struct StripeGateway {
     client: StripeClient,
     repo: Repo,
+    /// Stripe customer ids already looked up. The mapping never changes once recorded, so
+    /// a warm function charges without reading it again.
+    known_customers: std::sync::Mutex<std::collections::HashMap<CustomerId, String>>,
 }
+
+/// Stripe customer ids kept in memory before the cache starts over.
+const KNOWN_CUSTOMERS_MAX: usize = 10_000;
 
 /// The decline Stripe's error object describes, in Recoup's taxonomy: the decline code
 /// (or the error code when there is none: `expired_card`, `incorrect_cvc`,
@@ -107,11 +113,27 @@ fn searchable(key: &str) -> bool {
 
 impl StripeGateway {
     pub fn new(client: StripeClient, repo: Repo) -> Self {
-        StripeGateway { client, repo }
+        StripeGateway { client, repo, known_customers: Default::default() }
     }
 
-    /// The Stripe customer for `customer`, created on first need.
+    /// The Stripe customer for `customer`: from memory, else from the store, else created
+    /// (on first need).
     async fn stripe_customer(&self, customer: &CustomerId) -> Result<String, GatewayError> {
+        let cached =
+            self.known_customers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(customer).cloned();
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self.look_up_or_create_customer(customer).await?;
+        let mut known = self.known_customers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= KNOWN_CUSTOMERS_MAX {
+            known.clear();
+        }
+        known.insert(customer.clone(), id.clone());
+        Ok(id)
+    }
+
+    async fn look_up_or_create_customer(&self, customer: &CustomerId) -> Result<String, GatewayError> {
         let key = keys::psp("STRIPE_CUSTOMER", customer.as_str());
         if let Some(known) = self.repo.load::<StripeCustomer>(&key).await.map_err(unavailable)? {
             return Ok(known.into_inner().stripe_customer_id);
