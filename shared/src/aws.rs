@@ -256,6 +256,20 @@ impl QueueSender for SqsSender {
         }
         Ok(())
     }
+
+    async fn send_delayed(&self, body: &str, delay: std::time::Duration) -> Result<(), QueueError> {
+        let seconds = delay.as_secs().min(crate::ports::messaging::MAX_DELAY_SECONDS) as i32;
+        self.client
+            .get()
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError(format!("{e:?}")))?;
+        Ok(())
+    }
 }
 
 /// Shared handle type for the wiring in `main.rs`.

@@ -63,6 +63,10 @@ codes! {
     InvalidPaymentMethod = "invalid_payment_method", BadRequest, "not a PSP token, or one the PSP does not know";
     InvalidSetupIntent = "invalid_setup_intent", BadRequest, "not a card setup this customer began, or not for this card";
     InvalidIdempotencyKey = "invalid_idempotency_key", BadRequest, "`Idempotency-Key` is not 1-255 visible ASCII characters";
+    InvalidUrl = "invalid_url", BadRequest, "a webhook endpoint URL that is not an absolute https URL without credentials or fragment";
+    UrlNotHttps = "url_not_https", BadRequest, "a webhook endpoint URL must use https";
+    UrlForbiddenAddress = "url_forbidden_address", BadRequest, "a webhook endpoint URL that points at a loopback, private, link-local or metadata address";
+    InvalidEventType = "invalid_event_type", BadRequest, "`enabled_events` names an unknown event type, or mixes \"*\" with types";
     RawCardDataRefused = "raw_card_data_refused", BadRequest, "the request holds a card number";
     InvalidSignature = "invalid_signature", BadRequest, "a PSP webhook whose signature is missing, malformed, stale or wrong; nothing was read";
     Unauthorized = "unauthorized", Unauthorized, "no bearer token, or its claims are missing or invalid";
@@ -90,6 +94,7 @@ codes! {
     PendingTransactions = "pending_transactions", Conflict, "a charge on the card is pending";
     LastPaymentMethodWithActiveSubscription = "last_payment_method_with_active_subscription", Conflict, "the only card, and a subscription will bill again";
     DefaultPaymentMethod = "default_payment_method", Conflict, "the default card, while other cards exist";
+    WebhookEndpointDisabled = "webhook_endpoint_disabled", Conflict, "the webhook endpoint is disabled; enable it first";
     IdempotencyKeyReused = "idempotency_key_reused", Unprocessable, "the key was used with a different request";
     /// Queue consumers only: never an HTTP answer.
     PoisonMessage = "poison_message", BadRequest, "a queue message that can never be processed; it goes to the dead-letter queue";

@@ -80,6 +80,9 @@ typed_id!(
     TransactionId, "txn_");
 typed_id!(SubscriptionId, "sub_");
 typed_id!(EventId, "evt_");
+typed_id!(
+    /// A merchant's webhook endpoint.
+    WebhookEndpointId, "we_");
 
 #[cfg(test)]
 mod tests {

@@ -137,6 +137,10 @@ impl Topology {
             charge_queue: Some(charge_queue),
             psp_webhook_secrets: None,
             card_form: Default::default(),
+            webhooks: recoup_lambda::app::Webhooks::new(
+                recoup_shared::domain::webhook::UrlPolicy::AllowLoopback,
+                Some(Arc::new(SqsSender::new(sqs.clone(), queues[routing::WEBHOOKS_QUEUE].clone()))),
+            ),
         };
         Topology { sqs, events, bus, queues, dead_letters, audit_queue, app, clock, store }
     }

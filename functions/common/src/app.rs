@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
+use recoup_shared::domain::webhook::UrlPolicy;
+use recoup_shared::ports::webhooks::WebhookTransport;
 use recoup_shared::ports::messaging::QueueSender;
 use recoup_shared::services::Services;
 use recoup_shared::time::parse_duration;
@@ -17,6 +19,30 @@ pub struct App {
     pub psp_webhook_secrets: Option<Arc<dyn SecretSource>>,
     /// What the hosted card form needs to reach the PSP from the browser.
     pub card_form: CardForm,
+    /// How merchant webhooks leave the system.
+    pub webhooks: Webhooks,
+}
+
+/// Merchant webhook delivery: which URLs are allowed, the client that posts, and the
+/// dispatcher's queue (resends and retries are put on it).
+#[derive(Clone)]
+pub struct Webhooks {
+    pub policy: UrlPolicy,
+    pub transport: Arc<dyn WebhookTransport>,
+    pub queue: Option<Arc<dyn QueueSender>>,
+}
+
+impl Webhooks {
+    pub fn new(policy: UrlPolicy, queue: Option<Arc<dyn QueueSender>>) -> Self {
+        Webhooks { policy, transport: Arc::new(crate::webhook_http::HttpTransport::new(policy)), queue }
+    }
+}
+
+impl Default for Webhooks {
+    /// A deployment's: https to public addresses, no queue.
+    fn default() -> Self {
+        Webhooks::new(UrlPolicy::PublicHttpsOnly, None)
+    }
 }
 
 /// What the hosted card form needs: which PSP's form to show and how the browser reaches
@@ -117,6 +143,8 @@ pub struct Settings {
     pub table: String,
     pub event_bus: String,
     pub charge_queue_url: Option<String>,
+    /// The webhook dispatcher's queue, where resends and retries go.
+    pub webhooks_queue_url: Option<String>,
     pub policy: DunningPolicy,
     pub portal_url: String,
     pub provider: Provider,
@@ -170,6 +198,7 @@ impl Settings {
             table: required("RECOUP_TABLE")?,
             event_bus: required("RECOUP_EVENT_BUS")?,
             charge_queue_url: get("RECOUP_CHARGE_QUEUE_URL"),
+            webhooks_queue_url: get("RECOUP_WEBHOOKS_QUEUE_URL"),
             policy: DunningPolicy { schedule, reconcile_after },
             portal_url: get("RECOUP_PORTAL_URL").unwrap_or_else(|| "http://127.0.0.1:8080/portal".into()),
             provider,
@@ -222,7 +251,12 @@ pub async fn from_env() -> Result<App, ConfigError> {
         .stripe_webhook_secret_arn
         .clone()
         .map(|arn| Arc::new(crate::provider::SecretsManagerSecret::new(&config, arn)) as Arc<dyn SecretSource>);
-    Ok(App { services, charge_queue, psp_webhook_secrets, card_form })
+    let webhooks_queue = settings
+        .webhooks_queue_url
+        .clone()
+        .map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
+    let webhooks = Webhooks::new(UrlPolicy::PublicHttpsOnly, webhooks_queue);
+    Ok(App { services, charge_queue, psp_webhook_secrets, card_form, webhooks })
 }
 
 /// Logs for CloudWatch, as Lambda's logging controls ask: JSON lines when

@@ -10,5 +10,6 @@ pub mod routing;
 pub mod run;
 pub mod sqs;
 pub mod views;
+pub mod webhook_http;
 
 pub use app::App;

@@ -2,6 +2,8 @@
 //! The local product's in-process bus uses this table, the emulator tests build their
 //! rules from it, and a test checks `template.yaml` declares the same rules.
 
+use recoup_shared::domain::events::EventPayload;
+
 /// A rule on the event bus and the queue it feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
@@ -15,6 +17,7 @@ pub struct Rule {
 pub const SUBSCRIPTION_UPDATES_QUEUE: &str = "SubscriptionUpdatesQueue";
 pub const NOTIFICATIONS_QUEUE: &str = "NotificationsQueue";
 pub const CHARGE_QUEUE: &str = "ChargeQueue";
+pub const WEBHOOKS_QUEUE: &str = "WebhooksQueue";
 
 /// Every queue's receive limit before a message moves to its dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
@@ -30,6 +33,7 @@ pub const RULES: &[Rule] = &[
         detail_types: &["invoice.payment_failed", "invoice.errored"],
         queue: NOTIFICATIONS_QUEUE,
     },
+    Rule { name: "MerchantWebhooks", detail_types: &EventPayload::KINDS, queue: WEBHOOKS_QUEUE },
 ];
 
 /// The queues an event of this type is delivered to.

@@ -27,6 +27,7 @@ fn app_with(secrets: Option<&[&str]>) -> App {
                 as Arc<dyn recoup_lambda::app::SecretSource>
         }),
         card_form: Default::default(),
+        webhooks: Default::default(),
     }
 }
 

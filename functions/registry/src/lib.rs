@@ -130,6 +130,15 @@ pub const FUNCTIONS: &[Function] = &[
         },
     },
     Function {
+        name: "webhooks-api",
+        calls_psp: false,
+        trigger: Trigger::Http {
+            routes: webhooks_api::ROUTES,
+            handler: |app, req| Box::pin(webhooks_api::handle(app, req)),
+            authorizer: Authorizer::Jwt,
+        },
+    },
+    Function {
         name: "charge-worker",
         calls_psp: true,
         trigger: Trigger::Queue {
@@ -151,6 +160,14 @@ pub const FUNCTIONS: &[Function] = &[
         trigger: Trigger::Queue {
             queue: routing::NOTIFICATIONS_QUEUE,
             handler: |app, event| Box::pin(notifier::handle(app, event)),
+        },
+    },
+    Function {
+        name: "webhook-dispatcher",
+        calls_psp: false,
+        trigger: Trigger::Queue {
+            queue: routing::WEBHOOKS_QUEUE,
+            handler: |app, event| Box::pin(webhook_dispatcher::handle(app, event)),
         },
     },
     Function {

@@ -122,7 +122,13 @@ impl Local {
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
             Arc::new(recoup_lambda::app::FixedSecrets(secrets)) as Arc<dyn recoup_lambda::app::SecretSource>
         });
-        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form };
+        // The local product delivers to receivers on this machine too (plain http allowed).
+        let webhooks = recoup_lambda::app::Webhooks::new(
+            recoup_shared::domain::webhook::UrlPolicy::AllowLoopback,
+            Some(queues.webhooks.clone() as Arc<dyn recoup_shared::ports::messaging::QueueSender>),
+        );
+        let app =
+            App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form, webhooks };
         Ok(Arc::new(Local {
             app,
             clock,

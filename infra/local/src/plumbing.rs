@@ -70,6 +70,10 @@ struct Stored {
     /// How many times it was handed to its consumer.
     receive_count: u32,
     sent_at_ms: i64,
+    /// A delayed message (SQS `DelaySeconds`) is hidden until this time of the product's
+    /// clock, so the dev clock moving forward brings it out.
+    #[serde(default)]
+    not_before_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -89,9 +93,9 @@ enum Place {
 }
 
 impl Message {
-    fn new(body: String, sent_at_ms: i64) -> Self {
+    fn new(body: String, sent_at_ms: i64, not_before_ms: i64) -> Self {
         Message {
-            stored: Stored { id: uuid::Uuid::now_v7().to_string(), body, receive_count: 0, sent_at_ms },
+            stored: Stored { id: uuid::Uuid::now_v7().to_string(), body, receive_count: 0, sent_at_ms, not_before_ms },
             version: 0,
             visible_at: Instant::now(),
         }
@@ -266,10 +270,18 @@ impl LocalQueue {
         let groups = bodies
             .chunks(MAX_TRANSACTION_ITEMS)
             .map(|chunk| {
-                chunk.iter().map(|b| (self.name, self.state.clone(), Message::new(b.clone(), now_ms))).collect()
+                chunk.iter().map(|b| (self.name, self.state.clone(), Message::new(b.clone(), now_ms, 0))).collect()
             })
             .collect();
         enqueue(&self.store, groups).await.into_iter().collect()
+    }
+
+    /// Sends one message hidden until `delay` has passed on the product's clock.
+    pub async fn push_delayed(&self, body: &str, delay: Duration) -> Result<(), StoreError> {
+        let now_ms = self.clock.now().timestamp_millis();
+        let not_before = now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let message = Message::new(body.to_owned(), now_ms, not_before);
+        enqueue(&self.store, vec![vec![(self.name, self.state.clone(), message)]]).await.into_iter().collect()
     }
 
     /// Up to `n` visible messages, now in flight, their receive counts written before they
@@ -278,11 +290,12 @@ impl LocalQueue {
     async fn receive(&self, n: usize) -> Received {
         let picked: Vec<Message> = {
             let now = Instant::now();
+            let clock_ms = self.clock.now().timestamp_millis();
             let mut st = self.lock();
             let mut picked = Vec::new();
             let mut rest = VecDeque::with_capacity(st.ready.len());
             while let Some(m) = st.ready.pop_front() {
-                if picked.len() < n && m.visible_at <= now {
+                if picked.len() < n && m.visible_at <= now && m.stored.not_before_ms <= clock_ms {
                     picked.push(m);
                 } else {
                     rest.push_back(m);
@@ -415,7 +428,8 @@ impl LocalQueue {
 
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
-        st.in_flight == 0 && st.ready.iter().all(|m| m.visible_at > Instant::now())
+        let clock_ms = self.clock.now().timestamp_millis();
+        st.in_flight == 0 && st.ready.iter().all(|m| m.visible_at > Instant::now() || m.stored.not_before_ms > clock_ms)
     }
 
     /// The batch as Lambda's SQS event source delivers it.
@@ -484,13 +498,18 @@ impl QueueSender for LocalQueue {
     async fn send(&self, bodies: &[String]) -> Result<(), QueueError> {
         self.push(bodies).await.map_err(|e| QueueError(e.to_string()))
     }
+
+    async fn send_delayed(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.push_delayed(body, delay).await.map_err(|e| QueueError(e.to_string()))
+    }
 }
 
-/// The three queues of the system.
+/// The queues of the system.
 pub struct Queues {
     pub charge: Arc<LocalQueue>,
     pub subscription_updates: Arc<LocalQueue>,
     pub notifications: Arc<LocalQueue>,
+    pub webhooks: Arc<LocalQueue>,
     store: Arc<dyn ItemStore>,
 }
 
@@ -501,13 +520,14 @@ impl Queues {
             charge: LocalQueue::open(routing::CHARGE_QUEUE, store.clone(), clock.clone()).await?,
             subscription_updates: LocalQueue::open(routing::SUBSCRIPTION_UPDATES_QUEUE, store.clone(), clock.clone())
                 .await?,
-            notifications: LocalQueue::open(routing::NOTIFICATIONS_QUEUE, store.clone(), clock).await?,
+            notifications: LocalQueue::open(routing::NOTIFICATIONS_QUEUE, store.clone(), clock.clone()).await?,
+            webhooks: LocalQueue::open(routing::WEBHOOKS_QUEUE, store.clone(), clock).await?,
             store,
         })
     }
 
-    pub fn all(&self) -> [&Arc<LocalQueue>; 3] {
-        [&self.charge, &self.subscription_updates, &self.notifications]
+    pub fn all(&self) -> [&Arc<LocalQueue>; 4] {
+        [&self.charge, &self.subscription_updates, &self.notifications, &self.webhooks]
     }
 
     fn by_name(&self, name: &str) -> Option<&Arc<LocalQueue>> {
@@ -581,7 +601,7 @@ impl EventPublisher for LocalBus {
             let messages: Vec<_> = routing::queues_for(e.kind())
                 .into_iter()
                 .filter_map(|name| self.queues.by_name(name))
-                .map(|q| (q.name, q.state.clone(), Message::new(body.clone(), now_ms)))
+                .map(|q| (q.name, q.state.clone(), Message::new(body.clone(), now_ms, 0)))
                 .collect();
             if messages.is_empty() {
                 group_of.push(None);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::card::CardBrand;
 use crate::domain::decline::{ErrorType, RetryClass};
 use crate::domain::money::Money;
-use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, TransactionId};
+use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, TransactionId, WebhookEndpointId};
 use crate::time::Timestamp;
 
 /// The `source` every Recoup event carries on the bus.
@@ -136,11 +136,24 @@ pub enum EventPayload {
         /// The PSP's reason (`fraudulent`, `product_not_received`...).
         reason: String,
     },
+    /// A delivery to a merchant webhook endpoint was retried for three days and failed.
+    #[serde(rename = "webhook_endpoint.delivery_failed")]
+    WebhookDeliveryFailed {
+        webhook_endpoint_id: WebhookEndpointId,
+        /// The event that could not be delivered, and its type.
+        event_id: EventId,
+        event_type: String,
+        attempts: u32,
+        last_response_code: Option<u16>,
+    },
+    /// Every delivery to the endpoint failed for days: Recoup disabled it.
+    #[serde(rename = "webhook_endpoint.disabled")]
+    WebhookEndpointDisabled { webhook_endpoint_id: WebhookEndpointId, url: String },
 }
 
 impl EventPayload {
     /// Every event type, as routed on the bus and documented in `docs/events.md`.
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 16] = [
         "invoice.created",
         "invoice.payment_failed",
         "invoice.paid",
@@ -155,6 +168,8 @@ impl EventPayload {
         "payment_method.attached",
         "payment_method.removed",
         "invoice.disputed",
+        "webhook_endpoint.delivery_failed",
+        "webhook_endpoint.disabled",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -173,10 +188,13 @@ impl EventPayload {
             EventPayload::PaymentMethodAttached { .. } => "payment_method.attached",
             EventPayload::PaymentMethodRemoved { .. } => "payment_method.removed",
             EventPayload::InvoiceDisputed { .. } => "invoice.disputed",
+            EventPayload::WebhookDeliveryFailed { .. } => "webhook_endpoint.delivery_failed",
+            EventPayload::WebhookEndpointDisabled { .. } => "webhook_endpoint.disabled",
         }
     }
 
-    pub fn customer_id(&self) -> &CustomerId {
+    /// The customer an event is about; `None` for the merchant's own (webhook endpoints).
+    pub fn customer_id(&self) -> Option<&CustomerId> {
         match self {
             EventPayload::InvoiceCreated { customer_id, .. }
             | EventPayload::InvoicePaymentFailed { customer_id, .. }
@@ -191,7 +209,8 @@ impl EventPayload {
             | EventPayload::SubscriptionCanceled { customer_id, .. }
             | EventPayload::PaymentMethodAttached { customer_id, .. }
             | EventPayload::PaymentMethodRemoved { customer_id, .. }
-            | EventPayload::InvoiceDisputed { customer_id, .. } => customer_id,
+            | EventPayload::InvoiceDisputed { customer_id, .. } => Some(customer_id),
+            EventPayload::WebhookDeliveryFailed { .. } | EventPayload::WebhookEndpointDisabled { .. } => None,
         }
     }
 
@@ -211,7 +230,9 @@ impl EventPayload {
             | EventPayload::SubscriptionPaused { .. }
             | EventPayload::SubscriptionCanceled { .. }
             | EventPayload::PaymentMethodAttached { .. }
-            | EventPayload::PaymentMethodRemoved { .. } => None,
+            | EventPayload::PaymentMethodRemoved { .. }
+            | EventPayload::WebhookDeliveryFailed { .. }
+            | EventPayload::WebhookEndpointDisabled { .. } => None,
         }
     }
 }

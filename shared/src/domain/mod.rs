@@ -13,6 +13,7 @@ pub mod money;
 pub mod payment_method;
 pub mod policy;
 pub mod subscription;
+pub mod webhook;
 
 pub use customer::Customer;
 pub use invoice::{Invoice, InvoiceStatus, Transaction, TransactionStatus};

@@ -22,4 +22,11 @@ pub trait EventPublisher: Send + Sync {
 #[async_trait]
 pub trait QueueSender: Send + Sync {
     async fn send(&self, bodies: &[String]) -> Result<(), QueueError>;
+
+    /// Sends one message that no consumer sees before `delay` has passed. SQS holds a
+    /// message back at most [`MAX_DELAY_SECONDS`]; a longer wait is the sender's to split.
+    async fn send_delayed(&self, body: &str, delay: std::time::Duration) -> Result<(), QueueError>;
 }
+
+/// The longest delay SQS gives one message (15 minutes).
+pub const MAX_DELAY_SECONDS: u64 = 900;

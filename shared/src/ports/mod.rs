@@ -7,6 +7,7 @@
 //! | [`gateway`] | `PaymentGateway` | `recoup_sandbox::SandboxGateway`, `recoup_stripe::StripeGateway` (crates under `gateways/`) |
 //! | [`messaging`] | `EventPublisher`, `QueueSender` | `aws::EventBridgePublisher`, `aws::SqsSender`; the local product's in-process bus and queues |
 //! | [`mailer`] | `Mailer` | `mail::StoreMailer` |
+//! | [`webhooks`] | `WebhookTransport` | `recoup_lambda::webhook_http::HttpTransport` |
 //! | [`clock`] | `Clock` | `time::SystemClock`, `time::ManualClock`, `time::OffsetClock` |
 
 pub mod clock;
@@ -14,3 +15,4 @@ pub mod gateway;
 pub mod mailer;
 pub mod messaging;
 pub mod store;
+pub mod webhooks;

@@ -25,6 +25,7 @@ pub mod payment_methods;
 pub mod psp_events;
 pub mod scheduler;
 pub mod subscriptions;
+pub mod webhooks;
 
 use crate::ports::messaging::EventPublisher;
 

@@ -49,7 +49,7 @@ impl Services {
             ),
             _ => return Ok(None),
         };
-        let customer_id = event.payload.customer_id();
+        let Some(customer_id) = event.payload.customer_id() else { return Ok(None) };
         let customer = self.repo.customer(customer_id).await?.ok_or_else(|| Error::not_found("customer"))?;
         let email = Email {
             id: event.id.to_string(),

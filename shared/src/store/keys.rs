@@ -3,7 +3,7 @@
 
 use super::{IndexKey, Key};
 use crate::domain::card::Fingerprint;
-use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId};
+use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, WebhookEndpointId};
 use crate::time::{Timestamp, sortable};
 
 /// Schedule partitions are spread over this many shards so one hot partition never
@@ -68,6 +68,23 @@ pub fn email(id: &str) -> Key {
     Key::new(format!("MAIL#{id}"), "MAIL")
 }
 
+/// A merchant's webhook endpoint; its deliveries share its partition.
+pub fn webhook_endpoint(id: &WebhookEndpointId) -> Key {
+    Key::new(webhook_partition(id), "ENDPOINT")
+}
+
+pub fn webhook_partition(id: &WebhookEndpointId) -> String {
+    format!("WHE#{id}")
+}
+
+pub const DELIVERY_PREFIX: &str = "DLV#";
+
+/// One event's delivery to one endpoint. Event ids sort by time, so the endpoint's
+/// partition lists its deliveries newest first in one query.
+pub fn webhook_delivery(endpoint: &WebhookEndpointId, event: &EventId) -> Key {
+    Key::new(webhook_partition(endpoint), format!("{DELIVERY_PREFIX}{event}"))
+}
+
 /// A payment-provider adapter's own records (the sandbox's tokens and charges, Stripe
 /// customer ids) live in their own key space.
 pub fn psp(kind: &str, id: &str) -> Key {
@@ -87,6 +104,7 @@ pub fn customer_invoice_entry(customer: &CustomerId, created: Timestamp, id: &In
 pub const ALL_CUSTOMERS: &str = "CUSTOMERS";
 pub const ALL_SUBSCRIPTIONS: &str = "SUBSCRIPTIONS";
 pub const ALL_EMAILS: &str = "EMAILS";
+pub const ALL_WEBHOOK_ENDPOINTS: &str = "WEBHOOK_ENDPOINTS";
 
 pub fn listing_entry(partition: &str, created: Timestamp, id: &str) -> IndexKey {
     IndexKey::new(partition, format!("{}#{id}", sortable(created)))

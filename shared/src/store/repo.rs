@@ -16,7 +16,8 @@ use super::{
 use crate::domain::card::Fingerprint;
 use crate::domain::events::{Event, EventPayload};
 use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
-use crate::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
+use crate::domain::webhook::{Delivery, WebhookEndpoint};
+use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, WebhookEndpointId};
 use crate::time::Timestamp;
 
 /// How long published events stay readable in the table (the event log).
@@ -449,6 +450,63 @@ impl Repo {
 
     pub async fn event(&self, id: &crate::ids::EventId) -> Result<Option<Versioned<OutboxRecord>>, StoreError> {
         self.load(&keys::event(id)).await
+    }
+}
+
+/// How long a delivery's record stays readable after its last change (the delivery log).
+pub const DELIVERY_RETENTION: TimeDelta = TimeDelta::days(30);
+
+impl Entity for WebhookEndpoint {
+    const KIND: &'static str = "webhook_endpoint";
+    fn key(&self) -> Key {
+        keys::webhook_endpoint(&self.id)
+    }
+    fn index_keys(&self) -> IndexKeys {
+        let entry = keys::listing_entry(keys::ALL_WEBHOOK_ENDPOINTS, self.created_at, self.id.as_str());
+        IndexKeys::default().with(Index::Gsi1, Some(entry))
+    }
+}
+
+impl Entity for Delivery {
+    const KIND: &'static str = "webhook_delivery";
+    fn key(&self) -> Key {
+        keys::webhook_delivery(&self.endpoint_id, &self.event_id)
+    }
+    fn expires_at(&self) -> Option<i64> {
+        Some((self.updated_at + DELIVERY_RETENTION).timestamp())
+    }
+}
+
+impl Repo {
+    pub async fn webhook_endpoint(&self, id: &WebhookEndpointId) -> Result<Option<Versioned<WebhookEndpoint>>, StoreError> {
+        self.load(&keys::webhook_endpoint(id)).await
+    }
+
+    /// Every endpoint, newest first (a merchant has a handful).
+    pub async fn webhook_endpoints(&self) -> Result<Vec<Versioned<WebhookEndpoint>>, StoreError> {
+        self.query_all(Query::index(Index::Gsi1, keys::ALL_WEBHOOK_ENDPOINTS, SortKeyRange::All).descending()).await
+    }
+
+    pub async fn webhook_delivery(
+        &self,
+        endpoint: &WebhookEndpointId,
+        event: &EventId,
+    ) -> Result<Option<Versioned<Delivery>>, StoreError> {
+        self.load(&keys::webhook_delivery(endpoint, event)).await
+    }
+
+    /// An endpoint's deliveries, newest event first.
+    pub async fn webhook_deliveries(
+        &self,
+        endpoint: &WebhookEndpointId,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<Delivery>, StoreError> {
+        let q = Query::table(keys::webhook_partition(endpoint), SortKeyRange::BeginsWith(keys::DELIVERY_PREFIX.into()))
+            .descending()
+            .limit(limit)
+            .after(after);
+        self.listing(q).await
     }
 }
 
