@@ -53,7 +53,7 @@ done
 
 started=$(date +%s)
 
-# One build: cargo-lambda compiles the nine functions and writes the deployment packages,
+# One build: cargo-lambda compiles every function and writes the deployment packages,
 # target/lambda/<name>/bootstrap.zip (a single `bootstrap` entry, mode 0755). With
 # `--output-format zip` it writes only the zip, so the executable is taken out of it: the
 # bootstrap the tests run is byte for byte the one that ships. (A second

@@ -31,13 +31,30 @@ pub fn scheduled_functions() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The schedulers put work on the charge queue (`App::charge_queue`, from
-/// `RECOUP_CHARGE_QUEUE_URL`); nothing else sends to a queue.
+/// `RECOUP_CHARGE_QUEUE_URL`).
 pub const CHARGE_QUEUE_SENDERS: [&str; 2] = ["retry-scheduler", "renewal-scheduler"];
+
+/// The webhooks API (resends) and the dispatcher (its next attempts) put attempts on the
+/// webhooks queue (`App::webhooks.queue`, from `RECOUP_WEBHOOKS_QUEUE_URL`).
+pub const WEBHOOK_QUEUE_SENDERS: [&str; 2] = ["webhooks-api", "webhook-dispatcher"];
+
+/// The queue (logical id) a function sends to, with the variable that names it; nothing
+/// else sends to a queue.
+pub fn queue_sent_to(binary: &str) -> Option<(&'static str, &'static str)> {
+    if CHARGE_QUEUE_SENDERS.contains(&binary) {
+        Some((routing::CHARGE_QUEUE, "RECOUP_CHARGE_QUEUE_URL"))
+    } else if WEBHOOK_QUEUE_SENDERS.contains(&binary) {
+        Some((routing::WEBHOOKS_QUEUE, "RECOUP_WEBHOOKS_QUEUE_URL"))
+    } else {
+        None
+    }
+}
 
 /// Functions that never change state, so never publish events: the retry scheduler only
 /// reads the schedule index and enqueues; the notifier only records emails; the portal
-/// serves pages whose scripts call the API.
-pub const NON_PUBLISHERS: [&str; 3] = ["retry-scheduler", "notifier", "portal"];
+/// serves pages whose scripts call the API; the webhooks API manages endpoints, which are
+/// the merchant's configuration, not events.
+pub const NON_PUBLISHERS: [&str; 4] = ["retry-scheduler", "notifier", "portal", "webhooks-api"];
 
 /// Everything `DynamoStore` calls: `GetItem`, `BatchGetItem` (batched reads, an IAM action of
 /// its own), `Query`, `PutItem`, `DeleteItem`, and `TransactWriteItems`, which IAM

@@ -71,19 +71,23 @@ pub fn check_environment(t: &Json) -> Problems {
                 problems.push(format!("{id} ({binary}): sets {name}, which Settings::from_lookup never reads"));
             }
         }
-        let sends = CHARGE_QUEUE_SENDERS.contains(&binary.as_str());
+        let sends = queue_sent_to(&binary);
+        let queue_vars = ["RECOUP_CHARGE_QUEUE_URL", "RECOUP_WEBHOOKS_QUEUE_URL"];
         for name in asked.iter().filter(|n| !env.contains_key(*n)) {
-            if name != "RECOUP_CHARGE_QUEUE_URL" || sends {
+            if !queue_vars.contains(&name.as_str()) || sends.is_some_and(|(_, var)| var == name) {
                 problems.push(format!("{id} ({binary}): the code reads {name}, which the template does not set"));
             }
         }
-        match (sends, reference(&vars.get("RECOUP_CHARGE_QUEUE_URL").cloned().unwrap_or(Json::Null))) {
-            (true, Some(q)) if q == routing::CHARGE_QUEUE => {}
-            (true, _) => problems
-                .push(format!("{id} ({binary}): RECOUP_CHARGE_QUEUE_URL should be !Ref {}", routing::CHARGE_QUEUE)),
-            (false, Some(_)) => problems
-                .push(format!("{id} ({binary}) does not enqueue charges; it should not get RECOUP_CHARGE_QUEUE_URL")),
-            (false, None) => {}
+        for var in queue_vars {
+            let expected = sends.filter(|(_, v)| *v == var).map(|(q, _)| q);
+            match (expected, reference(&vars.get(var).cloned().unwrap_or(Json::Null))) {
+                (Some(queue), Some(q)) if q == queue => {}
+                (Some(queue), _) => problems.push(format!("{id} ({binary}): {var} should be !Ref {queue}")),
+                (None, Some(_)) => {
+                    problems.push(format!("{id} ({binary}) does not send to that queue; it should not get {var}"))
+                }
+                (None, None) => {}
+            }
         }
         let bus = vars.get("RECOUP_EVENT_BUS").and_then(|v| reference(v).map(str::to_owned));
         if !bus.as_ref().is_some_and(|b| buses.contains(b)) {

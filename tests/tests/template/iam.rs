@@ -120,11 +120,9 @@ pub fn check_iam(t: &Json) -> Problems {
                         }
                     } else if action == "sqs:SendMessage" {
                         sends = true;
-                        if grants != [Grant::Arn(routing::CHARGE_QUEUE.to_owned())] {
-                            problems.push(format!(
-                                "{id}: sqs:SendMessage should be on {}.Arn only, is on {grants:?}",
-                                routing::CHARGE_QUEUE
-                            ));
+                        let queue = queue_sent_to(&binary).map_or(routing::CHARGE_QUEUE, |(q, _)| q);
+                        if grants != [Grant::Arn(queue.to_owned())] {
+                            problems.push(format!("{id}: sqs:SendMessage should be on {queue}.Arn only, is on {grants:?}"));
                         }
                     } else if action == "secretsmanager:GetSecretValue" {
                         let listed = list(&statement["Resource"]);
@@ -159,12 +157,12 @@ pub fn check_iam(t: &Json) -> Problems {
         for extra in secrets_read.difference(&needed) {
             problems.push(format!("{id} ({binary}): can read {extra}, which the function never needs"));
         }
-        let should_send = CHARGE_QUEUE_SENDERS.contains(&binary.as_str());
+        let should_send = queue_sent_to(&binary).is_some();
         if sends != should_send {
             problems.push(format!(
-                "{id} ({binary}): sqs:SendMessage on the charge queue is {}granted but the function {}",
+                "{id} ({binary}): sqs:SendMessage is {}granted but the function {}",
                 if sends { "" } else { "not " },
-                if should_send { "enqueues charges" } else { "never enqueues" }
+                if should_send { "sends to its queue" } else { "never enqueues" }
             ));
         }
     }
