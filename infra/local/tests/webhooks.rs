@@ -321,3 +321,29 @@ async fn a_receiver_that_hangs_or_never_stops_answering_does_not_stall_delivery(
     assert_eq!(log[0]["status"], "delivered", "{}", log[0]);
     assert_eq!(log[0]["last_response_code"], 200);
 }
+
+#[tokio::test]
+async fn a_resend_of_a_delivery_waiting_to_retry_makes_its_attempt_now_and_only_once() {
+    let (rx, base) = Receiver::start().await;
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let (gone, _) = endpoint(&r, &merchant, format!("{base}/gone"), json!(["invoice.paid"])).await;
+    paid_invoice(&r, &merchant).await;
+    let event_id = rx.wait_for("gone", 1).await[0].body["id"].as_str().unwrap().to_owned();
+
+    // Waiting about a minute for attempt 2; the resend makes it now.
+    let resent = r.post(&format!("/v1/events/{event_id}/resend"), &merchant, json!({"webhook_endpoint_id": gone})).await;
+    assert_eq!(resent.status, 202, "{}", resent.body);
+    assert_eq!(resent.body["webhook_endpoint_ids"], json!([gone]));
+    rx.wait_for("gone", 2).await;
+    assert_eq!(deliveries(&r, &merchant, &gone).await[0]["attempts"], 2);
+    // The message scheduled for attempt 2 comes due and finds it made; attempt 3 waits
+    // about five minutes.
+    r.advance(0, 2).await;
+    assert_eq!(rx.hits("gone").len(), 2);
+    r.advance(0, 5).await;
+    assert_eq!(rx.hits("gone").len(), 3);
+
+    let bad = r.post(&format!("/v1/events/{event_id}/resend"), &merchant, json!({"webhook_endpoint_id": "nope"})).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}

@@ -235,11 +235,15 @@ impl Services {
                         Some(d) => d,
                         None => Versioned::new(Delivery::new(endpoint.id.clone(), event_id.clone(), event.kind(), now)),
                     };
-                    if delivery.status == DeliveryStatus::Pending && delivery.attempts > 0 {
-                        // Already on its way (retrying, or an attempt running).
-                        return Ok(Decision::Answer(None));
+                    match (delivery.status, delivery.attempting_since) {
+                        // An attempt is running: it is on its way.
+                        (DeliveryStatus::Pending, Some(_)) => return Ok(Decision::Answer(None)),
+                        // Waiting for its next attempt (or for the message of a resend whose
+                        // enqueue failed): that attempt is made now. A message already on the
+                        // queue for it finds it made, and does nothing.
+                        (DeliveryStatus::Pending, None) => delivery.next_attempt_at = Some(now),
+                        (DeliveryStatus::Delivered | DeliveryStatus::Failed, _) => delivery.resend(now),
                     }
-                    delivery.resend(now);
                     let message = AttemptMessage {
                         endpoint_id: endpoint.id.clone(),
                         event_id: event_id.clone(),
