@@ -274,3 +274,47 @@ impl QueueSender for SqsSender {
 
 /// Shared handle type for the wiring in `main.rs`.
 pub type SharedPublisher = Arc<dyn EventPublisher>;
+
+/// Sends emails through Amazon SES v2 (`SendEmail` with the raw MIME message, so text and
+/// HTML parts, `Reply-To` and the message id are exactly what the local `.eml` shows).
+pub struct SesTransport {
+    client: LazyClient<aws_sdk_sesv2::Client>,
+}
+
+impl SesTransport {
+    pub fn new(client: aws_sdk_sesv2::Client) -> Self {
+        SesTransport { client: LazyClient::ready(client) }
+    }
+
+    /// Its client made at the first email.
+    pub fn lazy(config: &SdkConfig) -> Self {
+        SesTransport { client: LazyClient::new(config, aws_sdk_sesv2::Client::new) }
+    }
+}
+
+#[async_trait]
+impl crate::ports::mailer::MailTransport for SesTransport {
+    async fn deliver(
+        &self,
+        _email: &crate::ports::mailer::Email,
+        sender: &crate::ports::mailer::Sender,
+        mime: &[u8],
+    ) -> Result<String, crate::ports::mailer::MailError> {
+        use aws_sdk_sesv2::primitives::Blob;
+        use aws_sdk_sesv2::types::{EmailContent, RawMessage};
+        let fail = |e: String| crate::ports::mailer::MailError(e);
+        let raw = RawMessage::builder().data(Blob::new(mime.to_vec())).build().map_err(|e| fail(e.to_string()))?;
+        // The recipients are the message's own To header.
+        let out = self
+            .client
+            .get()
+            .send_email()
+            .from_email_address(&sender.from)
+            .set_configuration_set_name(sender.configuration_set.clone())
+            .content(EmailContent::builder().raw(raw).build())
+            .send()
+            .await
+            .map_err(|e| fail(format!("{e:?}")))?;
+        Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+}

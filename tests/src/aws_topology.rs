@@ -68,7 +68,7 @@ impl Topology {
 
         let mut queues = HashMap::new();
         let mut dead_letters = HashMap::new();
-        for name in [routing::CHARGE_QUEUE, routing::SUBSCRIPTION_UPDATES_QUEUE, routing::NOTIFICATIONS_QUEUE] {
+        for name in recoup_functions::queues() {
             let dlq = create_queue(&sqs, &format!("{name}-dlq-{suffix}"), vec![]).await;
             let redrive = json!({"deadLetterTargetArn": queue_arn(&sqs, &dlq).await, "maxReceiveCount": MAX_RECEIVE_COUNT.to_string()});
             // Visibility 0: a failed message is redelivered at once, so tests stay quick.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use recoup_shared::domain::policy::{DunningPolicy, RetrySchedule};
 use recoup_shared::domain::webhook::UrlPolicy;
-use recoup_shared::ports::webhooks::WebhookTransport;
 use recoup_shared::ports::messaging::QueueSender;
+use recoup_shared::ports::webhooks::WebhookTransport;
 use recoup_shared::services::Services;
 use recoup_shared::time::parse_duration;
 
@@ -153,6 +153,8 @@ pub struct Settings {
     /// Stripe's publishable key, for the hosted card form (not a secret).
     pub stripe_publishable_key: Option<String>,
     pub stripe_js_url: String,
+    /// Who customer emails come from; without it emails are recorded, not sent.
+    pub email_sender: Option<recoup_shared::mail::Sender>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -194,6 +196,9 @@ impl Settings {
             Provider::Stripe(stripe) => stripe_js_url_for(&stripe.api_base),
             Provider::Sandbox => STRIPE_JS_URL.into(),
         };
+        let (reply_to, configuration_set) = (get("RECOUP_EMAIL_REPLY_TO"), get("RECOUP_EMAIL_CONFIGURATION_SET"));
+        let email_sender =
+            get("RECOUP_EMAIL_FROM").map(|from| recoup_shared::mail::Sender { from, reply_to, configuration_set });
         Ok(Settings {
             table: required("RECOUP_TABLE")?,
             event_bus: required("RECOUP_EVENT_BUS")?,
@@ -205,12 +210,31 @@ impl Settings {
             stripe_webhook_secret_arn: get("RECOUP_STRIPE_WEBHOOK_SECRET_ARN"),
             stripe_publishable_key: get("RECOUP_STRIPE_PUBLISHABLE_KEY"),
             stripe_js_url,
+            email_sender,
         })
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(var)
     }
+}
+
+/// Wires the AWS adapters, and emails sent through SES from the configured sender (the
+/// functions that email call this; the others record nothing to send).
+#[cfg(feature = "aws")]
+pub async fn from_env_sending_email() -> Result<App, ConfigError> {
+    use recoup_shared::aws::{SesTransport, sdk_config};
+    use recoup_shared::mail::StoreMailer;
+
+    let mut app = from_env().await?;
+    match Settings::from_env()?.email_sender {
+        Some(sender) => {
+            let transport = Arc::new(SesTransport::lazy(&sdk_config().await));
+            app.services.mailer = Arc::new(StoreMailer::sending(app.services.repo.clone(), transport, sender));
+        }
+        None => tracing::warn!("RECOUP_EMAIL_FROM is not set: customer emails are recorded, not sent"),
+    }
+    Ok(app)
 }
 
 /// Wires the AWS adapters: DynamoDB store, EventBridge publisher, SQS charge queue.
@@ -251,10 +275,8 @@ pub async fn from_env() -> Result<App, ConfigError> {
         .stripe_webhook_secret_arn
         .clone()
         .map(|arn| Arc::new(crate::provider::SecretsManagerSecret::new(&config, arn)) as Arc<dyn SecretSource>);
-    let webhooks_queue = settings
-        .webhooks_queue_url
-        .clone()
-        .map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
+    let webhooks_queue =
+        settings.webhooks_queue_url.clone().map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
     let webhooks = Webhooks::new(UrlPolicy::PublicHttpsOnly, webhooks_queue);
     Ok(App { services, charge_queue, psp_webhook_secrets, card_form, webhooks })
 }

@@ -30,7 +30,13 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         name: "CustomerNotifications",
-        detail_types: &["invoice.payment_failed", "invoice.errored"],
+        detail_types: &[
+            "invoice.payment_failed",
+            "invoice.errored",
+            "invoice.paid",
+            "payment_method.attached",
+            "payment_method.expiring",
+        ],
         queue: NOTIFICATIONS_QUEUE,
     },
     Rule { name: "MerchantWebhooks", detail_types: &EventPayload::KINDS, queue: WEBHOOKS_QUEUE },

@@ -33,7 +33,24 @@ where
     R: Serialize + Send + 'static,
 {
     init_tracing();
-    let app = from_env().await?;
+    serve_events(from_env().await?, handler).await
+}
+
+/// A function invoked with an event payload that sends customer emails (through SES).
+pub async fn events_sending_email<E, R>(handler: EventHandler<E, R>) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    init_tracing();
+    serve_events(crate::app::from_env_sending_email().await?, handler).await
+}
+
+async fn serve_events<E, R>(app: App, handler: EventHandler<E, R>) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| async move {
         // A failed invocation is retried by its trigger; the code names the failure in

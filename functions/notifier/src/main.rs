@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    recoup_lambda::run::events(|app, event| Box::pin(notifier::handle(app, event))).await
+    recoup_lambda::run::events_sending_email(|app, event| Box::pin(notifier::handle(app, event))).await
 }

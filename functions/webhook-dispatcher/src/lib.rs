@@ -48,7 +48,8 @@ async fn attempt(app: &App, message: AttemptMessage) -> Result<(), Error> {
     match app.services.attempt_delivery(&message, webhooks.transport.as_ref()).await? {
         AttemptResult::Done => Ok(()),
         AttemptResult::Later { message, at } => {
-            let queue = webhooks.queue.as_deref().ok_or_else(|| Error::internal("RECOUP_WEBHOOKS_QUEUE_URL is not set"))?;
+            let queue =
+                webhooks.queue.as_deref().ok_or_else(|| Error::internal("RECOUP_WEBHOOKS_QUEUE_URL is not set"))?;
             let wait = (at - app.services.now()).to_std().unwrap_or(Duration::ZERO);
             queue.send_delayed(&message.encode(), wait).await.map_err(Error::unavailable)
         }

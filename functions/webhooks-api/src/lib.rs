@@ -110,8 +110,7 @@ async fn enqueue(app: &App, attempts: &[AttemptMessage]) -> Result<(), Error> {
     if attempts.is_empty() {
         return Ok(());
     }
-    let queue =
-        app.webhooks.queue.as_deref().ok_or_else(|| Error::internal("RECOUP_WEBHOOKS_QUEUE_URL is not set"))?;
+    let queue = app.webhooks.queue.as_deref().ok_or_else(|| Error::internal("RECOUP_WEBHOOKS_QUEUE_URL is not set"))?;
     let bodies: Vec<String> = attempts.iter().map(AttemptMessage::encode).collect();
     queue.send(&bodies).await.map_err(Error::unavailable)
 }
@@ -144,7 +143,8 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
             let window = match body.expire_current_in {
                 None => DEFAULT_ROLL_WINDOW,
                 Some(secs) => chrono::TimeDelta::try_seconds(secs).ok_or_else(|| {
-                    Error::new(Code::InvalidRequest, "expire_current_in is out of range").with("field", "expire_current_in")
+                    Error::new(Code::InvalidRequest, "expire_current_in is out of range")
+                        .with("field", "expire_current_in")
                 })?,
             };
             let (endpoint, secret) = s.roll_webhook_secret(&id, window).await?;
@@ -169,7 +169,9 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
             let attempts = s.resend_event(&event, only.as_ref()).await?;
             enqueue(&app, &attempts).await?;
             let endpoints: Vec<&WebhookEndpointId> = attempts.iter().map(|a| &a.endpoint_id).collect();
-            Ok(Reply::accepted(json!({ "object": "event_resend", "event_id": event, "webhook_endpoint_ids": endpoints })))
+            Ok(Reply::accepted(
+                json!({ "object": "event_resend", "event_id": event, "webhook_endpoint_ids": endpoints }),
+            ))
         }
     }
 }

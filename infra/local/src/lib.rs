@@ -11,7 +11,7 @@ use recoup_lambda::App;
 use recoup_lambda::app::CardForm;
 use recoup_sandbox::SandboxGateway;
 use recoup_shared::domain::policy::DunningPolicy;
-use recoup_shared::mail::StoreMailer;
+use recoup_shared::mail::{EmlDirectory, StoreMailer};
 use recoup_shared::ports::gateway::PaymentGateway;
 use recoup_shared::services::Services;
 use recoup_shared::store::ItemStore;
@@ -108,7 +108,16 @@ impl Local {
                 (Arc::new(recoup_stripe::StripeGateway::new(client, repo.clone())), None)
             }
         };
-        let mailer = Arc::new(StoreMailer::new(repo.clone()));
+        // Each email is also written as an `.eml` file (a mail client opens it).
+        let mailer = Arc::new(StoreMailer::sending(
+            repo.clone(),
+            Arc::new(EmlDirectory::new(options.data_dir.join("emails"))),
+            recoup_shared::mail::Sender {
+                from: "Recoup Billing <billing@recoup.localhost>".into(),
+                reply_to: None,
+                configuration_set: None,
+            },
+        ));
         let services = Services {
             repo,
             gateway,
@@ -127,8 +136,7 @@ impl Local {
             recoup_shared::domain::webhook::UrlPolicy::AllowLoopback,
             Some(queues.webhooks.clone() as Arc<dyn recoup_shared::ports::messaging::QueueSender>),
         );
-        let app =
-            App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form, webhooks };
+        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form, webhooks };
         Ok(Arc::new(Local {
             app,
             clock,

@@ -369,6 +369,12 @@ async fn a_failed_subscription_payment_goes_through_dunning_and_is_recovered_by_
             .any(|e| e["subject"].as_str().unwrap().contains("unpaid")
                 && e["body"].as_str().unwrap().contains("/portal"))
     );
+    // Each email is also an .eml file a mail client opens: headers, text and HTML.
+    let errored = emails.iter().find(|e| e["template"] == "invoice_errored").expect("the invoice_errored email");
+    assert_eq!(errored["status"], "sent", "{errored}");
+    let eml = std::fs::read_to_string(r.data_dir.join("emails").join(errored["message_id"].as_str().unwrap())).unwrap();
+    assert!(eml.contains(&format!("Subject: {}\r\n", errored["subject"].as_str().unwrap())), "{eml}");
+    assert!(eml.contains("To: ada@example.com\r\n") && eml.contains("Content-Type: text/html; charset=utf-8"));
 
     // The customer registers a new card, still inside the period: paid at once, active.
     let pm = r

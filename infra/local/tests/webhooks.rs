@@ -61,7 +61,12 @@ impl Receiver {
     }
 }
 
-async fn receive(State(rx): State<Receiver>, Path(behaviour): Path<String>, headers: HeaderMap, raw: Bytes) -> Response {
+async fn receive(
+    State(rx): State<Receiver>,
+    Path(behaviour): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let hit = Hit {
         signature: header("recoup-signature"),
@@ -218,7 +223,8 @@ async fn deliveries_are_signed_retried_on_the_back_off_and_logged_with_a_stable_
     assert_eq!(log[0]["last_response_code"], 500);
     let now = r.call("GET", "/v1/dev/clock", None, None, None).await.body["now"].as_str().unwrap().to_owned();
     let next = log[0]["next_attempt_at"].as_str().unwrap();
-    let wait = chrono::DateTime::parse_from_rfc3339(next).unwrap() - chrono::DateTime::parse_from_rfc3339(&now).unwrap();
+    let wait =
+        chrono::DateTime::parse_from_rfc3339(next).unwrap() - chrono::DateTime::parse_from_rfc3339(&now).unwrap();
     assert!((40..=75).contains(&wait.num_seconds()), "first retry in about a minute, not {wait}");
 
     // Nothing more happens until the clock gets there.
@@ -332,7 +338,8 @@ async fn a_resend_of_a_delivery_waiting_to_retry_makes_its_attempt_now_and_only_
     let event_id = rx.wait_for("gone", 1).await[0].body["id"].as_str().unwrap().to_owned();
 
     // Waiting about a minute for attempt 2; the resend makes it now.
-    let resent = r.post(&format!("/v1/events/{event_id}/resend"), &merchant, json!({"webhook_endpoint_id": gone})).await;
+    let resent =
+        r.post(&format!("/v1/events/{event_id}/resend"), &merchant, json!({"webhook_endpoint_id": gone})).await;
     assert_eq!(resent.status, 202, "{}", resent.body);
     assert_eq!(resent.body["webhook_endpoint_ids"], json!([gone]));
     rx.wait_for("gone", 2).await;

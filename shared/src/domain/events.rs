@@ -136,6 +136,25 @@ pub enum EventPayload {
         /// The PSP's reason (`fraudulent`, `product_not_received`...).
         reason: String,
     },
+    /// A saved card expires at the end of next month (sent once per card and expiry).
+    #[serde(rename = "payment_method.expiring")]
+    PaymentMethodExpiring {
+        payment_method_id: PaymentMethodId,
+        customer_id: CustomerId,
+        brand: CardBrand,
+        last4: String,
+        exp_month: u8,
+        exp_year: u16,
+        is_default: bool,
+    },
+    /// The default card of a customer with an active subscription has expired: the next
+    /// renewal will fail unless the customer adds a card.
+    #[serde(rename = "payment_method.expired")]
+    PaymentMethodExpired {
+        payment_method_id: PaymentMethodId,
+        customer_id: CustomerId,
+        subscription_ids: Vec<SubscriptionId>,
+    },
     /// A delivery to a merchant webhook endpoint was retried for three days and failed.
     #[serde(rename = "webhook_endpoint.delivery_failed")]
     WebhookDeliveryFailed {
@@ -153,7 +172,7 @@ pub enum EventPayload {
 
 impl EventPayload {
     /// Every event type, as routed on the bus and documented in `docs/events.md`.
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 18] = [
         "invoice.created",
         "invoice.payment_failed",
         "invoice.paid",
@@ -168,6 +187,8 @@ impl EventPayload {
         "payment_method.attached",
         "payment_method.removed",
         "invoice.disputed",
+        "payment_method.expiring",
+        "payment_method.expired",
         "webhook_endpoint.delivery_failed",
         "webhook_endpoint.disabled",
     ];
@@ -188,6 +209,8 @@ impl EventPayload {
             EventPayload::PaymentMethodAttached { .. } => "payment_method.attached",
             EventPayload::PaymentMethodRemoved { .. } => "payment_method.removed",
             EventPayload::InvoiceDisputed { .. } => "invoice.disputed",
+            EventPayload::PaymentMethodExpiring { .. } => "payment_method.expiring",
+            EventPayload::PaymentMethodExpired { .. } => "payment_method.expired",
             EventPayload::WebhookDeliveryFailed { .. } => "webhook_endpoint.delivery_failed",
             EventPayload::WebhookEndpointDisabled { .. } => "webhook_endpoint.disabled",
         }
@@ -209,7 +232,9 @@ impl EventPayload {
             | EventPayload::SubscriptionCanceled { customer_id, .. }
             | EventPayload::PaymentMethodAttached { customer_id, .. }
             | EventPayload::PaymentMethodRemoved { customer_id, .. }
-            | EventPayload::InvoiceDisputed { customer_id, .. } => Some(customer_id),
+            | EventPayload::InvoiceDisputed { customer_id, .. }
+            | EventPayload::PaymentMethodExpiring { customer_id, .. }
+            | EventPayload::PaymentMethodExpired { customer_id, .. } => Some(customer_id),
             EventPayload::WebhookDeliveryFailed { .. } | EventPayload::WebhookEndpointDisabled { .. } => None,
         }
     }
@@ -231,6 +256,8 @@ impl EventPayload {
             | EventPayload::SubscriptionCanceled { .. }
             | EventPayload::PaymentMethodAttached { .. }
             | EventPayload::PaymentMethodRemoved { .. }
+            | EventPayload::PaymentMethodExpiring { .. }
+            | EventPayload::PaymentMethodExpired { .. }
             | EventPayload::WebhookDeliveryFailed { .. }
             | EventPayload::WebhookEndpointDisabled { .. } => None,
         }

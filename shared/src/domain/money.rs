@@ -167,9 +167,68 @@ impl fmt::Display for Money {
     }
 }
 
+/// The symbols people read before an amount, for the currencies that have one everyone
+/// knows; the others are written after the number as their code (`1,250.00 SEK`).
+const SYMBOLS: &[(&str, &str)] = &[
+    ("USD", "$"),
+    ("EUR", "€"),
+    ("GBP", "£"),
+    ("JPY", "¥"),
+    ("CNY", "CN¥"),
+    ("INR", "₹"),
+    ("KRW", "₩"),
+    ("AUD", "A$"),
+    ("CAD", "CA$"),
+    ("NZD", "NZ$"),
+    ("HKD", "HK$"),
+    ("SGD", "S$"),
+    ("MXN", "MX$"),
+    ("BRL", "R$"),
+    ("ILS", "₪"),
+    ("VND", "₫"),
+    ("PHP", "₱"),
+    ("TWD", "NT$"),
+];
+
+impl Money {
+    /// The amount as a customer reads it: `$25.00`, `¥500`, `€1,234.50`, `1,250.000 KWD`.
+    /// Digits are grouped by thousands; the minor unit follows the currency's exponent.
+    pub fn for_people(&self) -> String {
+        let exp = u32::from(self.currency.exponent);
+        let unit = 10_i64.pow(exp);
+        let (major, minor) = (self.amount.abs() / unit, self.amount.abs() % unit);
+        let digits = major.to_string();
+        let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, d) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(d);
+        }
+        let number = if exp == 0 { grouped } else { format!("{grouped}.{minor:0width$}", width = exp as usize) };
+        let sign = if self.amount < 0 { "-" } else { "" };
+        match SYMBOLS.iter().find(|(code, _)| *code == self.currency.code()) {
+            Some((_, symbol)) => format!("{sign}{symbol}{number}"),
+            None => format!("{sign}{number} {}", self.currency.code()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_for_people_follow_the_currency() {
+        let m = |amount, code| Money::new(amount, Currency::parse(code).unwrap()).unwrap().for_people();
+        assert_eq!(m(500, "JPY"), "¥500");
+        assert_eq!(m(2500, "USD"), "$25.00");
+        assert_eq!(m(123_450, "EUR"), "€1,234.50");
+        assert_eq!(m(99_999_999, "USD"), "$999,999.99");
+        assert_eq!(m(1_250_000, "KWD"), "1,250.000 KWD");
+        assert_eq!(m(125_000, "SEK"), "1,250.00 SEK");
+        assert_eq!(m(5, "GBP"), "£0.05");
+    }
 
     #[test]
     fn currency_codes_are_case_insensitive_and_normalised_to_upper_case() {

@@ -82,7 +82,9 @@ pub enum UrlError {
     Invalid(String),
     #[error("url must use https")]
     NotHttps,
-    #[error("url points at an address that is not public ({0}): loopback, private, link-local and metadata addresses are refused")]
+    #[error(
+        "url points at an address that is not public ({0}): loopback, private, link-local and metadata addresses are refused"
+    )]
     ForbiddenAddress(String),
 }
 
@@ -436,7 +438,11 @@ impl Delivery {
                 // The attempt asked for is running, or its worker died: after the lease,
                 // it is made again (at least once).
                 Some(since) if self.attempts == n => {
-                    if now - since >= ATTEMPT_LEASE { Next::Attempt { n } } else { Next::Nothing }
+                    if now - since >= ATTEMPT_LEASE {
+                        Next::Attempt { n }
+                    } else {
+                        Next::Nothing
+                    }
                 }
                 Some(_) => Next::Nothing,
                 None if self.attempts + 1 != n => Next::Nothing,
@@ -547,7 +553,9 @@ mod tests {
         ] {
             assert!(matches!(check_url(bad, p), Err(UrlError::ForbiddenAddress(_))), "{bad}");
         }
-        for bad in ["not a url", "ftp://example.com/", "https://user:pw@example.com/", "https://example.com/#x", "/relative"] {
+        for bad in
+            ["not a url", "ftp://example.com/", "https://user:pw@example.com/", "https://example.com/#x", "/relative"]
+        {
             assert!(matches!(check_url(bad, p), Err(UrlError::Invalid(_))), "{bad}");
         }
     }
@@ -570,10 +578,7 @@ mod tests {
         assert!(check_event_types(&["*".into(), "invoice.paid".into()]).is_err());
         assert!(check_event_types(&[]).is_err());
         assert!(check_event_types(&["invoice.exploded".into()]).unwrap_err().contains("invoice.exploded"));
-        assert_eq!(
-            check_event_types(&["invoice.paid".into(), "invoice.paid".into()]).unwrap(),
-            vec!["invoice.paid"]
-        );
+        assert_eq!(check_event_types(&["invoice.paid".into(), "invoice.paid".into()]).unwrap(), vec!["invoice.paid"]);
     }
 
     #[test]
@@ -642,7 +647,8 @@ mod tests {
 
     #[test]
     fn an_endpoint_failing_for_days_is_disabled_and_a_success_resets_the_count() {
-        let mut e = WebhookEndpoint::new("https://x.example.com".into(), vec!["invoice.paid".into()], String::new(), t0());
+        let mut e =
+            WebhookEndpoint::new("https://x.example.com".into(), vec!["invoice.paid".into()], String::new(), t0());
         assert!(e.wants("invoice.paid") && !e.wants("invoice.errored"));
         assert!(!e.record_failure(t0()));
         e.record_success();

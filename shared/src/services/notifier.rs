@@ -1,18 +1,46 @@
-//! Customer notifications. When a payment fails in a way the customer can fix, and when
-//! collection ends in error, the customer gets an email that says what happened and links
-//! to their billing page. Fraud is never named to the customer.
+//! Customer notifications: which event calls for which email, and what it says. Each email
+//! is rendered from its template (`shared/templates/emails/`), with amounts as people read
+//! them (`$25.00`, `¥500`), the reason for a decline as the customer may see it (fraud is
+//! never named), and the link to the customer's billing page. Keyed by the event's id, so
+//! a redelivered event sends nothing twice.
+//!
+//! | event | email |
+//! |---|---|
+//! | `invoice.payment_failed`, the invoice's first failure or one only the customer can fix | `payment_failed` |
+//! | `invoice.errored` | `invoice_errored` |
+//! | `invoice.paid` by card after a failed attempt | `payment_receipt` |
+//! | `payment_method.expiring` | `card_expiring` |
+//! | `payment_method.attached` | `card_updated` |
+
+use serde_json::{Value, json};
 
 use crate::domain::decline::RetryClass;
-use crate::domain::events::{Event, EventPayload};
+use crate::domain::events::{Event, EventPayload, PaidWith};
+use crate::domain::invoice::TransactionStatus;
 use crate::error::{Error, Result};
-use crate::mail::Email;
+use crate::mail::{Email, EmailStatus, render};
 
 use super::Services;
 
+/// How people read a brand.
+fn brand_name(brand: crate::domain::card::CardBrand) -> String {
+    let s = brand.as_str();
+    match s {
+        "amex" => "American Express".into(),
+        "mastercard" => "Mastercard".into(),
+        "unionpay" => "UnionPay".into(),
+        "jcb" => "JCB".into(),
+        _ => {
+            let mut c = s.chars();
+            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        }
+    }
+}
+
 impl Services {
-    /// Sends the email an event calls for, if any. Redelivery sends nothing twice.
-    pub async fn notify(&self, event: &Event) -> Result<Option<Email>> {
-        let (subject, body) = match &event.payload {
+    /// The template and its values an event calls for, if any.
+    async fn email_for(&self, event: &Event) -> Result<Option<(&'static str, Value)>> {
+        Ok(Some(match &event.payload {
             EventPayload::InvoicePaymentFailed {
                 invoice_id,
                 amount,
@@ -26,38 +54,97 @@ impl Services {
                 if *attempt_count > 1 && retry.is_soft() {
                     return Ok(None);
                 }
-                let when = match (retry, next_attempt_at) {
-                    (RetryClass::Soft, Some(at)) => format!("We will try again on {}.", at.format("%Y-%m-%d")),
-                    _ => "We will not try this card again until you update your payment details.".to_owned(),
+                let next = match (retry, next_attempt_at) {
+                    (RetryClass::Soft, Some(at)) => Some(at.format("%B %-d, %Y").to_string()),
+                    _ => None,
                 };
-                (
-                    format!("Payment of {amount} failed"),
-                    format!(
-                        "We could not collect {amount} for invoice {invoice_id}.\n{}\n{when}\nManage your payment: {}",
-                        error_type.for_customer().customer_advice(),
-                        self.portal_url
-                    ),
-                )
+                let values = json!({
+                    "invoice_id": invoice_id,
+                    "amount": amount.for_people(),
+                    "reason": error_type.for_customer().customer_advice(),
+                    "next_attempt": next,
+                });
+                ("payment_failed", values)
             }
-            EventPayload::InvoiceErrored { invoice_id, amount, error_type, .. } => (
-                format!("Invoice {invoice_id} is unpaid"),
-                format!(
-                    "We could not collect {amount} for invoice {invoice_id} and have stopped trying.\n{}\nPay or update your card: {}",
-                    error_type.map_or("Please add a card to pay it.", |t| t.for_customer().customer_advice()),
-                    self.portal_url
-                ),
-            ),
-            _ => return Ok(None),
-        };
+            EventPayload::InvoiceErrored { invoice_id, amount, error_type, .. } => {
+                let values = json!({
+                    "invoice_id": invoice_id,
+                    "amount": amount.for_people(),
+                    "reason": error_type.map_or("Please add a card to pay it.", |t| t.for_customer().customer_advice()),
+                });
+                ("invoice_errored", values)
+            }
+            EventPayload::InvoicePaid { invoice_id, amount, paid_at, paid_with, .. } => {
+                // A receipt when a payment recovers a failure; a first-time success is
+                // the PSP's receipt to send, not a dunning email.
+                if *paid_with != PaidWith::Card {
+                    return Ok(None);
+                }
+                let Some(invoice) = self.repo.invoice(invoice_id).await? else { return Ok(None) };
+                if !invoice.transactions().iter().any(|t| t.status == TransactionStatus::Failed) {
+                    return Ok(None);
+                }
+                let values = json!({
+                    "invoice_id": invoice_id,
+                    "amount": amount.for_people(),
+                    "paid_on": paid_at.format("%B %-d, %Y").to_string(),
+                });
+                ("payment_receipt", values)
+            }
+            EventPayload::PaymentMethodExpiring { brand, last4, exp_month, exp_year, .. } => {
+                let values = json!({
+                    "brand": brand_name(*brand),
+                    "last4": last4,
+                    "expiry": format!("{exp_month:02}/{exp_year}"),
+                });
+                ("card_expiring", values)
+            }
+            EventPayload::PaymentMethodAttached { payment_method_id, customer_id, brand, last4, replaced } => {
+                let card = self.repo.payment_method(customer_id, payment_method_id).await?;
+                let expiry = card.map(|c| format!("{:02}/{}", c.expiry.month(), c.expiry.year())).unwrap_or_default();
+                let values = json!({
+                    "brand": brand_name(*brand),
+                    "last4": last4,
+                    "expiry": expiry,
+                    "replaced": replaced,
+                });
+                ("card_updated", values)
+            }
+            EventPayload::InvoiceCreated { .. }
+            | EventPayload::InvoiceVoided { .. }
+            | EventPayload::InvoiceDisputed { .. }
+            | EventPayload::SubscriptionCreated { .. }
+            | EventPayload::SubscriptionRenewed { .. }
+            | EventPayload::SubscriptionErrored { .. }
+            | EventPayload::SubscriptionActivated { .. }
+            | EventPayload::SubscriptionPaused { .. }
+            | EventPayload::SubscriptionCanceled { .. }
+            | EventPayload::PaymentMethodRemoved { .. }
+            | EventPayload::PaymentMethodExpired { .. }
+            | EventPayload::WebhookDeliveryFailed { .. }
+            | EventPayload::WebhookEndpointDisabled { .. } => return Ok(None),
+        }))
+    }
+
+    /// Sends the email an event calls for, if any. Redelivery sends nothing twice.
+    pub async fn notify(&self, event: &Event) -> Result<Option<Email>> {
         let Some(customer_id) = event.payload.customer_id() else { return Ok(None) };
+        let Some((template, mut values)) = self.email_for(event).await? else { return Ok(None) };
         let customer = self.repo.customer(customer_id).await?.ok_or_else(|| Error::not_found("customer"))?;
+        values["customer_name"] = json!(customer.name.clone().unwrap_or_else(|| "there".to_owned()));
+        values["portal_url"] = json!(self.portal_url);
+        let rendered = render(template, &values).map_err(|e| Error::internal(e.to_string()))?;
         let email = Email {
             id: event.id.to_string(),
+            template: template.to_owned(),
             customer_id: customer_id.clone(),
             to: customer.email.clone(),
-            subject,
-            body,
+            subject: rendered.subject,
+            body: rendered.text,
+            html: rendered.html,
             created_at: self.now(),
+            status: EmailStatus::Queued,
+            message_id: None,
         };
         self.mailer.send(&email).await.map_err(Error::unavailable)?;
         Ok(Some(email))

@@ -20,9 +20,9 @@ use crate::domain::webhook::{
 use crate::error::{Code, Error, Result};
 use crate::ids::{EventId, WebhookEndpointId};
 use crate::ports::webhooks::{WebhookRequest, WebhookTransport};
+use crate::store::Cursor;
 use crate::store::StoreError;
 use crate::store::repo::{Listing, Tx, Versioned};
-use crate::store::Cursor;
 use crate::time::Timestamp;
 
 use super::{Decision, Services};
@@ -98,8 +98,11 @@ impl Services {
             .map_err(|m| Error::new(Code::InvalidEventType, m).with("field", "enabled_events"))?;
         let description = new.description.unwrap_or_default();
         if description.chars().count() > MAX_DESCRIPTION_LEN {
-            return Err(Error::new(Code::InvalidRequest, format!("description is over {MAX_DESCRIPTION_LEN} characters"))
-                .with("field", "description"));
+            return Err(Error::new(
+                Code::InvalidRequest,
+                format!("description is over {MAX_DESCRIPTION_LEN} characters"),
+            )
+            .with("field", "description"));
         }
         let endpoint = WebhookEndpoint::new(url.to_string(), events, description, self.now());
         let mut tx = Tx::new();
@@ -337,10 +340,9 @@ impl Services {
         self.commit_quietly(tx).await?;
         self.record_endpoint_health(&endpoint.id, outcome.delivered()).await?;
         Ok(match (delivery.status, delivery.next_attempt_at) {
-            (DeliveryStatus::Pending, Some(at)) => AttemptResult::Later {
-                message: AttemptMessage { attempt: n + 1, ..message.clone() },
-                at,
-            },
+            (DeliveryStatus::Pending, Some(at)) => {
+                AttemptResult::Later { message: AttemptMessage { attempt: n + 1, ..message.clone() }, at }
+            }
             _ => AttemptResult::Done,
         })
     }

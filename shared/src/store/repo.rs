@@ -15,8 +15,8 @@ use super::{
 };
 use crate::domain::card::Fingerprint;
 use crate::domain::events::{Event, EventPayload};
-use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
 use crate::domain::webhook::{Delivery, WebhookEndpoint};
+use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
 use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, WebhookEndpointId};
 use crate::time::Timestamp;
 
@@ -478,7 +478,10 @@ impl Entity for Delivery {
 }
 
 impl Repo {
-    pub async fn webhook_endpoint(&self, id: &WebhookEndpointId) -> Result<Option<Versioned<WebhookEndpoint>>, StoreError> {
+    pub async fn webhook_endpoint(
+        &self,
+        id: &WebhookEndpointId,
+    ) -> Result<Option<Versioned<WebhookEndpoint>>, StoreError> {
         self.load(&keys::webhook_endpoint(id)).await
     }
 

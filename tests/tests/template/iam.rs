@@ -77,6 +77,7 @@ pub fn check_iam(t: &Json) -> Problems {
         }
         let mut publishes = false;
         let mut sends = false;
+        let mut sends_email = false;
         let mut secrets_read = BTreeSet::new();
         for (condition, policy) in policies_of(t, &f) {
             if policy.get("Statement").is_none() {
@@ -122,7 +123,8 @@ pub fn check_iam(t: &Json) -> Problems {
                         sends = true;
                         let queue = queue_sent_to(&binary).map_or(routing::CHARGE_QUEUE, |(q, _)| q);
                         if grants != [Grant::Arn(queue.to_owned())] {
-                            problems.push(format!("{id}: sqs:SendMessage should be on {queue}.Arn only, is on {grants:?}"));
+                            problems
+                                .push(format!("{id}: sqs:SendMessage should be on {queue}.Arn only, is on {grants:?}"));
                         }
                     } else if action == "secretsmanager:GetSecretValue" {
                         let listed = list(&statement["Resource"]);
@@ -136,11 +138,29 @@ pub fn check_iam(t: &Json) -> Problems {
                                 statement["Resource"]
                             )),
                         }
+                    } else if action == "ses:SendEmail" {
+                        // The notifier sends as the sender's verified identity only, and only
+                        // when a sender is configured.
+                        if binary != "notifier" {
+                            problems.push(format!("{id} ({binary}): ses:SendEmail, but only the notifier emails"));
+                        }
+                        if condition.as_deref() != Some("SendsEmail")
+                            || !statement["Resource"].to_string().contains(":identity/${EmailIdentity}")
+                        {
+                            problems.push(format!(
+                                "{id}: ses:SendEmail should be on the EmailIdentity identity, under !If SendsEmail; is on {} under {condition:?}",
+                                statement["Resource"]
+                            ));
+                        }
+                        sends_email = true;
                     } else {
                         problems.push(format!("{id}: unexpected action {action}"));
                     }
                 }
             }
+        }
+        if binary == "notifier" && !sends_email {
+            problems.push(format!("{id} ({binary}): may not send email through SES"));
         }
         let should_publish = !NON_PUBLISHERS.contains(&binary.as_str());
         if publishes != should_publish {
