@@ -379,3 +379,18 @@ fn the_documented_error_types_are_the_failure_taxonomy() {
     let in_code: BTreeSet<&str> = ErrorType::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(documented, in_code);
 }
+
+/// The event types an endpoint may subscribe to are exactly the events there are.
+#[test]
+fn the_documented_webhook_event_types_are_the_event_kinds() {
+    let doc = document();
+    let documented: BTreeSet<&str> = doc
+        .pointer("/components/schemas/WebhookEventType/enum")
+        .and_then(Value::as_array)
+        .expect("components.schemas.WebhookEventType has an enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let kinds: BTreeSet<&str> = recoup_shared::domain::events::EventPayload::KINDS.into_iter().collect();
+    assert_eq!(documented, kinds);
+}

@@ -187,6 +187,14 @@ pub const FUNCTIONS: &[Function] = &[
         },
     },
     Function {
+        name: "expiry-reminder",
+        calls_psp: false,
+        trigger: Trigger::Schedule {
+            rate: "rate(1 day)",
+            handler: |app, event| Box::pin(expiry_reminder::handle(app, event)),
+        },
+    },
+    Function {
         name: "outbox-relay",
         calls_psp: false,
         trigger: Trigger::Schedule {

@@ -23,6 +23,7 @@ pub mod notifier;
 pub mod outbox;
 pub mod payment_methods;
 pub mod psp_events;
+pub mod reminders;
 pub mod scheduler;
 pub mod subscriptions;
 pub mod webhooks;

@@ -68,6 +68,11 @@ pub fn email(id: &str) -> Key {
     Key::new(format!("MAIL#{id}"), "MAIL")
 }
 
+/// A reminder sent once (`kind` `EXPIRING` or `EXPIRED`) about one card and one expiry.
+pub fn card_reminder(kind: &str, card: &PaymentMethodId, year: u16, month: u8) -> Key {
+    Key::new(format!("REMIND#{kind}#{card}#{year:04}-{month:02}"), "REMIND")
+}
+
 /// A merchant's webhook endpoint; its deliveries share its partition.
 pub fn webhook_endpoint(id: &WebhookEndpointId) -> Key {
     Key::new(webhook_partition(id), "ENDPOINT")
@@ -126,6 +131,16 @@ pub fn renewal_partition(shard: u32) -> String {
 
 pub fn renewal_entry(id: &SubscriptionId, at: Timestamp) -> IndexKey {
     IndexKey::new(renewal_partition(shard_of(id.as_str())), format!("{}#{id}", sortable(at)))
+}
+
+/// The cards that expire at the end of one month (`EXPIRES#2030-01`): the expiry
+/// reminder's query.
+pub fn expiry_partition(year: u16, month: u8) -> String {
+    format!("EXPIRES#{year:04}-{month:02}")
+}
+
+pub fn expiry_entry(year: u16, month: u8, customer: &CustomerId, card: &PaymentMethodId) -> IndexKey {
+    IndexKey::new(expiry_partition(year, month), format!("{customer}#{card}"))
 }
 
 pub fn outbox_partition(shard: u32) -> String {

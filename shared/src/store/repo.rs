@@ -196,6 +196,10 @@ impl Entity for PaymentMethod {
     fn key(&self) -> Key {
         keys::payment_method(&self.customer_id, &self.id)
     }
+    fn index_keys(&self) -> IndexKeys {
+        let expiry = keys::expiry_entry(self.expiry.year(), self.expiry.month(), &self.customer_id, &self.id);
+        IndexKeys::default().with(Index::Gsi2, Some(expiry))
+    }
 }
 
 impl Entity for Invoice {
@@ -478,6 +482,12 @@ impl Entity for Delivery {
 }
 
 impl Repo {
+    /// Every saved card that expires at the end of `month` of `year` (the index is
+    /// eventually consistent: re-read a card before acting on it).
+    pub async fn cards_expiring(&self, year: u16, month: u8) -> Result<Vec<Versioned<PaymentMethod>>, StoreError> {
+        self.query_all(Query::index(Index::Gsi2, keys::expiry_partition(year, month), SortKeyRange::All)).await
+    }
+
     pub async fn webhook_endpoint(
         &self,
         id: &WebhookEndpointId,
