@@ -193,3 +193,43 @@ pub fn check_iam(t: &Json) -> Problems {
 fn every_function_is_granted_only_what_it_does() {
     assert_none(check_iam(&template()));
 }
+
+/// The functions that hold webhook endpoints and their signing secrets.
+const WEBHOOK_FUNCTIONS: [&str; 2] = ["webhooks-api", "webhook-dispatcher"];
+
+/// Webhook signing secrets live in the endpoints' items (`WHE#...`, listed under
+/// `WEBHOOK_ENDPOINTS`): every other function that may touch the table is denied those
+/// partitions, by their leading key, for every read and write.
+pub fn check_webhook_secrets(t: &Json) -> Problems {
+    let mut problems = Vec::new();
+    for (id, f) in resources_of_type(t, "AWS::Serverless::Function") {
+        let binary = binary_of(&f).unwrap_or("").to_owned();
+        let statements: Vec<Json> = policies_of(t, &f).into_iter().flat_map(|(_, p)| list(&p["Statement"])).collect();
+        let touches_table = statements.iter().any(|s| {
+            s["Effect"] == "Allow" && strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))
+        });
+        let denied = statements.iter().any(|s| {
+            let keys = strings(&s["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"]);
+            let actions = strings(&s["Action"]);
+            s["Effect"] == "Deny"
+                && keys.contains(&"WHE#*".to_owned())
+                && keys.contains(&"WEBHOOK_ENDPOINTS".to_owned())
+                && ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
+                    .iter()
+                    .all(|a| actions.contains(&(*a).to_owned()))
+        });
+        let holder = WEBHOOK_FUNCTIONS.contains(&binary.as_str());
+        if holder && denied {
+            problems.push(format!("{id} ({binary}) delivers or manages webhooks but is denied their endpoints"));
+        }
+        if !holder && touches_table && !denied {
+            problems.push(format!("{id} ({binary}) may read webhook signing secrets: deny it WHE#* and WEBHOOK_ENDPOINTS"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn only_the_webhook_functions_can_read_webhook_signing_secrets() {
+    assert_none(check_webhook_secrets(&template()));
+}

@@ -58,6 +58,7 @@ pub fn all_problems(t: &Json) -> Problems {
         check_table(t),
         check_environment(t),
         check_iam(t),
+        iam::check_webhook_secrets(t),
     ]
     .concat()
 }

@@ -256,6 +256,22 @@ pub fn the_checks_catch_a_template_that_disagrees_with_the_code() {
             "can read StripeWebhookSecretArn",
         ),
         (
+            "webhook signing secrets readable by another function",
+            |t| {
+                let statements = &mut function_mut(t, "charge-worker")["Properties"]["Policies"][0]["Statement"];
+                statements.as_array_mut().unwrap().retain(|s| s["Sid"] != "NoWebhookSecrets");
+            },
+            "may read webhook signing secrets",
+        ),
+        (
+            "SES granted beyond the sending identity",
+            |t| {
+                let policies = &mut function_mut(t, "notifier")["Properties"]["Policies"];
+                policies[1]["Fn::If"][1]["Statement"][0]["Resource"] = json!("*");
+            },
+            "ses:SendEmail should be on the EmailIdentity identity",
+        ),
+        (
             "Stripe allowed without a rule that requires its key",
             |t| {
                 t.as_object_mut().unwrap().remove("Rules");
