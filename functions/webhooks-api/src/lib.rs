@@ -61,9 +61,10 @@ struct Create {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Roll {
-    /// Seconds the current secret keeps signing beside the new one (default a day).
+    /// Seconds the current secret keeps signing beside the new one (default a day). A
+    /// whole number, which JSON may also write as `3600.0`.
     #[serde(default)]
-    expire_current_in: Option<i64>,
+    expire_current_in: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -140,12 +141,16 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::Enable(id, enabled) => Ok(Reply::ok(endpoint_view(&s.set_webhook_endpoint_enabled(&id, enabled).await?))),
         Op::RollSecret(id) => {
             let body: Roll = call.json()?;
+            let bad = || {
+                Error::new(Code::InvalidRequest, "expire_current_in must be a whole number of seconds from 0 to 604800")
+                    .with("field", "expire_current_in")
+            };
             let window = match body.expire_current_in {
-                None => DEFAULT_ROLL_WINDOW,
-                Some(secs) => chrono::TimeDelta::try_seconds(secs).ok_or_else(|| {
-                    Error::new(Code::InvalidRequest, "expire_current_in is out of range")
-                        .with("field", "expire_current_in")
-                })?,
+                None | Some(Value::Null) => DEFAULT_ROLL_WINDOW,
+                Some(v) => {
+                    let whole = v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64);
+                    chrono::TimeDelta::try_seconds(v.as_i64().or(whole).ok_or_else(bad)?).ok_or_else(bad)?
+                }
             };
             let (endpoint, secret) = s.roll_webhook_secret(&id, window).await?;
             let mut view = endpoint_view(&endpoint);
