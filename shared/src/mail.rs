@@ -46,11 +46,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("card_expiring.html", include_str!("../templates/emails/card_expiring.html")),
     ("card_updated.txt", include_str!("../templates/emails/card_updated.txt")),
     ("card_updated.html", include_str!("../templates/emails/card_updated.html")),
+    ("webhook_endpoint_disabled.txt", include_str!("../templates/emails/webhook_endpoint_disabled.txt")),
+    ("webhook_endpoint_disabled.html", include_str!("../templates/emails/webhook_endpoint_disabled.html")),
 ];
 
 /// The emails there are templates for.
-pub const TEMPLATE_NAMES: [&str; 5] =
-    ["payment_failed", "invoice_errored", "payment_receipt", "card_expiring", "card_updated"];
+pub const TEMPLATE_NAMES: [&str; 6] = [
+    "payment_failed",
+    "invoice_errored",
+    "payment_receipt",
+    "card_expiring",
+    "card_updated",
+    "webhook_endpoint_disabled",
+];
 
 fn environment() -> &'static minijinja::Environment<'static> {
     static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
@@ -191,7 +199,7 @@ impl Mailer for StoreMailer {
             };
         } else {
             record.set_version(1);
-            tracing::info!(email_id = %email.id, template = %email.template, customer_id = %email.customer_id, "email recorded");
+            tracing::info!(email_id = %email.id, template = %email.template, customer_id = ?email.customer_id, "email recorded");
         }
         let Some((transport, sender)) = &self.delivery else { return Ok(()) };
         record.status = EmailStatus::Sending;
@@ -272,18 +280,22 @@ mod tests {
             "last4": "4242",
             "expiry": "02/2030",
             "replaced": false,
+            "url": "https://hooks.example.com/recoup",
+            "webhook_endpoint_id": "we_1",
         })
     }
 
     #[test]
     fn every_template_renders_a_subject_text_and_escaped_html() {
-        for name in TEMPLATE_NAMES {
+        for name in TEMPLATE_NAMES.into_iter().filter(|n| !n.starts_with("webhook_")) {
             let r = render(name, &context()).unwrap();
             assert!(!r.subject.is_empty() && !r.subject.contains('\n'), "{name}: {r:?}");
             assert!(r.text.contains("https://billing.example.com/portal"), "{name}");
             assert!(r.html.contains("Ada &lt;script&gt;"), "{name}: HTML escapes what it inserts");
             assert!(r.text.contains("Ada <script>"), "{name}: text is text");
         }
+        let merchant = render("webhook_endpoint_disabled", &context()).unwrap();
+        assert_eq!(merchant.subject, "Webhook endpoint disabled: https://hooks.example.com/recoup");
         let failed = render("payment_failed", &context()).unwrap();
         assert_eq!(failed.subject, "Your payment of $25.00 failed");
         assert!(failed.text.contains("We will try again on 2030-01-03."));
@@ -299,7 +311,7 @@ mod tests {
         let email = Email {
             id: "evt_1".into(),
             template: "payment_failed".into(),
-            customer_id: crate::ids::CustomerId::generate(),
+            customer_id: Some(crate::ids::CustomerId::generate()),
             to: "ada@example.com\r\nBcc: eve@example.com".into(),
             subject: "Paiement échoué".into(),
             body: "text part".into(),

@@ -90,6 +90,7 @@ pub fn test_app(
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: DunningPolicy::default(),
         portal_url: "https://billing.example.com/portal".into(),
+        merchant_email: None,
         card_turns: Default::default(),
     };
     TestApp { services, clock, published }

@@ -129,6 +129,7 @@ impl Topology {
             mailer: Arc::new(StoreMailer::new(repo)),
             policy: DunningPolicy::default(),
             portal_url: "https://billing.example.com/portal".into(),
+            merchant_email: None,
             card_turns: Default::default(),
         };
         let charge_queue = Arc::new(SqsSender::new(sqs.clone(), queues[routing::CHARGE_QUEUE].clone()));

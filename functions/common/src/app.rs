@@ -153,6 +153,8 @@ pub struct Settings {
     /// Stripe's publishable key, for the hosted card form (not a secret).
     pub stripe_publishable_key: Option<String>,
     pub stripe_js_url: String,
+    /// The merchant's own address (RECOUP_MERCHANT_EMAIL).
+    pub merchant_email: Option<String>,
     /// Who customer emails come from; without it emails are recorded, not sent.
     pub email_sender: Option<recoup_shared::mail::Sender>,
 }
@@ -211,6 +213,7 @@ impl Settings {
             stripe_publishable_key: get("RECOUP_STRIPE_PUBLISHABLE_KEY"),
             stripe_js_url,
             email_sender,
+            merchant_email: get("RECOUP_MERCHANT_EMAIL"),
         })
     }
 
@@ -269,6 +272,7 @@ pub async fn from_env() -> Result<App, ConfigError> {
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: settings.policy,
         portal_url: settings.portal_url,
+        merchant_email: settings.merchant_email,
         card_turns: Default::default(),
     };
     let psp_webhook_secrets = settings

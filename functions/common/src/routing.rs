@@ -36,6 +36,7 @@ pub const RULES: &[Rule] = &[
             "invoice.paid",
             "payment_method.attached",
             "payment_method.expiring",
+            "webhook_endpoint.disabled",
         ],
         queue: NOTIFICATIONS_QUEUE,
     },

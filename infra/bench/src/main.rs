@@ -132,6 +132,7 @@ async fn bench_on(backend: &str) -> Option<Bench> {
         mailer: Arc::new(StoreMailer::new(repo)),
         policy: DunningPolicy::default(),
         portal_url: "https://billing.example.com/portal".into(),
+        merchant_email: None,
         card_turns: Default::default(),
     };
     Some(Bench { services, clock, metrics, consumed, memory, published })

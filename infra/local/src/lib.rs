@@ -31,6 +31,8 @@ pub struct Options {
     pub jwt_secret: String,
     pub policy: DunningPolicy,
     pub portal_url: String,
+    /// The merchant's address, for the emails Recoup sends the merchant.
+    pub merchant_email: Option<String>,
     pub provider: LocalProvider,
     /// The signing secret(s) of Stripe's webhooks to `/v1/webhooks/stripe`.
     pub stripe_webhook_secrets: Option<Vec<String>>,
@@ -126,6 +128,7 @@ impl Local {
             mailer: mailer.clone(),
             policy: options.policy,
             portal_url: options.portal_url,
+            merchant_email: options.merchant_email,
             card_turns: Default::default(),
         };
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {

@@ -41,6 +41,9 @@ enum Command {
         reconcile_after: String,
         #[arg(long, env = "RECOUP_PORTAL_URL", default_value = "http://127.0.0.1:8080/portal")]
         portal_url: String,
+        /// The merchant's own address: told when a failing webhook endpoint is disabled.
+        #[arg(long, env = "RECOUP_MERCHANT_EMAIL", default_value = "merchant@recoup.localhost")]
+        merchant_email: String,
         /// The payment provider: the built-in sandbox, or Stripe's API.
         #[arg(long, env = "RECOUP_PAYMENT_PROVIDER", value_enum, default_value = "sandbox")]
         payment_provider: ProviderArg,
@@ -127,6 +130,7 @@ async fn main() -> Result<(), String> {
             retry_schedule,
             reconcile_after,
             portal_url,
+            merchant_email,
             payment_provider,
             stripe_api_base,
             stripe_api_key,
@@ -158,6 +162,7 @@ async fn main() -> Result<(), String> {
                 jwt_secret: secret(),
                 policy: DunningPolicy { schedule, reconcile_after },
                 portal_url,
+                merchant_email: Some(merchant_email),
                 provider,
                 stripe_webhook_secrets: stripe_webhook_secret.map(|s| recoup_lambda::app::split_secrets(&s)),
             })

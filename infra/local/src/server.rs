@@ -1,7 +1,7 @@
 //! The local HTTP server. `/v1/...` API routes go through what API Gateway does in AWS —
 //! JWT validation, then an HTTP API v2 event handed to the function that owns the route —
 //! so handlers cannot tell the difference. `/sandbox/...` is the sandbox PSP's card form;
-//! `/v1/dev/...` is the local-only console (clock, schedules, emails, events, queues).
+//! `/v1/dev/...` is the local-only console (clock, schedules, emails, webhooks, events, queues).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub fn router(local: Arc<Local>) -> Router {
         .route("/v1/dev/clock/advance", post(advance))
         .route("/v1/dev/tick", post(tick))
         .route("/v1/dev/emails", get(emails))
+        .route("/v1/dev/webhooks", get(webhooks))
         .route("/v1/dev/events", get(events))
         .route("/v1/dev/queues", get(queues))
         .fallback(api)
@@ -284,6 +285,26 @@ async fn advance(State(local): State<Arc<Local>>, body: Bytes) -> Response {
 
 async fn tick(State(local): State<Arc<Local>>) -> Response {
     axum::Json(local.tick().await).into_response()
+}
+
+/// Every webhook endpoint (never its secrets) with its 50 latest deliveries.
+async fn webhooks(State(local): State<Arc<Local>>) -> Response {
+    let services = &local.app.services;
+    let endpoints = match services.webhook_endpoints().await {
+        Ok(e) => e,
+        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", &e.message),
+    };
+    let mut data = Vec::with_capacity(endpoints.len());
+    for endpoint in &endpoints {
+        let deliveries = match services.webhook_deliveries(&endpoint.id, 50, None).await {
+            Ok(page) => page.items.iter().map(webhooks_api::delivery_view).collect::<Vec<_>>(),
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", &e.message),
+        };
+        let mut view = webhooks_api::endpoint_view(endpoint);
+        view["deliveries"] = json!(deliveries);
+        data.push(view);
+    }
+    axum::Json(json!({ "data": data })).into_response()
 }
 
 async fn emails(State(local): State<Arc<Local>>) -> Response {

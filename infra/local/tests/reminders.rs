@@ -49,7 +49,11 @@ async fn a_card_expiring_next_month_is_reminded_once_and_an_expired_default_card
     let (cus, owner, _) = r.customer(&merchant).await;
     let expiring = card(&r, &owner, "4242424242424242", month, year).await;
     let sub = r
-        .post("/v1/subscriptions", &merchant, json!({"customer_id": cus, "amount": 1500, "currency": "eur", "interval": "month"}))
+        .post(
+            "/v1/subscriptions",
+            &merchant,
+            json!({"customer_id": cus, "amount": 1500, "currency": "eur", "interval": "month"}),
+        )
         .await;
     assert_eq!(sub.status, 201, "{}", sub.body);
     // Another customer's card that expires years later: no reminder.

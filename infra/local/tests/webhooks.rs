@@ -275,6 +275,11 @@ async fn a_failing_endpoint_gives_up_after_three_days_and_is_disabled_after_five
     let log = deliveries(&r, &merchant, &gone).await;
     assert_eq!(log[0]["status"], "failed", "{}", log[0]);
     assert_eq!(log[0]["last_response_code"], 410);
+    // The dev console shows the endpoint with its deliveries, never its secret.
+    let console = r.call("GET", "/v1/dev/webhooks", None, None, None).await.body;
+    assert_eq!(console["data"][0]["id"], gone.as_str());
+    assert_eq!(console["data"][0]["deliveries"][0]["status"], "failed");
+    assert!(console["data"][0].get("secret").is_none());
     assert!(r.event_types().await.contains(&"webhook_endpoint.delivery_failed".to_owned()));
     let read = r.get(&format!("/v1/webhook-endpoints/{gone}"), &merchant).await;
     assert_eq!(read.body["status"], "enabled", "failing for four days: still enabled");
@@ -288,6 +293,13 @@ async fn a_failing_endpoint_gives_up_after_three_days_and_is_disabled_after_five
     let read = r.get(&format!("/v1/webhook-endpoints/{gone}"), &merchant).await;
     assert_eq!(read.body["status"], "disabled_failing", "{}", read.body);
     assert!(r.event_types().await.contains(&"webhook_endpoint.disabled".to_owned()));
+    // The merchant is told, at its own address.
+    let emails = r.call("GET", "/v1/dev/emails", None, None, None).await.body;
+    let told =
+        emails["data"].as_array().unwrap().iter().find(|e| e["template"] == "webhook_endpoint_disabled").cloned();
+    let told = told.expect("an email to the merchant");
+    assert_eq!(told["to"], "merchant@recoup.localhost");
+    assert!(told["body"].as_str().unwrap().contains(&gone), "{told}");
     let log = deliveries(&r, &merchant, &gone).await;
     assert_eq!(log[0]["status"], "failed", "its pending delivery ends: {}", log[0]);
 

@@ -16,7 +16,8 @@ pub struct Email {
     /// Which template wrote it (`payment_failed`, `card_expiring`...).
     #[serde(default)]
     pub template: String,
-    pub customer_id: CustomerId,
+    /// The customer it is about; `None` for the merchant's own (a webhook endpoint disabled).
+    pub customer_id: Option<CustomerId>,
     pub to: String,
     pub subject: String,
     /// The plain-text part.

@@ -71,6 +71,8 @@ pub struct Services {
     pub policy: DunningPolicy,
     /// Where customers manage their cards; linked from dunning emails.
     pub portal_url: String,
+    /// The merchant's own address: told when Recoup disables a failing webhook endpoint.
+    pub merchant_email: Option<String>,
     /// One claim or settle at a time per card in this process (see `card_locks`).
     pub card_turns: CardTurns,
 }

@@ -11,6 +11,7 @@
 //! | `invoice.paid` by card after a failed attempt | `payment_receipt` |
 //! | `payment_method.expiring` | `card_expiring` |
 //! | `payment_method.attached` | `card_updated` |
+//! | `webhook_endpoint.disabled` | `webhook_endpoint_disabled`, to the merchant's address |
 
 use serde_json::{Value, json};
 
@@ -121,14 +122,42 @@ impl Services {
             | EventPayload::SubscriptionCanceled { .. }
             | EventPayload::PaymentMethodRemoved { .. }
             | EventPayload::PaymentMethodExpired { .. }
-            | EventPayload::WebhookDeliveryFailed { .. }
-            | EventPayload::WebhookEndpointDisabled { .. } => return Ok(None),
+            | EventPayload::WebhookDeliveryFailed { .. } => return Ok(None),
+            // The merchant's, sent by `notify_merchant`.
+            EventPayload::WebhookEndpointDisabled { .. } => return Ok(None),
         }))
+    }
+
+    /// Tells the merchant what it must act on: a webhook endpoint Recoup disabled.
+    async fn notify_merchant(&self, event: &Event) -> Result<Option<Email>> {
+        let EventPayload::WebhookEndpointDisabled { webhook_endpoint_id, url } = &event.payload else {
+            return Ok(None);
+        };
+        let Some(to) = self.merchant_email.clone() else {
+            tracing::warn!(webhook_endpoint_id = %webhook_endpoint_id, "webhook endpoint disabled; no merchant address to tell");
+            return Ok(None);
+        };
+        let values = json!({ "url": url, "webhook_endpoint_id": webhook_endpoint_id });
+        let rendered = render("webhook_endpoint_disabled", &values).map_err(|e| Error::internal(e.to_string()))?;
+        let email = Email {
+            id: event.id.to_string(),
+            template: "webhook_endpoint_disabled".to_owned(),
+            customer_id: None,
+            to,
+            subject: rendered.subject,
+            body: rendered.text,
+            html: rendered.html,
+            created_at: self.now(),
+            status: EmailStatus::Queued,
+            message_id: None,
+        };
+        self.mailer.send(&email).await.map_err(Error::unavailable)?;
+        Ok(Some(email))
     }
 
     /// Sends the email an event calls for, if any. Redelivery sends nothing twice.
     pub async fn notify(&self, event: &Event) -> Result<Option<Email>> {
-        let Some(customer_id) = event.payload.customer_id() else { return Ok(None) };
+        let Some(customer_id) = event.payload.customer_id() else { return self.notify_merchant(event).await };
         let Some((template, mut values)) = self.email_for(event).await? else { return Ok(None) };
         let customer = self.repo.customer(customer_id).await?.ok_or_else(|| Error::not_found("customer"))?;
         values["customer_name"] = json!(customer.name.clone().unwrap_or_else(|| "there".to_owned()));
@@ -137,7 +166,7 @@ impl Services {
         let email = Email {
             id: event.id.to_string(),
             template: template.to_owned(),
-            customer_id: customer_id.clone(),
+            customer_id: Some(customer_id.clone()),
             to: customer.email.clone(),
             subject: rendered.subject,
             body: rendered.text,

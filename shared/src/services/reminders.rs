@@ -140,8 +140,7 @@ impl Services {
         event: EventPayload,
     ) -> Result<bool> {
         let now = self.now();
-        let mark =
-            Reminder { kind: kind.to_owned(), payment_method_id: card.clone(), year, month, sent_at: now };
+        let mark = Reminder { kind: kind.to_owned(), payment_method_id: card.clone(), year, month, sent_at: now };
         let mut tx = Tx::new();
         tx.save(&Versioned::new(mark))?;
         tx.emit([event], now)?;

@@ -205,9 +205,9 @@ pub fn check_webhook_secrets(t: &Json) -> Problems {
     for (id, f) in resources_of_type(t, "AWS::Serverless::Function") {
         let binary = binary_of(&f).unwrap_or("").to_owned();
         let statements: Vec<Json> = policies_of(t, &f).into_iter().flat_map(|(_, p)| list(&p["Statement"])).collect();
-        let touches_table = statements.iter().any(|s| {
-            s["Effect"] == "Allow" && strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))
-        });
+        let touches_table = statements
+            .iter()
+            .any(|s| s["Effect"] == "Allow" && strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:")));
         let denied = statements.iter().any(|s| {
             let keys = strings(&s["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"]);
             let actions = strings(&s["Action"]);
@@ -223,7 +223,8 @@ pub fn check_webhook_secrets(t: &Json) -> Problems {
             problems.push(format!("{id} ({binary}) delivers or manages webhooks but is denied their endpoints"));
         }
         if !holder && touches_table && !denied {
-            problems.push(format!("{id} ({binary}) may read webhook signing secrets: deny it WHE#* and WEBHOOK_ENDPOINTS"));
+            problems
+                .push(format!("{id} ({binary}) may read webhook signing secrets: deny it WHE#* and WEBHOOK_ENDPOINTS"));
         }
     }
     problems
