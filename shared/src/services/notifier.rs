@@ -138,11 +138,23 @@ impl Services {
             return Ok(None);
         };
         let values = json!({ "url": url, "webhook_endpoint_id": webhook_endpoint_id });
-        let rendered = render("webhook_endpoint_disabled", &values).map_err(|e| Error::internal(e.to_string()))?;
+        self.send_email(event, "webhook_endpoint_disabled", &values, None, to).await.map(Some)
+    }
+
+    /// Renders `template` and sends it, keyed by the event's id.
+    async fn send_email(
+        &self,
+        event: &Event,
+        template: &str,
+        values: &Value,
+        customer_id: Option<&crate::ids::CustomerId>,
+        to: String,
+    ) -> Result<Email> {
+        let rendered = render(template, values).map_err(|e| Error::internal(e.to_string()))?;
         let email = Email {
             id: event.id.to_string(),
-            template: "webhook_endpoint_disabled".to_owned(),
-            customer_id: None,
+            template: template.to_owned(),
+            customer_id: customer_id.cloned(),
             to,
             subject: rendered.subject,
             body: rendered.text,
@@ -152,7 +164,7 @@ impl Services {
             message_id: None,
         };
         self.mailer.send(&email).await.map_err(Error::unavailable)?;
-        Ok(Some(email))
+        Ok(email)
     }
 
     /// Sends the email an event calls for, if any. Redelivery sends nothing twice.
@@ -162,20 +174,6 @@ impl Services {
         let customer = self.repo.customer(customer_id).await?.ok_or_else(|| Error::not_found("customer"))?;
         values["customer_name"] = json!(customer.name.clone().unwrap_or_else(|| "there".to_owned()));
         values["portal_url"] = json!(self.portal_url);
-        let rendered = render(template, &values).map_err(|e| Error::internal(e.to_string()))?;
-        let email = Email {
-            id: event.id.to_string(),
-            template: template.to_owned(),
-            customer_id: Some(customer_id.clone()),
-            to: customer.email.clone(),
-            subject: rendered.subject,
-            body: rendered.text,
-            html: rendered.html,
-            created_at: self.now(),
-            status: EmailStatus::Queued,
-            message_id: None,
-        };
-        self.mailer.send(&email).await.map_err(Error::unavailable)?;
-        Ok(Some(email))
+        self.send_email(event, template, &values, Some(customer_id), customer.email.clone()).await.map(Some)
     }
 }
