@@ -46,7 +46,7 @@ async fn issue(app: &TestApp, customer: &CustomerId, amount: i64) -> recoup_shar
             customer_id: customer.clone(),
             amount: usd(amount),
             description: "Pro plan".into(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap()
@@ -124,7 +124,7 @@ pub async fn charges_racing_a_paid_invoice_never_charge_it_again(store: Arc<dyn 
             customer_id: cus.clone(),
             amount: usd(990),
             description: String::new(),
-            collection_method: CollectionMethod::SendInvoice,
+            collection_method: Some(CollectionMethod::SendInvoice),
         })
         .await
         .unwrap()
@@ -160,7 +160,7 @@ pub async fn racing_workers_and_merchants_never_double_charge(store: Arc<dyn Ite
             customer_id: cus.clone(),
             amount: usd(990),
             description: String::new(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap()
@@ -390,7 +390,7 @@ pub async fn a_card_with_a_pending_charge_cannot_be_removed(store: Arc<dyn ItemS
             customer_id: cus.clone(),
             amount: usd(500),
             description: String::new(),
-            collection_method: CollectionMethod::SendInvoice,
+            collection_method: Some(CollectionMethod::SendInvoice),
         })
         .await
         .unwrap()
@@ -515,7 +515,7 @@ pub async fn a_bank_transfer_invoice_is_never_dunned(store: Arc<dyn ItemStore>) 
             customer_id: cus.clone(),
             amount: usd(90_000),
             description: String::new(),
-            collection_method: CollectionMethod::SendInvoice,
+            collection_method: Some(CollectionMethod::SendInvoice),
         })
         .await
         .unwrap()
@@ -733,7 +733,7 @@ pub async fn an_invoice_committed_before_the_store_failed_is_answered_as_created
             customer_id: cus.clone(),
             amount: usd(2500),
             description: String::new(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await;
     store.restore();
@@ -794,7 +794,12 @@ fn counted(store: Arc<dyn ItemStore>) -> (TestApp, Arc<AtomicUsize>) {
 }
 
 fn pro_invoice(customer: &CustomerId, collection_method: CollectionMethod) -> IssueInvoice {
-    IssueInvoice { customer_id: customer.clone(), amount: usd(2500), description: "Pro".into(), collection_method }
+    IssueInvoice {
+        customer_id: customer.clone(),
+        amount: usd(2500),
+        description: "Pro".into(),
+        collection_method: Some(collection_method),
+    }
 }
 
 /// Issues the Pro invoice as a run of `request`.
@@ -902,13 +907,25 @@ pub async fn a_rerun_start_answers_with_the_subscription_the_first_run_started(s
 pub async fn a_rerun_create_answers_with_the_customer_the_first_run_created(store: Arc<dyn ItemStore>) {
     let app = sandboxed(store);
     let request = RequestId::new("create-once");
-    let first = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
-    let again = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
+    let first = app
+        .services
+        .create_customer_once("ada@example.com", Some("Ada"), CollectionMethod::ChargeAutomatically, Some(&request))
+        .await
+        .unwrap();
+    let again = app
+        .services
+        .create_customer_once("ada@example.com", Some("Ada"), CollectionMethod::ChargeAutomatically, Some(&request))
+        .await
+        .unwrap();
     assert_eq!(again.id, first.id);
     assert_eq!(app.services.list_customers(10, None).await.unwrap().items.len(), 1);
     // Past the retention the key is a new request, as its idempotency record is.
     app.clock.advance(TimeDelta::hours(24));
-    let later = app.services.create_customer_once("ada@example.com", Some("Ada"), Some(&request)).await.unwrap();
+    let later = app
+        .services
+        .create_customer_once("ada@example.com", Some("Ada"), CollectionMethod::ChargeAutomatically, Some(&request))
+        .await
+        .unwrap();
     assert_ne!(later.id, first.id);
     assert_eq!(app.services.list_customers(10, None).await.unwrap().items.len(), 2);
 }
@@ -952,6 +969,56 @@ pub async fn process_payment_n_runs_a_parked_payment_never_attempted(store: Arc<
     assert_eq!(report.outcome, ChargeOutcome::Paid);
 }
 
+/// Seed 000: a customer paying by bank transfer switches to the card. What it owes is
+/// charged at once; what comes later is charged automatically.
+pub async fn a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_charged(store: Arc<dyn ItemStore>) {
+    let app = sandboxed(store);
+    let s = &app.services;
+    let cus =
+        s.create_customer_once("ada@example.com", Some("Ada"), CollectionMethod::SendInvoice, None).await.unwrap();
+    let owed = |amount| IssueInvoice {
+        customer_id: cus.id.clone(),
+        amount: usd(amount),
+        description: "Usage".into(),
+        collection_method: None,
+    };
+    let first = s.issue_invoice(owed(1200)).await.unwrap();
+    assert_eq!(first.invoice.collection_method, CollectionMethod::SendInvoice, "the customer's method");
+    assert!(first.charge.is_none());
+    let second = s.issue_invoice(owed(3400)).await.unwrap().invoice;
+
+    let refused = s.set_collection_method(&cus.id, CollectionMethod::ChargeAutomatically).await.err().unwrap();
+    assert_eq!(refused.code, recoup_shared::error::Code::NoPaymentMethod);
+    assert_eq!(s.customer(&cus.id).await.unwrap().collection_method, CollectionMethod::SendInvoice);
+
+    // Saving a card tries what is owed (seed 000); this card declines, so both invoices
+    // are still owed, and as bank-transfer invoices they are not dunned.
+    s.register_payment_method(&cus.id, "pm_card_chargeCustomerFail", true).await.unwrap();
+    assert_eq!(s.invoice(&first.invoice.id).await.unwrap().next_attempt_at(), None);
+    let switched = s.set_collection_method(&cus.id, CollectionMethod::ChargeAutomatically).await.unwrap();
+    assert_eq!(switched.customer.collection_method, CollectionMethod::ChargeAutomatically);
+    assert_eq!(switched.recovery.len(), 1, "charged at once, stopping at the first decline");
+    for id in [&first.invoice.id, &second.id] {
+        let inv = s.invoice(id).await.unwrap();
+        assert_eq!(inv.collection_method, CollectionMethod::ChargeAutomatically, "{id}");
+        assert_eq!(inv.status(), InvoiceStatus::Open, "{id}");
+        assert!(inv.next_attempt_at().is_some(), "{id}: collected automatically now");
+    }
+    // A good card pays both.
+    s.register_payment_method(&cus.id, "pm_card_visa", true).await.unwrap();
+    for id in [&first.invoice.id, &second.id] {
+        assert_eq!(s.invoice(id).await.unwrap().status(), InvoiceStatus::Paid, "{id}");
+    }
+    // From now on, charged automatically.
+    let later = s.issue_invoice(owed(900)).await.unwrap();
+    assert_eq!(later.invoice.collection_method, CollectionMethod::ChargeAutomatically);
+    assert_eq!(later.invoice.status(), InvoiceStatus::Paid);
+    // Switching again changes nothing; back to bank transfer applies to later invoices.
+    assert!(s.set_collection_method(&cus.id, CollectionMethod::ChargeAutomatically).await.unwrap().recovery.is_empty());
+    s.set_collection_method(&cus.id, CollectionMethod::SendInvoice).await.unwrap();
+    assert_eq!(s.issue_invoice(owed(100)).await.unwrap().invoice.collection_method, CollectionMethod::SendInvoice);
+}
+
 macro_rules! engine_suite {
     ($make:expr) => {
         engine_suite!(@tests $make;
@@ -990,6 +1057,7 @@ macro_rules! engine_suite {
             a_rerun_start_answers_with_the_subscription_the_first_run_started,
             a_rerun_create_answers_with_the_customer_the_first_run_created,
             racing_runs_of_one_request_issue_one_invoice,
+            a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_charged,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -211,7 +211,7 @@ impl World {
                         customer_id: self.customers[who % WHO].clone(),
                         amount: Money::new(*amount, Currency::parse("USD").unwrap()).unwrap(),
                         description: String::new(),
-                        collection_method: CollectionMethod::ChargeAutomatically,
+                        collection_method: Some(CollectionMethod::ChargeAutomatically),
                     })
                     .await;
             }
@@ -518,7 +518,7 @@ async fn world(first_cards: [usize; WHO]) -> World {
             customer_id: customer.clone(),
             amount: usd(500 + 11_500 * who as i64),
             description: String::new(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap();

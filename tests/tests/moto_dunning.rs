@@ -80,7 +80,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_good_ones_are_not_he
             customer_id: cus.clone(),
             amount: usd(1000),
             description: String::new(),
-            collection_method: CollectionMethod::SendInvoice,
+            collection_method: Some(CollectionMethod::SendInvoice),
         })
         .await
         .unwrap();
@@ -119,7 +119,7 @@ async fn events_left_in_the_outbox_are_published_by_the_relay() {
             customer_id: cus,
             amount: usd(1234),
             description: String::new(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap();

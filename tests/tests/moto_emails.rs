@@ -63,7 +63,7 @@ async fn a_failed_payment_and_its_recovery_are_emailed_through_ses_once_each() {
             customer_id: cus.clone(),
             amount: Money::new(2500, Currency::parse("USD").unwrap()).unwrap(),
             description: "Pro plan".into(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap();

@@ -57,6 +57,7 @@ pub fn customer(c: &Customer) -> Value {
         "name": c.name,
         "default_payment_method_id": c.default_payment_method_id(),
         "subscription_ids": c.subscription_ids,
+        "collection_method": c.collection_method,
         "created_at": time(c.created_at),
     })
 }

@@ -19,6 +19,7 @@ enum Op {
     CreateCustomer,
     ListCustomers,
     GetCustomer(CustomerId),
+    SetCollectionMethod(CustomerId),
     Issue,
     List,
     Get(InvoiceId),
@@ -32,12 +33,16 @@ fn invoice_id(p: &PathParams) -> Result<InvoiceId, Error> {
     p.id(0, "invoice", InvoiceId::parse)
 }
 
-const ENDPOINTS: [Endpoint<Op>; 10] = [
+const ENDPOINTS: [Endpoint<Op>; 11] = [
     Endpoint { route: route("POST", "/v1/customers"), op: |_| Ok(Op::CreateCustomer) },
     Endpoint { route: route("GET", "/v1/customers"), op: |_| Ok(Op::ListCustomers) },
     Endpoint {
         route: route("GET", "/v1/customers/{id}"),
         op: |p| Ok(Op::GetCustomer(p.id(0, "customer", CustomerId::parse)?)),
+    },
+    Endpoint {
+        route: route("POST", "/v1/customers/{id}/collection-method"),
+        op: |p| Ok(Op::SetCollectionMethod(p.id(0, "customer", CustomerId::parse)?)),
     },
     Endpoint { route: route("POST", "/v1/invoices"), op: |_| Ok(Op::Issue) },
     Endpoint { route: route("GET", "/v1/invoices"), op: |_| Ok(Op::List) },
@@ -60,6 +65,15 @@ struct NewCustomer {
     email: String,
     #[serde(default)]
     name: Option<String>,
+    /// How the customer's invoices are collected (default: charged to the card).
+    #[serde(default)]
+    collection_method: Option<CollectionMethod>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetCollectionMethod {
+    collection_method: CollectionMethod,
 }
 
 #[derive(Deserialize)]
@@ -70,12 +84,9 @@ struct NewInvoice {
     currency: String,
     #[serde(default)]
     description: String,
-    #[serde(default = "charge_automatically")]
-    collection_method: CollectionMethod,
-}
-
-fn charge_automatically() -> CollectionMethod {
-    CollectionMethod::ChargeAutomatically
+    /// Default: the customer's.
+    #[serde(default)]
+    collection_method: Option<CollectionMethod>,
 }
 
 #[derive(Deserialize, Default)]
@@ -149,7 +160,8 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::CreateCustomer => {
             call.require_merchant()?;
             let body: NewCustomer = call.json()?;
-            let c = s.create_customer_once(&body.email, body.name.as_deref(), call.request.as_ref()).await?;
+            let method = body.collection_method.unwrap_or(CollectionMethod::ChargeAutomatically);
+            let c = s.create_customer_once(&body.email, body.name.as_deref(), method, call.request.as_ref()).await?;
             Ok(Reply::created(views::customer(&c)))
         }
         Op::ListCustomers => {
@@ -161,6 +173,25 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::GetCustomer(id) => {
             call.require_merchant()?;
             Ok(Reply::ok(views::customer(&s.customer(&id).await?.into_inner())))
+        }
+        Op::SetCollectionMethod(id) => {
+            let body: SetCollectionMethod = call.json()?;
+            match &call.caller {
+                Caller::Merchant { .. } => {}
+                // The customer's owner may switch to paying by card ("Switch to credit
+                // card"), not away from it.
+                Caller::Owner(own) if *own == id && body.collection_method == CollectionMethod::ChargeAutomatically => {
+                }
+                Caller::Owner(own) if *own != id => return Err(Error::not_found("customer")),
+                Caller::Owner(_) => {
+                    return Err(Error::forbidden("only the merchant moves a customer to bank transfer"));
+                }
+                Caller::Member(_) => return Err(Error::forbidden("team members cannot change how the account pays")),
+            }
+            let switched = s.set_collection_method(&id, body.collection_method).await?;
+            let mut view = views::customer(&switched.customer);
+            view["recovered_invoices"] = views::recovery(&switched.recovery);
+            Ok(Reply::ok(view))
         }
         Op::Issue => {
             call.require_merchant()?;

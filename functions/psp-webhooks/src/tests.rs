@@ -81,7 +81,7 @@ fn pro_invoice(customer: &recoup_shared::ids::CustomerId) -> IssueInvoice {
         customer_id: customer.clone(),
         amount: Money::new(1900, Currency::parse("USD").unwrap()).unwrap(),
         description: "Pro".into(),
-        collection_method: CollectionMethod::ChargeAutomatically,
+        collection_method: Some(CollectionMethod::ChargeAutomatically),
     }
 }
 

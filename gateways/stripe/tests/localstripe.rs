@@ -269,7 +269,7 @@ async fn engine_an_invoice_is_paid_through_stripe() {
             customer_id: cus,
             amount: usd(2500),
             description: "Pro".into(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap();
@@ -493,7 +493,7 @@ async fn engine_a_dispute_on_a_paid_invoice_is_recorded_once_with_an_event() {
             customer_id: cus.clone(),
             amount: usd(2500),
             description: "Pro".into(),
-            collection_method: CollectionMethod::ChargeAutomatically,
+            collection_method: Some(CollectionMethod::ChargeAutomatically),
         })
         .await
         .unwrap();

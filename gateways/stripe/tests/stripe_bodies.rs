@@ -323,7 +323,7 @@ async fn customer_with_invoice(
             customer_id: cus.id.clone(),
             amount: usd(1900),
             description: "Pro".into(),
-            collection_method: method,
+            collection_method: Some(method),
         })
         .await
         .unwrap()

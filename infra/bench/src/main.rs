@@ -202,7 +202,7 @@ async fn store_section() {
             customer_id: cus.clone(),
             amount: usd(2500),
             description: "bench".into(),
-            collection_method,
+            collection_method: Some(collection_method),
         };
         let inv = s.issue_invoice(issue(CollectionMethod::SendInvoice)).await.unwrap().invoice;
         let m = b
@@ -234,7 +234,7 @@ async fn store_section() {
                 customer_id: declining.clone(),
                 amount: usd(2500),
                 description: String::new(),
-                collection_method: CollectionMethod::ChargeAutomatically,
+                collection_method: Some(CollectionMethod::ChargeAutomatically),
             })
             .await
             .unwrap()
@@ -311,7 +311,7 @@ async fn month_section(n: usize, backend: &str) {
                         customer_id: cus,
                         amount: usd(1000 + (i as i64 % 50) * 100),
                         description: String::new(),
-                        collection_method: CollectionMethod::ChargeAutomatically,
+                        collection_method: Some(CollectionMethod::ChargeAutomatically),
                     })
                     .await
                     .unwrap()

@@ -659,3 +659,46 @@ async fn the_hosted_card_form_is_served_and_its_setup_registers_a_card() {
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.headers["allow"], "POST");
 }
+
+/// Seed 000 from the API: a bank-transfer customer's owner switches to the card; the
+/// merchant may switch either way; members and other customers may not.
+#[tokio::test]
+async fn a_bank_transfer_customer_switches_to_the_card_through_the_api() {
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let created = r
+        .post("/v1/customers", &merchant, json!({"email": "ops@example.com", "collection_method": "send_invoice"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["collection_method"], "send_invoice");
+    let cus = created.body["id"].as_str().unwrap().to_owned();
+    let owner = Runner::token("owner", Some(&cus));
+    let member = Runner::token("member", Some(&cus));
+    let inv = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 7700, "currency": "usd"})).await;
+    assert_eq!(inv.body["collection_method"], "send_invoice", "the customer's method: {}", inv.body);
+    assert!(inv.body["charge"].is_null());
+
+    let path = format!("/v1/customers/{cus}/collection-method");
+    let to_card = json!({"collection_method": "charge_automatically"});
+    let no_card = r.post(&path, &owner, to_card.clone()).await;
+    assert_eq!((no_card.status, no_card.body["code"].as_str()), (409, Some("no_payment_method")), "{}", no_card.body);
+    assert_eq!(r.post(&path, &member, to_card.clone()).await.status, 403);
+    let (_, other_owner, _) = r.customer(&merchant).await;
+    assert_eq!(r.post(&path, &other_owner, to_card.clone()).await.status, 404);
+    let back = r.post(&path, &owner, json!({"collection_method": "send_invoice"})).await;
+    assert_eq!(back.status, 403, "only the merchant moves a customer to bank transfer");
+
+    let token = r.tokenize("4242424242424242").await;
+    let pm = r.post("/v1/payment-methods", &owner, json!({"payment_method": token})).await;
+    assert_eq!(pm.status, 201);
+    let switched = r.post(&path, &owner, to_card).await;
+    assert_eq!(switched.status, 200, "{}", switched.body);
+    assert_eq!(switched.body["collection_method"], "charge_automatically");
+    let paid = r.get(&format!("/v1/invoices/{}", inv.body["id"].as_str().unwrap()), &owner).await;
+    assert_eq!(paid.body["status"], "paid", "saving the card charged what was owed: {}", paid.body);
+    let next = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 500, "currency": "usd"})).await;
+    assert_eq!(next.body["collection_method"], "charge_automatically");
+    assert_eq!(next.body["status"], "paid");
+    let merchant_back = r.post(&path, &merchant, json!({"collection_method": "send_invoice"})).await;
+    assert_eq!(merchant_back.body["collection_method"], "send_invoice");
+}

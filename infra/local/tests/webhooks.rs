@@ -86,8 +86,14 @@ async fn receive(
         "flaky" if seen <= 2 => (StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response(),
         "flaky" => StatusCode::NO_CONTENT.into_response(),
         "gone" => StatusCode::GONE.into_response(),
+        // Never answers within an attempt's five seconds.
         "slow" => {
             tokio::time::sleep(Duration::from_secs(60)).await;
+            StatusCode::OK.into_response()
+        }
+        // Slow, but inside the five seconds.
+        "sluggish" => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
             StatusCode::OK.into_response()
         }
         // A 200 whose body never ends.
@@ -318,6 +324,7 @@ async fn a_receiver_that_hangs_or_never_stops_answering_does_not_stall_delivery(
     let merchant = Runner::token("merchant", None);
     let (slow, _) = endpoint(&r, &merchant, format!("{base}/slow"), json!(["invoice.paid"])).await;
     let (endless, _) = endpoint(&r, &merchant, format!("{base}/endless"), json!(["invoice.paid"])).await;
+    let (sluggish, _) = endpoint(&r, &merchant, format!("{base}/sluggish"), json!(["invoice.paid"])).await;
     endpoint(&r, &merchant, format!("{base}/ok"), json!(["invoice.paid"])).await;
 
     paid_invoice(&r, &merchant).await;
@@ -338,6 +345,9 @@ async fn a_receiver_that_hangs_or_never_stops_answering_does_not_stall_delivery(
     let log = deliveries(&r, &merchant, &endless).await;
     assert_eq!(log[0]["status"], "delivered", "{}", log[0]);
     assert_eq!(log[0]["last_response_code"], 200);
+    // Two seconds is slow but in time.
+    let log = deliveries(&r, &merchant, &sluggish).await;
+    assert_eq!(log[0]["status"], "delivered", "{}", log[0]);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
+use super::invoice::CollectionMethod;
 use crate::ids::{CustomerId, PaymentMethodId, SubscriptionId};
 use crate::time::Timestamp;
 
@@ -17,7 +18,16 @@ pub struct Customer {
     /// for a live subscription with one read.
     #[serde(default)]
     pub subscription_ids: Vec<SubscriptionId>,
+    /// How the customer's invoices are collected unless an invoice says otherwise: charged
+    /// to the default card, or paid by bank transfer (seed 000: "switch from invoice to
+    /// credit card").
+    #[serde(default = "charge_automatically")]
+    pub collection_method: CollectionMethod,
     pub created_at: Timestamp,
+}
+
+fn charge_automatically() -> CollectionMethod {
+    CollectionMethod::ChargeAutomatically
 }
 
 impl Customer {
@@ -40,6 +50,7 @@ impl Customer {
             name: name.map(str::to_owned),
             default_payment_method_id: None,
             subscription_ids: Vec::new(),
+            collection_method: CollectionMethod::ChargeAutomatically,
             created_at: now,
         })
     }

@@ -525,6 +525,20 @@ impl Invoice {
         }
     }
 
+    /// A bank-transfer invoice still owed becomes one charged to the card (its customer
+    /// switched to card payment): from now on it is collected, and dunned, like any other.
+    /// Answers whether it changed.
+    pub fn collect_automatically(&mut self, now: Timestamp) -> bool {
+        if self.collection_method == CollectionMethod::ChargeAutomatically || !self.status.is_outstanding() {
+            return false;
+        }
+        self.collection_method = CollectionMethod::ChargeAutomatically;
+        if self.status == InvoiceStatus::Open && self.pending_transaction().is_none() {
+            self.next_attempt_at = Some(now);
+        }
+        true
+    }
+
     /// Takes the invoice off the schedule while its subscription is paused.
     pub fn park(&mut self) {
         if self.pending_transaction().is_none() {

@@ -1,17 +1,19 @@
 //! Customers: created by the merchant, then owned by their own tokens.
 
 use crate::domain::Customer;
-use crate::error::{Error, Result};
+use crate::domain::invoice::CollectionMethod;
+use crate::error::{Code, Error, Result};
 use crate::ids::CustomerId;
 use crate::store::repo::{Listing, Tx, Versioned};
 use crate::store::{Cursor, StoreError};
 
+use super::charging::RecoveryAttempt;
 use super::idempotency::{Created, RequestId, created_something_else, mark_created};
-use super::{Services, concurrent_update};
+use super::{Decision, Services, concurrent_update};
 
 impl Services {
     pub async fn create_customer(&self, email: &str, name: Option<&str>) -> Result<Customer> {
-        self.create_customer_once(email, name, None).await
+        self.create_customer_once(email, name, CollectionMethod::ChargeAutomatically, None).await
     }
 
     /// Creates the customer once per `request` (see [`Services::issue_invoice_once`]): a
@@ -20,13 +22,15 @@ impl Services {
         &self,
         email: &str,
         name: Option<&str>,
+        collection_method: CollectionMethod,
         request: Option<&RequestId>,
     ) -> Result<Customer> {
         if let Some(earlier) = self.created_by(request).await? {
             return self.created_earlier(&earlier).await;
         }
         let now = self.now();
-        let customer = Customer::new(email, name, now)?;
+        let mut customer = Customer::new(email, name, now)?;
+        customer.collection_method = collection_method;
         let mut tx = Tx::new();
         tx.save(&Versioned::new(customer.clone()))?;
         mark_created(&mut tx, request, Created::Customer(customer.id.clone()), now)?;
@@ -60,4 +64,66 @@ impl Services {
     pub async fn list_customers(&self, limit: usize, after: Option<Cursor>) -> Result<Listing<Customer>> {
         Ok(self.repo.customers(limit, after).await?)
     }
+
+    /// Sets how the customer's invoices are collected. Switching to the card (seed 000:
+    /// "switch from invoice to credit card") needs a default card: the bank-transfer
+    /// invoices still owed become card invoices and are charged to it at once, and later
+    /// invoices are charged automatically. Switching to bank transfer applies to invoices
+    /// issued from then on.
+    pub async fn set_collection_method(&self, id: &CustomerId, method: CollectionMethod) -> Result<Switched> {
+        let current = self.customer(id).await?;
+        let card = match method {
+            CollectionMethod::ChargeAutomatically => {
+                Some(current.default_payment_method_id().cloned().ok_or_else(|| {
+                    Error::new(Code::NoPaymentMethod, "register a card first: switching to card payment charges it")
+                })?)
+            }
+            CollectionMethod::SendInvoice => None,
+        };
+        if card.is_some() {
+            // Each invoice in its own commit; the customer's own setting comes last, so a
+            // switch cut short is finished by asking again.
+            for owed in self.repo.outstanding_invoices(id).await? {
+                let invoice_id = owed.id.clone();
+                let invoice_id = &invoice_id;
+                self.optimistic("invoice", || async move {
+                    let Some(mut invoice) = self.repo.invoice(invoice_id).await? else {
+                        return Ok(Decision::Answer(()));
+                    };
+                    if !invoice.collect_automatically(self.now()) {
+                        return Ok(Decision::Answer(()));
+                    }
+                    let mut tx = Tx::new();
+                    tx.save(&invoice)?;
+                    Ok(Decision::Commit(tx, ()))
+                })
+                .await?;
+            }
+        }
+        let customer = self
+            .optimistic("customer", || async move {
+                let mut customer = self.customer(id).await?;
+                if customer.collection_method == method {
+                    return Ok(Decision::Answer(customer.into_inner()));
+                }
+                customer.collection_method = method;
+                let mut tx = Tx::new();
+                tx.save(&customer)?;
+                Ok(Decision::Commit(tx, customer.into_inner()))
+            })
+            .await?;
+        tracing::info!(customer_id = %id, collection_method = ?method, "collection method set");
+        let recovery = match &card {
+            Some(card) => self.recover_outstanding(id, card).await?,
+            None => Vec::new(),
+        };
+        Ok(Switched { customer, recovery })
+    }
+}
+
+/// What setting a customer's collection method did.
+pub struct Switched {
+    pub customer: Customer,
+    /// The invoices still owed, charged to the default card (switching to the card).
+    pub recovery: Vec<RecoveryAttempt>,
 }

@@ -17,7 +17,8 @@ pub struct IssueInvoice {
     pub customer_id: CustomerId,
     pub amount: Money,
     pub description: String,
-    pub collection_method: CollectionMethod,
+    /// `None`: the customer's.
+    pub collection_method: Option<CollectionMethod>,
 }
 
 /// A newly issued invoice and, when it was charged at once, how that went.
@@ -45,7 +46,7 @@ impl Services {
                 customer_id: req.customer_id,
                 amount: req.amount,
                 description: req.description,
-                collection_method: req.collection_method,
+                collection_method: req.collection_method.unwrap_or(customer.collection_method),
                 subscription: None,
             },
             now,
