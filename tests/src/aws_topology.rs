@@ -142,6 +142,7 @@ impl Topology {
                 recoup_shared::domain::webhook::UrlPolicy::AllowLoopback,
                 Some(Arc::new(SqsSender::new(sqs.clone(), queues[routing::WEBHOOKS_QUEUE].clone()))),
             ),
+            portal_secrets: None,
         };
         Topology { sqs, events, bus, queues, dead_letters, audit_queue, app, clock, store }
     }

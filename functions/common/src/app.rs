@@ -21,6 +21,8 @@ pub struct App {
     pub card_form: CardForm,
     /// How merchant webhooks leave the system.
     pub webhooks: Webhooks,
+    /// The billing portal's signing secret(s): links and sessions are signed with it.
+    pub portal_secrets: Option<Arc<dyn SecretSource>>,
 }
 
 /// Merchant webhook delivery: which URLs are allowed, the client that posts, and the
@@ -153,6 +155,8 @@ pub struct Settings {
     /// Stripe's publishable key, for the hosted card form (not a secret).
     pub stripe_publishable_key: Option<String>,
     pub stripe_js_url: String,
+    /// The Secrets Manager secret that signs billing portal links and sessions.
+    pub portal_secret_arn: Option<String>,
     /// The merchant's own address (RECOUP_MERCHANT_EMAIL).
     pub merchant_email: Option<String>,
     /// Who customer emails come from; without it emails are recorded, not sent.
@@ -214,6 +218,7 @@ impl Settings {
             stripe_js_url,
             email_sender,
             merchant_email: get("RECOUP_MERCHANT_EMAIL"),
+            portal_secret_arn: get("RECOUP_PORTAL_SECRET_ARN"),
         })
     }
 
@@ -282,7 +287,11 @@ pub async fn from_env() -> Result<App, ConfigError> {
     let webhooks_queue =
         settings.webhooks_queue_url.clone().map(|url| Arc::new(SqsSender::lazy(&config, url)) as Arc<dyn QueueSender>);
     let webhooks = Webhooks::new(UrlPolicy::PublicHttpsOnly, webhooks_queue);
-    Ok(App { services, charge_queue, psp_webhook_secrets, card_form, webhooks })
+    let portal_secrets = settings
+        .portal_secret_arn
+        .clone()
+        .map(|arn| Arc::new(crate::provider::SecretsManagerSecret::new(&config, arn)) as Arc<dyn SecretSource>);
+    Ok(App { services, charge_queue, psp_webhook_secrets, card_form, webhooks, portal_secrets })
 }
 
 /// Logs for CloudWatch, as Lambda's logging controls ask: JSON lines when

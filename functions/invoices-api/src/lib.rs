@@ -7,6 +7,7 @@ use recoup_lambda::App;
 use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, parse_money, route, routes_of, serve};
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod};
+use recoup_shared::domain::portal::{DEFAULT_LINK_TTL, MAX_LINK_TTL, PortalClaims, PortalRole, TokenKind, sign};
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport};
@@ -20,6 +21,7 @@ enum Op {
     ListCustomers,
     GetCustomer(CustomerId),
     SetCollectionMethod(CustomerId),
+    PortalSession,
     Issue,
     List,
     Get(InvoiceId),
@@ -33,7 +35,7 @@ fn invoice_id(p: &PathParams) -> Result<InvoiceId, Error> {
     p.id(0, "invoice", InvoiceId::parse)
 }
 
-const ENDPOINTS: [Endpoint<Op>; 11] = [
+const ENDPOINTS: [Endpoint<Op>; 12] = [
     Endpoint { route: route("POST", "/v1/customers"), op: |_| Ok(Op::CreateCustomer) },
     Endpoint { route: route("GET", "/v1/customers"), op: |_| Ok(Op::ListCustomers) },
     Endpoint {
@@ -44,6 +46,7 @@ const ENDPOINTS: [Endpoint<Op>; 11] = [
         route: route("POST", "/v1/customers/{id}/collection-method"),
         op: |p| Ok(Op::SetCollectionMethod(p.id(0, "customer", CustomerId::parse)?)),
     },
+    Endpoint { route: route("POST", "/v1/portal-sessions"), op: |_| Ok(Op::PortalSession) },
     Endpoint { route: route("POST", "/v1/invoices"), op: |_| Ok(Op::Issue) },
     Endpoint { route: route("GET", "/v1/invoices"), op: |_| Ok(Op::List) },
     Endpoint { route: route("GET", "/v1/invoices/{id}"), op: |p| Ok(Op::Get(invoice_id(p)?)) },
@@ -68,6 +71,18 @@ struct NewCustomer {
     /// How the customer's invoices are collected (default: charged to the card).
     #[serde(default)]
     collection_method: Option<CollectionMethod>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPortalSession {
+    customer_id: String,
+    /// `owner` (default) or `member` (bills only).
+    #[serde(default)]
+    role: Option<PortalRole>,
+    /// Seconds the link stays valid (default an hour, at most a week).
+    #[serde(default)]
+    expires_in: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +207,41 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
             let mut view = views::customer(&switched.customer);
             view["recovered_invoices"] = views::recovery(&switched.recovery);
             Ok(Reply::ok(view))
+        }
+        Op::PortalSession => {
+            call.require_merchant()?;
+            let body: NewPortalSession = call.json()?;
+            let bad_ttl = || {
+                Error::new(Code::InvalidRequest, "expires_in must be a whole number of seconds from 60 to 604800")
+                    .with("field", "expires_in")
+            };
+            let ttl = match body.expires_in {
+                None | Some(Value::Null) => DEFAULT_LINK_TTL,
+                Some(v) => {
+                    let whole = v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64);
+                    let secs = v.as_i64().or(whole).ok_or_else(bad_ttl)?;
+                    chrono::TimeDelta::try_seconds(secs)
+                        .filter(|t| *t >= chrono::TimeDelta::seconds(60) && *t <= MAX_LINK_TTL)
+                        .ok_or_else(bad_ttl)?
+                }
+            };
+            let customer = s.customer(&customer_id(&body.customer_id)?).await?;
+            let secrets = match &app.portal_secrets {
+                Some(source) => source.values().await.map_err(Error::unavailable)?,
+                None => return Err(Error::internal("RECOUP_PORTAL_SECRET_ARN is not set")),
+            };
+            let secret = secrets.first().ok_or_else(|| Error::internal("the portal signing secret is empty"))?;
+            let role = body.role.unwrap_or(PortalRole::Owner);
+            let expires_at = s.now() + ttl;
+            let claims = PortalClaims::new(TokenKind::Link, customer.id.clone(), role, expires_at);
+            let url = format!("{}/session?token={}", s.portal_url.trim_end_matches('/'), sign(secret, &claims));
+            Ok(Reply::created(json!({
+                "object": "portal_session",
+                "customer_id": customer.id,
+                "role": role,
+                "url": url,
+                "expires_at": views::time(expires_at),
+            })))
         }
         Op::Issue => {
             call.require_merchant()?;

@@ -1,5 +1,6 @@
 //! The customer's pages, on the HTTP API without the JWT authorizer (a browser navigates
-//! to them). For now one page: the hosted card form, `GET /portal/card-form`.
+//! to them): the billing portal (`GET /portal`, entered through a signed link at
+//! `GET /portal/session`: see [`pages`]) and the hosted card form, `GET /portal/card-form`.
 //!
 //! The card form is what a merchant's app opens (or frames) for a customer's owner to add
 //! a card, with the owner's bearer token in the URL's fragment
@@ -24,7 +25,10 @@ use recoup_lambda::http::{Route, error_response, route};
 use recoup_shared::error::{Code, Error};
 use serde_json::json;
 
-pub const ROUTES: &[Route] = &[route("GET", "/portal/card-form")];
+pub mod pages;
+
+pub const ROUTES: &[Route] =
+    &[route("GET", "/portal/card-form"), route("GET", "/portal"), route("GET", "/portal/session")];
 
 const PAGE: &str = include_str!("card_form.html");
 const SCRIPT: &str = include_str!("card_form.js");
@@ -89,6 +93,11 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send GET"));
         r.headers_mut().insert("allow", http::HeaderValue::from_static("GET, HEAD"));
         return r;
+    }
+    match req.uri().path().trim_end_matches('/') {
+        "/portal" => return pages::portal(app, &req).await,
+        "/portal/session" => return pages::open_session(app, &req).await,
+        _ => {}
     }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let body = render(&app.card_form, &nonce);

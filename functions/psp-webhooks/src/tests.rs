@@ -28,6 +28,7 @@ fn app_with(secrets: Option<&[&str]>) -> App {
         }),
         card_form: Default::default(),
         webhooks: Default::default(),
+        portal_secrets: None,
     }
 }
 

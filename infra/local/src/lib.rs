@@ -65,6 +65,14 @@ pub struct Local {
     clock_file: std::sync::Mutex<()>,
 }
 
+/// The local portal's signing key: derived from the JWT secret, never the secret itself.
+fn portal_secret(jwt_secret: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(jwt_secret.as_bytes()).expect("any key length");
+    mac.update(b"recoup portal links and sessions");
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn offset_file(dir: &Path) -> PathBuf {
     dir.join("clock-offset-ms")
 }
@@ -139,7 +147,17 @@ impl Local {
             recoup_shared::domain::webhook::UrlPolicy::AllowLoopback,
             Some(queues.webhooks.clone() as Arc<dyn recoup_shared::ports::messaging::QueueSender>),
         );
-        let app = App { services, charge_queue: Some(queues.charge.clone()), psp_webhook_secrets, card_form, webhooks };
+        // Portal links and sessions are signed with a key derived from the JWT secret.
+        let portal_secrets = Some(Arc::new(recoup_lambda::app::FixedSecrets(vec![portal_secret(&options.jwt_secret)]))
+            as Arc<dyn recoup_lambda::app::SecretSource>);
+        let app = App {
+            services,
+            charge_queue: Some(queues.charge.clone()),
+            psp_webhook_secrets,
+            card_form,
+            webhooks,
+            portal_secrets,
+        };
         Ok(Arc::new(Local {
             app,
             clock,

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod money;
 pub mod payment_method;
 pub mod policy;
+pub mod portal;
 pub mod subscription;
 pub mod webhook;
 

@@ -53,6 +53,9 @@ const STRIPE_CONDITION: &str = "UsesStripe";
 const STRIPE_KEY_PARAMETER: &str = "StripeApiKeySecretArn";
 const STRIPE_WEBHOOK_PARAMETER: &str = "StripeWebhookSecretArn";
 
+/// The template's own secret that signs billing portal links and sessions.
+const PORTAL_SECRET: &str = "PortalSigningSecret";
+
 fn secrets_needed(binary: &str) -> BTreeSet<String> {
     let mut needed = BTreeSet::new();
     if let Some(f) = recoup_functions::by_name(binary) {
@@ -61,6 +64,11 @@ fn secrets_needed(binary: &str) -> BTreeSet<String> {
         }
         if f.routes().iter().any(|r| r.path.starts_with("/v1/webhooks/")) {
             needed.insert(STRIPE_WEBHOOK_PARAMETER.to_owned());
+        }
+        // Portal links are signed where they are made (the portal-sessions route) and
+        // checked where they are opened (the portal's pages).
+        if f.routes().iter().any(|r| r.path == "/v1/portal-sessions" || r.path == "/portal/session") {
+            needed.insert(PORTAL_SECRET.to_owned());
         }
     }
     needed
@@ -131,6 +139,10 @@ pub fn check_iam(t: &Json) -> Problems {
                         let resources: Vec<Option<&str>> = listed.iter().map(reference).collect();
                         match resources.as_slice() {
                             [Some(p)] if condition.as_deref() == Some(STRIPE_CONDITION) => {
+                                secrets_read.insert((*p).to_owned());
+                            }
+                            // The portal's signing secret, made by the template itself.
+                            [Some(p)] if *p == PORTAL_SECRET && condition.is_none() => {
                                 secrets_read.insert((*p).to_owned());
                             }
                             _ => problems.push(format!(
