@@ -91,6 +91,7 @@ pub fn test_app(
         policy: DunningPolicy::default(),
         portal_url: "https://billing.example.com/portal".into(),
         merchant_email: None,
+        portal_links: None,
         card_turns: Default::default(),
     };
     TestApp { services, clock, published }

@@ -130,6 +130,7 @@ impl Topology {
             policy: DunningPolicy::default(),
             portal_url: "https://billing.example.com/portal".into(),
             merchant_email: None,
+            portal_links: None,
             card_turns: Default::default(),
         };
         let charge_queue = Arc::new(SqsSender::new(sqs.clone(), queues[routing::CHARGE_QUEUE].clone()));

@@ -104,6 +104,33 @@ pub trait SecretSource: Send + Sync {
     async fn values(&self) -> Result<Vec<String>, String>;
 }
 
+/// Billing portal links for emails, signed with the portal's secret: the owner's, good for
+/// a week (an email is read later than a page is opened).
+pub struct SignedPortalLinks {
+    pub secrets: Arc<dyn SecretSource>,
+    pub clock: Arc<dyn recoup_shared::time::Clock>,
+    /// The portal's URL (`RECOUP_PORTAL_URL`); links go to `<it>/session?token=`.
+    pub portal_url: String,
+}
+
+#[async_trait::async_trait]
+impl recoup_shared::ports::portal::PortalLinks for SignedPortalLinks {
+    async fn link_for(&self, customer: &recoup_shared::ids::CustomerId) -> Option<String> {
+        use recoup_shared::domain::portal::{MAX_LINK_TTL, PortalClaims, PortalRole, TokenKind, sign};
+        let secrets = match self.secrets.values().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "the portal signing secret could not be read; emails link the plain portal URL");
+                return None;
+            }
+        };
+        let secret = secrets.first()?;
+        let claims =
+            PortalClaims::new(TokenKind::Link, customer.clone(), PortalRole::Owner, self.clock.now() + MAX_LINK_TTL);
+        Some(format!("{}/session?token={}", self.portal_url.trim_end_matches('/'), sign(secret, &claims)))
+    }
+}
+
 /// Secrets given at start (the local product).
 pub struct FixedSecrets(pub Vec<String>);
 
@@ -235,6 +262,14 @@ pub async fn from_env_sending_email() -> Result<App, ConfigError> {
     use recoup_shared::mail::StoreMailer;
 
     let mut app = from_env().await?;
+    // Emails carry a signed link to the customer's billing page.
+    if let Some(secrets) = app.portal_secrets.clone() {
+        app.services.portal_links = Some(Arc::new(SignedPortalLinks {
+            secrets,
+            clock: app.services.clock.clone(),
+            portal_url: app.services.portal_url.clone(),
+        }));
+    }
     match Settings::from_env()?.email_sender {
         Some(sender) => {
             let transport = Arc::new(SesTransport::lazy(&sdk_config().await));
@@ -278,6 +313,7 @@ pub async fn from_env() -> Result<App, ConfigError> {
         policy: settings.policy,
         portal_url: settings.portal_url,
         merchant_email: settings.merchant_email,
+        portal_links: None,
         card_turns: Default::default(),
     };
     let psp_webhook_secrets = settings

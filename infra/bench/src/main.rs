@@ -133,6 +133,7 @@ async fn bench_on(backend: &str) -> Option<Bench> {
         policy: DunningPolicy::default(),
         portal_url: "https://billing.example.com/portal".into(),
         merchant_email: None,
+        portal_links: None,
         card_turns: Default::default(),
     };
     Some(Bench { services, clock, metrics, consumed, memory, published })

@@ -137,6 +137,7 @@ impl Local {
             policy: options.policy,
             portal_url: options.portal_url,
             merchant_email: options.merchant_email,
+            portal_links: None,
             card_turns: Default::default(),
         };
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
@@ -150,6 +151,15 @@ impl Local {
         // Portal links and sessions are signed with a key derived from the JWT secret.
         let portal_secrets = Some(Arc::new(recoup_lambda::app::FixedSecrets(vec![portal_secret(&options.jwt_secret)]))
             as Arc<dyn recoup_lambda::app::SecretSource>);
+        // Emails carry a signed link to the customer's billing page.
+        let mut services = services;
+        services.portal_links = portal_secrets.clone().map(|secrets| {
+            Arc::new(recoup_lambda::app::SignedPortalLinks {
+                secrets,
+                clock: services.clock.clone(),
+                portal_url: services.portal_url.clone(),
+            }) as Arc<dyn recoup_shared::ports::portal::PortalLinks>
+        });
         let app = App {
             services,
             charge_queue: Some(queues.charge.clone()),

@@ -75,6 +75,15 @@ async fn a_portal_link_opens_the_customers_billing_page() {
         .await;
     assert_eq!(failed.body["status"], "open");
 
+    // The payment-failed email links the billing page with a signed link of its own.
+    r.tick().await;
+    let emails = r.call("GET", "/v1/dev/emails", None, None, None).await.body;
+    let failed_email = emails["data"].as_array().unwrap().iter().find(|e| e["template"] == "payment_failed").cloned();
+    let body = failed_email.expect("a payment_failed email")["body"].as_str().unwrap().to_owned();
+    let emailed = body.split_whitespace().find(|w| w.contains("/portal/session?token=")).expect("a portal link");
+    let from_email = open(&r, emailed).await;
+    assert_eq!(get(&r, "/portal", Some(&from_email)).await.status, 200);
+
     let url = link(&r, &merchant, json!({"customer_id": cus})).await;
     assert!(url.starts_with("http://127.0.0.1:8080/portal/session?token="), "{url}");
     let cookie = open(&r, &url).await;

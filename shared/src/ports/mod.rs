@@ -8,11 +8,13 @@
 //! | [`messaging`] | `EventPublisher`, `QueueSender` | `aws::EventBridgePublisher`, `aws::SqsSender`; the local product's in-process bus and queues |
 //! | [`mailer`] | `Mailer` | `mail::StoreMailer` |
 //! | [`webhooks`] | `WebhookTransport` | `recoup_lambda::webhook_http::HttpTransport` |
+//! | [`portal`] | `PortalLinks` | `recoup_lambda::app::SignedPortalLinks` |
 //! | [`clock`] | `Clock` | `time::SystemClock`, `time::ManualClock`, `time::OffsetClock` |
 
 pub mod clock;
 pub mod gateway;
 pub mod mailer;
 pub mod messaging;
+pub mod portal;
 pub mod store;
 pub mod webhooks;

@@ -73,6 +73,8 @@ pub struct Services {
     pub portal_url: String,
     /// The merchant's own address: told when Recoup disables a failing webhook endpoint.
     pub merchant_email: Option<String>,
+    /// Signed links to a customer's billing page, for the emails (else `portal_url`).
+    pub portal_links: Option<Arc<dyn crate::ports::portal::PortalLinks>>,
     /// One claim or settle at a time per card in this process (see `card_locks`).
     pub card_turns: CardTurns,
 }

@@ -173,7 +173,11 @@ impl Services {
         let Some((template, mut values)) = self.email_for(event).await? else { return Ok(None) };
         let customer = self.repo.customer(customer_id).await?.ok_or_else(|| Error::not_found("customer"))?;
         values["customer_name"] = json!(customer.name.clone().unwrap_or_else(|| "there".to_owned()));
-        values["portal_url"] = json!(self.portal_url);
+        let link = match &self.portal_links {
+            Some(links) => links.link_for(customer_id).await,
+            None => None,
+        };
+        values["portal_url"] = json!(link.unwrap_or_else(|| self.portal_url.clone()));
         self.send_email(event, template, &values, Some(customer_id), customer.email.clone()).await.map(Some)
     }
 }

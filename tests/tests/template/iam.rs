@@ -67,7 +67,10 @@ fn secrets_needed(binary: &str) -> BTreeSet<String> {
         }
         // Portal links are signed where they are made (the portal-sessions route) and
         // checked where they are opened (the portal's pages).
-        if f.routes().iter().any(|r| r.path == "/v1/portal-sessions" || r.path == "/portal/session") {
+        // The notifier signs the links its emails carry.
+        if f.routes().iter().any(|r| r.path == "/v1/portal-sessions" || r.path == "/portal/session")
+            || binary == "notifier"
+        {
             needed.insert(PORTAL_SECRET.to_owned());
         }
     }
