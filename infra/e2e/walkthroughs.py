@@ -62,6 +62,26 @@ class Reply:
     body: object
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A browser's first step: see the redirect and its cookie, do not follow it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401, ANN001
+        return None
+
+
+def page(url: str, cookie: str | None = None) -> tuple[int, dict, str]:
+    """GET a page without following redirects: status, headers, body."""
+    request = urllib.request.Request(url, method="GET")
+    if cookie:
+        request.add_header("Cookie", cookie)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode("utf-8", errors="replace")
+
+
 class Api:
     """A client of the deployed HTTP API."""
 
@@ -201,6 +221,17 @@ class Walkthroughs:
                                    {"customer_id": bob, "amount": 500, "currency": "jpy"})
         check(declined["status"] == "open" and declined["transactions"][0]["error_type"] == "declined"
               and isinstance(declined.get("next_attempt_at"), str), "Bob's declined invoice", declined)
+
+        # The billing portal: a merchant's link opens a session; the page shows the bill.
+        session = self.api.expect(201, "POST", "/v1/portal-sessions", self.merchant, {"customer_id": cus})
+        token = session["url"].split("token=", 1)[1]
+        status, headers, _ = page(f"{self.api.base_url}/portal/session?token={token}")
+        cookie = headers.get("Set-Cookie") or headers.get("set-cookie") or ""
+        check(status == 303 and "HttpOnly" in cookie, "the portal link did not open a session", (status, headers))
+        status, _, body = page(f"{self.api.base_url}/portal", cookie.split(";", 1)[0])
+        check(status == 200 and "$25.00" in body and "Paid" in body, "the billing page", (status, body[:500]))
+        status, _, _ = page(f"{self.api.base_url}/portal/session?token={token[:-2]}00")
+        check(status == 401, "an altered portal link was not refused", status)
 
         # Each caller sees only its own customer's data.
         other = self.api.call("GET", f"/v1/invoices/{declined['id']}", owner)
