@@ -27,8 +27,14 @@ use serde_json::json;
 
 pub mod pages;
 
-pub const ROUTES: &[Route] =
-    &[route("GET", "/portal/card-form"), route("GET", "/portal"), route("GET", "/portal/session")];
+pub const ROUTES: &[Route] = &[
+    route("GET", "/portal/card-form"),
+    route("GET", "/portal"),
+    route("GET", "/portal/session"),
+    route("POST", "/portal/payment-methods/{id}/default"),
+    route("POST", "/portal/payment-methods/{id}/remove"),
+    route("POST", "/portal/invoices/{id}/pay"),
+];
 
 const PAGE: &str = include_str!("card_form.html");
 const SCRIPT: &str = include_str!("card_form.js");
@@ -89,6 +95,15 @@ fn html_attr(s: &str) -> String {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/');
+    if path.starts_with("/portal/payment-methods/") || path.starts_with("/portal/invoices/") {
+        if req.method() != http::Method::POST {
+            let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send POST"));
+            r.headers_mut().insert("allow", http::HeaderValue::from_static("POST"));
+            return r;
+        }
+        return pages::action(app, &req).await;
+    }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send GET"));
         r.headers_mut().insert("allow", http::HeaderValue::from_static("GET, HEAD"));

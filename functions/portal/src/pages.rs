@@ -9,14 +9,23 @@
 //! - `GET /portal`: the page for the session's customer; without a valid session, a 401
 //!   page.
 //!
+//! - `POST /portal/payment-methods/{id}/default`, `POST /portal/payment-methods/{id}/remove`,
+//!   `POST /portal/invoices/{id}/pay` ("Pay now", with the default card): the owner's
+//!   forms, each with the session's CSRF token; then back to `/portal` with a notice
+//!   (the removal rule's reason, or the decline as the customer may read it).
+//!
 //! Every page has a strict Content-Security-Policy: no script at all, its one style by
 //! nonce, forms to itself only, and no framing.
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_shared::domain::portal::{PortalClaims, PortalRole, SESSION_TTL, TokenKind, sign, verify};
+use recoup_shared::domain::decline::ErrorType;
+use recoup_shared::domain::invoice::AttemptTrigger;
+use recoup_shared::domain::portal::{PortalClaims, PortalRole, SESSION_TTL, TokenKind, csrf_token, sign, verify};
 use recoup_shared::domain::{InvoiceStatus, PaymentMethodStatus};
 use recoup_shared::error::Error;
+use recoup_shared::ids::{InvoiceId, PaymentMethodId};
+use recoup_shared::services::charging::{CardChoice, ChargeOutcome};
 use serde_json::{Value, json};
 
 pub const COOKIE: &str = "recoup_portal";
@@ -120,11 +129,124 @@ pub async fn open_session(app: &App, req: &Request) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Body::Empty))
 }
 
-/// The session a request carries, or the page that says why there is none.
-async fn session(app: &App, req: &Request) -> Result<PortalClaims, Response<Body>> {
+async fn session_and_secrets(app: &App, req: &Request) -> Result<(PortalClaims, Vec<String>), Response<Body>> {
     let secrets = secrets(app).await?;
     let value = cookie(req, COOKIE).ok_or_else(|| denied("You are not signed in to the billing page"))?;
-    verify(&secrets, value, TokenKind::Session, app.services.now()).map_err(|_| denied("Your session has ended"))
+    let claims = verify(&secrets, value, TokenKind::Session, app.services.now())
+        .map_err(|_| denied("Your session has ended"))?;
+    Ok((claims, secrets))
+}
+
+/// What a notice code (after an action) says to the customer.
+fn notice_text(code: &str, reason: Option<&str>) -> String {
+    match code {
+        "default_set" => "Your default card has been changed.".into(),
+        "removed" => "The card has been removed.".into(),
+        "paid" => "Thank you: the bill is paid.".into(),
+        "pending" => "Your bank has not answered yet; the bill will show Paid once it does.".into(),
+        "declined" => {
+            let advice = reason
+                .and_then(|r| ErrorType::ALL.into_iter().find(|t| t.as_str() == r))
+                .unwrap_or(ErrorType::Declined)
+                .for_customer()
+                .customer_advice();
+            format!("The payment did not go through. {advice}")
+        }
+        "default_payment_method" => {
+            "Your default card cannot be removed while you have other cards: make another card the default first."
+                .into()
+        }
+        "last_payment_method_with_active_subscription" => {
+            "Your only card cannot be removed while a subscription will bill again: add another card first.".into()
+        }
+        "pending_transactions" => "This card has a payment in progress: try again once it has completed.".into(),
+        "invoice_already_paid" => "This bill is already paid.".into(),
+        "charge_in_progress" => "A payment of this bill is already in progress.".into(),
+        "no_payment_method" => "Add a card first.".into(),
+        "payment_method_update_required" => "This card cannot pay this bill: add another card.".into(),
+        "network_retry_limit" => "Your card cannot be tried again just now: try later or add another card.".into(),
+        "customer_authentication_required" => {
+            "Your bank asks you to confirm this payment, which this page cannot do yet: contact us.".into()
+        }
+        _ => "That did not work. Try again, or contact us.".into(),
+    }
+}
+
+fn see_other(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(303)
+        .header("location", location)
+        .header("cache-control", "no-store")
+        .body(Body::Empty)
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn refused(message: &str) -> Response<Body> {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    html(403, format!("<!doctype html><html lang=\"en\"><title>Refused</title><p>{message}</p></html>"), &nonce)
+}
+
+/// `POST /portal/...`: an owner's form. Checks the session and its CSRF token, acts, and
+/// goes back to the page with a notice.
+pub async fn action(app: &App, req: &Request) -> Response<Body> {
+    let (session, secrets) = match session_and_secrets(app, req).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let body: &[u8] = req.body().as_ref();
+    let sent = form_field(body, "csrf").unwrap_or_default();
+    let expected = csrf_token(&secrets[0], &session);
+    let csrf_ok =
+        sent.len() == expected.len() && sent.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if !csrf_ok {
+        return refused("This form has expired: reload the page and try again.");
+    }
+    if session.role != PortalRole::Owner {
+        return refused("Only the account's owner manages payments.");
+    }
+    let s = &app.services;
+    let customer = &session.customer_id;
+    let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let outcome: Result<String, Error> = match parts.as_slice() {
+        ["portal", "payment-methods", id, verb @ ("default" | "remove")] => {
+            let Some(card) = PaymentMethodId::parse(id) else { return see_other("/portal?notice=not_found") };
+            if *verb == "default" {
+                s.set_default_payment_method(customer, &card).await.map(|_| "default_set".to_owned())
+            } else {
+                s.remove_payment_method(customer, &card).await.map(|()| "removed".to_owned())
+            }
+        }
+        ["portal", "invoices", id, "pay"] => {
+            let Some(invoice) = InvoiceId::parse(id) else { return see_other("/portal?notice=not_found") };
+            match s.invoice(&invoice).await {
+                Ok(inv) if inv.customer_id == *customer => s
+                    .charge_invoice(&invoice, CardChoice::Default, AttemptTrigger::Customer)
+                    .await
+                    .map(|report| match report.outcome {
+                        ChargeOutcome::Paid => "paid".to_owned(),
+                        ChargeOutcome::Pending => "pending".to_owned(),
+                        ChargeOutcome::Declined => {
+                            let reason = report.transaction.error_type().unwrap_or(ErrorType::Declined);
+                            format!("declined&reason={}", reason.for_customer().as_str())
+                        }
+                    }),
+                Ok(_) | Err(_) => return see_other("/portal?notice=not_found"),
+            }
+        }
+        _ => return denied("No such page"),
+    };
+    let notice = match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            e.log_at_edge("portal");
+            e.code.as_str().to_owned()
+        }
+    };
+    see_other(&format!("/portal?notice={notice}"))
 }
 
 fn status_label(status: InvoiceStatus, failed: bool) -> (&'static str, &'static str) {
@@ -147,7 +269,7 @@ fn card_label(status: PaymentMethodStatus) -> &'static str {
 }
 
 /// What the page shows for the session's customer.
-async fn page_values(app: &App, session: &PortalClaims) -> Result<Value, Error> {
+async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<Value, Error> {
     let s = &app.services;
     let customer = s.customer(&session.customer_id).await?;
     let invoices = s.list_invoices(&customer.id, 50, None).await?.items;
@@ -163,7 +285,10 @@ async fn page_values(app: &App, session: &PortalClaims) -> Result<Value, Error> 
                 }
                 InvoiceStatus::Paid | InvoiceStatus::Void | InvoiceStatus::Draft => None,
             };
+            let payable = matches!(inv.status(), InvoiceStatus::Open | InvoiceStatus::Error);
             json!({
+                "id": inv.id,
+                "payable": payable,
                 "date": inv.created_at.format("%Y-%m-%d").to_string(),
                 "description": inv.description,
                 "amount": inv.amount.for_people(),
@@ -180,6 +305,7 @@ async fn page_values(app: &App, session: &PortalClaims) -> Result<Value, Error> 
             .iter()
             .map(|c| {
                 json!({
+                    "id": c.method.id,
                     "brand": c.method.brand.as_str(),
                     "last4": c.method.last4,
                     "expiry": format!("{:02}/{}", c.method.expiry.month(), c.method.expiry.year()),
@@ -203,6 +329,7 @@ async fn page_values(app: &App, session: &PortalClaims) -> Result<Value, Error> 
     }
     Ok(json!({
         "email": customer.email,
+        "csrf": csrf_token(secret, session),
         "owner": owner,
         "invoices": invoices,
         "cards": cards,
@@ -212,12 +339,12 @@ async fn page_values(app: &App, session: &PortalClaims) -> Result<Value, Error> 
 
 /// `GET /portal`.
 pub async fn portal(app: &App, req: &Request) -> Response<Body> {
-    let session = match session(app, req).await {
+    let (session, secrets) = match session_and_secrets(app, req).await {
         Ok(s) => s,
         Err(page) => return page,
     };
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let mut values = match page_values(app, &session).await {
+    let mut values = match page_values(app, &session, &secrets[0]).await {
         Ok(v) => v,
         Err(e) => {
             e.log_at_edge("portal");
@@ -225,6 +352,10 @@ pub async fn portal(app: &App, req: &Request) -> Response<Body> {
         }
     };
     values["nonce"] = json!(nonce);
+    let query = req.uri().query().unwrap_or("");
+    if let Some(code) = query_param(query, "notice") {
+        values["notice"] = json!(notice_text(code, query_param(query, "reason")));
+    }
     match environment().get_template("portal.html").and_then(|t| t.render(&values)) {
         Ok(body) => html(200, body, &nonce),
         Err(e) => {

@@ -120,7 +120,8 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "portal",
-        calls_psp: false,
+        // "Pay now" charges; removing a card detaches it at the PSP.
+        calls_psp: true,
         trigger: Trigger::Http {
             routes: portal::ROUTES,
             handler: |app, req| Box::pin(portal::handle(app, req)),
@@ -268,7 +269,7 @@ mod tests {
         let calling: Vec<&str> = FUNCTIONS.iter().filter(|f| f.calls_psp).map(|f| f.name).collect();
         assert_eq!(
             calling,
-            ["payment-methods-api", "invoices-api", "subscriptions-api", "psp-webhooks", "charge-worker"]
+            ["payment-methods-api", "invoices-api", "subscriptions-api", "psp-webhooks", "portal", "charge-worker"]
         );
     }
 

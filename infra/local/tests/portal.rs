@@ -150,3 +150,97 @@ async fn forged_altered_expired_and_missing_links_get_a_401_page() {
         404
     );
 }
+
+/// The session's CSRF token, as the page's forms carry it.
+fn csrf(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + r#"name="csrf" value=""#.len();
+    page[at..at + 64].to_owned()
+}
+
+async fn post_form(r: &Runner, path: &str, cookie: &str, form: &str) -> Page {
+    let resp = browser()
+        .post(format!("{}{path}", r.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    Page { status, headers, body: resp.text().await.unwrap() }
+}
+
+/// Follows a form's redirect and answers the notice the page shows.
+async fn notice(r: &Runner, reply: &Page, cookie: &str) -> String {
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let location = reply.headers["location"].to_str().unwrap().to_owned();
+    let page = get(r, &location, Some(cookie)).await;
+    let at = page.body.find(r#"role="status">"#).expect("a notice") + r#"role="status">"#.len();
+    page.body[at..].split('<').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_owner_sets_the_default_card_removes_cards_under_the_rules_and_pays_a_failed_bill_once() {
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let (cus, owner, _) = r.customer(&merchant).await;
+    let good = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await.body;
+    r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_chargeCustomerFail", "set_default": true}))
+        .await;
+    let inv = r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 4200, "currency": "eur"})).await;
+    assert_eq!(inv.body["status"], "open");
+    let inv_id = inv.body["id"].as_str().unwrap().to_owned();
+
+    let cookie = open(&r, &link(&r, &merchant, json!({"customer_id": cus})).await).await;
+    let page = get(&r, "/portal", Some(&cookie)).await.body;
+    assert!(page.contains("€42.00") && page.contains(">Payment failed<") && page.contains("Pay now"));
+    let token = csrf(&page);
+
+    // Forms need the session's CSRF token, and the owner's session.
+    let forged = post_form(&r, &format!("/portal/invoices/{inv_id}/pay"), &cookie, "csrf=0").await;
+    assert_eq!(forged.status, 403);
+    let member = open(&r, &link(&r, &merchant, json!({"customer_id": cus, "role": "member"})).await).await;
+    let by_member = post_form(&r, &format!("/portal/invoices/{inv_id}/pay"), &member, &format!("csrf={token}")).await;
+    assert_eq!(by_member.status, 403, "another session's token, and a member's session");
+
+    // "Pay now" with the declining default card: the decline, as the customer may read it.
+    let declined = post_form(&r, &format!("/portal/invoices/{inv_id}/pay"), &cookie, &format!("csrf={token}")).await;
+    assert!(notice(&r, &declined, &cookie).await.starts_with("The payment did not go through."));
+
+    // The default card cannot be removed while another card exists: the rule's reason.
+    let default_id = r.get("/v1/payment-methods", &owner).await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["is_default"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused =
+        post_form(&r, &format!("/portal/payment-methods/{default_id}/remove"), &cookie, &format!("csrf={token}")).await;
+    assert!(notice(&r, &refused, &cookie).await.contains("default card cannot be removed"));
+
+    // The good card made the default; then two clicks on "Pay now" at once: one charge.
+    let good_id = good["id"].as_str().unwrap();
+    let set =
+        post_form(&r, &format!("/portal/payment-methods/{good_id}/default"), &cookie, &format!("csrf={token}")).await;
+    assert_eq!(notice(&r, &set, &cookie).await, "Your default card has been changed.");
+    let pay = format!("/portal/invoices/{inv_id}/pay");
+    let form = format!("csrf={token}");
+    let (a, b) = tokio::join!(post_form(&r, &pay, &cookie, &form), post_form(&r, &pay, &cookie, &form));
+    let notices = [notice(&r, &a, &cookie).await, notice(&r, &b, &cookie).await];
+    assert!(notices.iter().any(|n| n == "Thank you: the bill is paid."), "{notices:?}");
+    let paid = r.get(&format!("/v1/invoices/{inv_id}"), &owner).await.body;
+    assert_eq!(paid["status"], "paid");
+    let succeeded = paid["transactions"].as_array().unwrap().iter().filter(|t| t["status"] == "succeeded").count();
+    assert_eq!(succeeded, 1, "one charge for two clicks: {paid}");
+    let page = get(&r, "/portal", Some(&cookie)).await.body;
+    assert!(page.contains(">Paid<") && !page.contains("Pay now"));
+
+    // Now the declining card is not the default: it can be removed.
+    let removed =
+        post_form(&r, &format!("/portal/payment-methods/{default_id}/remove"), &cookie, &format!("csrf={token}")).await;
+    assert_eq!(notice(&r, &removed, &cookie).await, "The card has been removed.");
+}

@@ -51,10 +51,9 @@ pub fn queue_sent_to(binary: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Functions that never change state, so never publish events: the retry scheduler only
-/// reads the schedule index and enqueues; the notifier only records emails; the portal
-/// serves pages whose scripts call the API; the webhooks API manages endpoints, which are
-/// the merchant's configuration, not events.
-pub const NON_PUBLISHERS: [&str; 4] = ["retry-scheduler", "notifier", "portal", "webhooks-api"];
+/// reads the schedule index and enqueues; the notifier only records emails; the webhooks
+/// API manages endpoints, which are the merchant's configuration, not events.
+pub const NON_PUBLISHERS: [&str; 3] = ["retry-scheduler", "notifier", "webhooks-api"];
 
 /// Everything `DynamoStore` calls: `GetItem`, `BatchGetItem` (batched reads, an IAM action of
 /// its own), `Query`, `PutItem`, `DeleteItem`, and `TransactWriteItems`, which IAM
