@@ -203,6 +203,28 @@ pub fn parse_money(amount: &Value, currency: &str) -> Result<recoup_shared::doma
     Ok(recoup_shared::domain::money::Money::new(minor, currency)?)
 }
 
+/// An optional duration given in whole seconds (JSON may write 3600 as `3600.0`), between
+/// `min` and `max`; absent or `null` is `default`.
+pub fn seconds_field(
+    value: Option<&Value>,
+    field: &str,
+    (min, max): (chrono::TimeDelta, chrono::TimeDelta),
+    default: chrono::TimeDelta,
+) -> Result<chrono::TimeDelta, Error> {
+    let v = match value {
+        None | Some(Value::Null) => return Ok(default),
+        Some(v) => v,
+    };
+    let whole = v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64);
+    v.as_i64().or(whole).and_then(chrono::TimeDelta::try_seconds).filter(|t| *t >= min && *t <= max).ok_or_else(|| {
+        Error::new(
+            Code::InvalidRequest,
+            format!("{field} must be a whole number of seconds from {} to {}", min.num_seconds(), max.num_seconds()),
+        )
+        .with("field", field)
+    })
+}
+
 /// A successful response.
 pub struct Reply {
     pub status: u16,

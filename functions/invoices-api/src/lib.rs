@@ -4,7 +4,9 @@
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, parse_money, route, routes_of, serve};
+use recoup_lambda::http::{
+    Call, Caller, Endpoint, PathParams, Reply, Route, parse_money, route, routes_of, seconds_field, serve,
+};
 use recoup_lambda::views::{self, Audience};
 use recoup_shared::domain::invoice::{AttemptTrigger, CollectionMethod};
 use recoup_shared::domain::portal::{DEFAULT_LINK_TTL, MAX_LINK_TTL, PortalClaims, PortalRole, TokenKind, sign};
@@ -211,20 +213,8 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::PortalSession => {
             call.require_merchant()?;
             let body: NewPortalSession = call.json()?;
-            let bad_ttl = || {
-                Error::new(Code::InvalidRequest, "expires_in must be a whole number of seconds from 60 to 604800")
-                    .with("field", "expires_in")
-            };
-            let ttl = match body.expires_in {
-                None | Some(Value::Null) => DEFAULT_LINK_TTL,
-                Some(v) => {
-                    let whole = v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64);
-                    let secs = v.as_i64().or(whole).ok_or_else(bad_ttl)?;
-                    chrono::TimeDelta::try_seconds(secs)
-                        .filter(|t| *t >= chrono::TimeDelta::seconds(60) && *t <= MAX_LINK_TTL)
-                        .ok_or_else(bad_ttl)?
-                }
-            };
+            let range = (chrono::TimeDelta::seconds(60), MAX_LINK_TTL);
+            let ttl = seconds_field(body.expires_in.as_ref(), "expires_in", range, DEFAULT_LINK_TTL)?;
             let customer = s.customer(&customer_id(&body.customer_id)?).await?;
             let secrets = match &app.portal_secrets {
                 Some(source) => source.values().await.map_err(Error::unavailable)?,

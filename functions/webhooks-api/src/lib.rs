@@ -4,9 +4,9 @@
 
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
-use recoup_lambda::http::{Call, Endpoint, PathParams, Reply, Route, route, routes_of, serve};
+use recoup_lambda::http::{Call, Endpoint, PathParams, Reply, Route, route, routes_of, seconds_field, serve};
 use recoup_lambda::views;
-use recoup_shared::domain::webhook::{DEFAULT_ROLL_WINDOW, Delivery, WebhookEndpoint};
+use recoup_shared::domain::webhook::{DEFAULT_ROLL_WINDOW, Delivery, MAX_ROLL_WINDOW, WebhookEndpoint};
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{EventId, WebhookEndpointId};
 use recoup_shared::services::webhooks::{AttemptMessage, NewEndpoint};
@@ -141,17 +141,9 @@ async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
         Op::Enable(id, enabled) => Ok(Reply::ok(endpoint_view(&s.set_webhook_endpoint_enabled(&id, enabled).await?))),
         Op::RollSecret(id) => {
             let body: Roll = call.json()?;
-            let bad = || {
-                Error::new(Code::InvalidRequest, "expire_current_in must be a whole number of seconds from 0 to 604800")
-                    .with("field", "expire_current_in")
-            };
-            let window = match body.expire_current_in {
-                None | Some(Value::Null) => DEFAULT_ROLL_WINDOW,
-                Some(v) => {
-                    let whole = v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64);
-                    chrono::TimeDelta::try_seconds(v.as_i64().or(whole).ok_or_else(bad)?).ok_or_else(bad)?
-                }
-            };
+            let range = (chrono::TimeDelta::zero(), MAX_ROLL_WINDOW);
+            let window =
+                seconds_field(body.expire_current_in.as_ref(), "expire_current_in", range, DEFAULT_ROLL_WINDOW)?;
             let (endpoint, secret) = s.roll_webhook_secret(&id, window).await?;
             let mut view = endpoint_view(&endpoint);
             view["secret"] = json!(secret);
