@@ -25,6 +25,7 @@ use recoup_lambda::http::{Route, error_response, route};
 use recoup_shared::error::{Code, Error};
 use serde_json::json;
 
+mod html;
 pub mod pages;
 
 pub const ROUTES: &[Route] = &[

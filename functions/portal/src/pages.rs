@@ -30,19 +30,6 @@ use serde_json::{Value, json};
 
 pub const COOKIE: &str = "recoup_portal";
 
-const PAGE: &str = include_str!("portal.html");
-const DENIED: &str = include_str!("denied.html");
-
-fn environment() -> &'static minijinja::Environment<'static> {
-    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = minijinja::Environment::new();
-        env.add_template("portal.html", PAGE).expect("the portal page parses");
-        env.add_template("denied.html", DENIED).expect("the denied page parses");
-        env
-    })
-}
-
 fn csp(nonce: &str) -> String {
     format!(
         "default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; form-action 'self'; \
@@ -66,11 +53,7 @@ fn html(status: u16, body: String, nonce: &str) -> Response<Body> {
 /// The 401 page, saying why in words a customer understands.
 pub fn denied(reason: &str) -> Response<Body> {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let body = environment()
-        .get_template("denied.html")
-        .and_then(|t| t.render(json!({ "reason": reason })))
-        .unwrap_or_else(|_| "This link is not valid.".to_owned());
-    html(401, body, &nonce)
+    html(401, crate::html::denied(reason, &nonce), &nonce)
 }
 
 async fn secrets(app: &App) -> Result<Vec<String>, Response<Body>> {
@@ -187,7 +170,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 
 fn refused(message: &str) -> Response<Body> {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    html(403, format!("<!doctype html><html lang=\"en\"><title>Refused</title><p>{message}</p></html>"), &nonce)
+    html(403, crate::html::refused(message, &nonce), &nonce)
 }
 
 /// `POST /portal/...`: an owner's form. Checks the session and its CSRF token, acts, and
@@ -351,16 +334,9 @@ pub async fn portal(app: &App, req: &Request) -> Response<Body> {
             return denied("The billing page is not available right now");
         }
     };
-    values["nonce"] = json!(nonce);
     let query = req.uri().query().unwrap_or("");
     if let Some(code) = query_param(query, "notice") {
         values["notice"] = json!(notice_text(code, query_param(query, "reason")));
     }
-    match environment().get_template("portal.html").and_then(|t| t.render(&values)) {
-        Ok(body) => html(200, body, &nonce),
-        Err(e) => {
-            tracing::error!(error = %e, "the portal page did not render");
-            denied("The billing page is not available right now")
-        }
-    }
+    html(200, crate::html::portal(&values, &nonce), &nonce)
 }
