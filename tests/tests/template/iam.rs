@@ -139,7 +139,12 @@ pub fn check_iam(t: &Json) -> Problems {
                         }
                     } else if action == "secretsmanager:GetSecretValue" {
                         let listed = list(&statement["Resource"]);
-                        let resources: Vec<Option<&str>> = listed.iter().map(reference).collect();
+                        // The template's own secret by its ARN (`!GetAtt X.Id`: the ARN on
+                        // AWS and on ministack alike), a parameter's by `!Ref`.
+                        let portal = listed.len() == 1
+                            && get_att(&listed[0]).is_some_and(|(r, a)| r == PORTAL_SECRET && a == "Id");
+                        let resources: Vec<Option<&str>> =
+                            if portal { vec![Some(PORTAL_SECRET)] } else { listed.iter().map(reference).collect() };
                         match resources.as_slice() {
                             [Some(p)] if condition.as_deref() == Some(STRIPE_CONDITION) => {
                                 secrets_read.insert((*p).to_owned());
