@@ -62,26 +62,6 @@ class Reply:
     body: object
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A browser's first step: see the redirect and its cookie, do not follow it."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401, ANN001
-        return None
-
-
-def page(url: str, cookie: str | None = None) -> tuple[int, dict, str]:
-    """GET a page without following redirects: status, headers, body."""
-    request = urllib.request.Request(url, method="GET")
-    if cookie:
-        request.add_header("Cookie", cookie)
-    opener = urllib.request.build_opener(_NoRedirect)
-    try:
-        with opener.open(request, timeout=60) as resp:
-            return resp.status, dict(resp.headers), resp.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode("utf-8", errors="replace")
-
-
 class Api:
     """A client of the deployed HTTP API."""
 
@@ -164,41 +144,6 @@ class Walkthroughs:
         print("  the JWT authorizer refuses 5 kinds of bad token, lets a good one through, "
               "and leaves the card form and webhooks open", flush=True)
 
-    # -- merchant webhooks on the deployed stack --------------------------------------------
-
-    def a_webhook_endpoint_is_registered_and_private_addresses_are_refused(self) -> str:
-        """The deployed product refuses endpoints on this machine or the metadata service,
-        and takes a public https one. Returns its id (events after now reach it)."""
-        for url in ("https://127.0.0.1:9/hook", "https://169.254.169.254/latest", "http://hooks.example.com/x"):
-            reply = self.api.call("POST", "/v1/webhook-endpoints", self.merchant,
-                                  {"url": url, "enabled_events": ["invoice.paid"]})
-            check(reply.status == 400 and reply.body.get("code") in ("url_forbidden_address", "url_not_https"),
-                  f"the endpoint {url} was not refused", (reply.status, reply.body))
-        # A public name that resolves nowhere (.invalid): every attempt fails and is retried.
-        endpoint = self.api.expect(201, "POST", "/v1/webhook-endpoints", self.merchant,
-                                   {"url": "https://hooks.recoup.invalid/recoup", "enabled_events": ["invoice.paid"]})
-        check(endpoint["secret"].startswith("whsec_"), "the signing secret, shown once", endpoint)
-        return endpoint["id"]
-
-    def the_dispatcher_attempts_the_delivery_and_schedules_the_next(self, endpoint: str) -> None:
-        """The bus rule feeds the webhooks queue, the dispatcher function records the
-        attempt (the name does not resolve) and puts the next on the queue, delayed."""
-        path = f"/v1/webhook-endpoints/{endpoint}/deliveries"
-
-        def attempted() -> tuple[bool, str]:
-            log = self.api.expect(200, "GET", path, self.merchant)["data"]
-            done = bool(log) and log[0]["attempts"] >= 1 and log[0]["last_error"] is not None
-            return done, f"{len(log)} deliveries: {log[:1]}"
-
-        wait_for("the first webhook attempt", attempted, 120)
-        log = self.api.expect(200, "GET", path, self.merchant)["data"]
-        check(len(log) == 1 and log[0]["event_type"] == "invoice.paid" and log[0]["status"] == "pending"
-              and isinstance(log[0]["next_attempt_at"], str), "the delivery after a failed attempt", log)
-        # Deleted: its next attempt (a delayed message) finds no endpoint and ends.
-        self.api.expect(204, "DELETE", f"/v1/webhook-endpoints/{endpoint}", self.merchant)
-        print(f"  webhooks: private and plain-http endpoints refused; the dispatcher tried {endpoint} "
-              f"({log[0]['last_error'][:60]}), next attempt at {log[0]['next_attempt_at']}", flush=True)
-
     # -- walkthrough 1: a card, a paid invoice, a declined one ------------------------------
 
     def a_card_pays_an_invoice_and_a_decline_is_explained(self) -> str:
@@ -221,18 +166,6 @@ class Walkthroughs:
                                    {"customer_id": bob, "amount": 500, "currency": "jpy"})
         check(declined["status"] == "open" and declined["transactions"][0]["error_type"] == "declined"
               and isinstance(declined.get("next_attempt_at"), str), "Bob's declined invoice", declined)
-
-        # The billing portal: a merchant's link opens a session; the page shows the bill.
-        session = self.api.expect(201, "POST", "/v1/portal-sessions", self.merchant, {"customer_id": cus})
-        token = session["url"].split("token=", 1)[1]
-        status, headers, _ = page(f"{self.api.base_url}/portal/session?token={token}")
-        cookie = headers.get("Set-Cookie") or headers.get("set-cookie") or ""
-        check(status == 303 and "HttpOnly" in cookie, "the portal link did not open a session", (status, headers))
-        status, _, body = page(f"{self.api.base_url}/portal", cookie.split(";", 1)[0])
-        check(status == 200 and "$25.00" in body and "Paid" in body, "the billing page", (status, body[:500]))
-        altered = token[:-1] + ("a" if token[-1] != "a" else "b")
-        status, _, _ = page(f"{self.api.base_url}/portal/session?token={altered}")
-        check(status == 401, "an altered portal link was not refused", status)
 
         # Each caller sees only its own customer's data.
         other = self.api.call("GET", f"/v1/invoices/{declined['id']}", owner)
