@@ -3,6 +3,7 @@
 //! product builds the same `App` over the embedded store and calls the same handlers.
 
 pub mod app;
+pub mod cards;
 pub mod http;
 pub mod provider;
 pub mod routing;

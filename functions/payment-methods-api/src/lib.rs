@@ -3,13 +3,11 @@
 //! members are refused everything here.
 
 use lambda_http::{Body, Request, Response};
-use recoup_lambda::App;
+use recoup_lambda::{App, cards};
 use recoup_lambda::http::{Call, Caller, Endpoint, PathParams, Reply, Route, route, routes_of, serve};
 use recoup_lambda::views;
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, PaymentMethodId};
-use serde::Deserialize;
-use serde_json::json;
 
 /// What a request asks for, with its path parameters typed.
 enum Op {
@@ -38,58 +36,14 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     serve(app, &ENDPOINTS, req, dispatch).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Register {
-    /// The PSP's token for the card (`pm_...`), from its card form.
-    payment_method: String,
-    #[serde(default)]
-    set_default: bool,
-    /// The card setup the card form confirmed (`seti_...`, from
-    /// `POST /v1/payment-methods/setup-intents`): the PSP verified the card there, so it
-    /// is not verified again.
-    #[serde(default)]
-    setup_intent: Option<String>,
-}
-
 async fn dispatch(app: App, call: Call, op: Op) -> Result<Reply, Error> {
     let s = &app.services;
     match op {
-        Op::BeginSetup => {
-            let owner = call.require_owner()?;
-            let setup = s.begin_card_setup(owner).await?;
-            Ok(Reply::created(json!({
-                "id": setup.id,
-                "object": "setup_intent",
-                "customer_id": owner,
-                "client_secret": setup.client_secret,
-                "provider": app.card_form.provider,
-                "publishable_key": app.card_form.publishable_key,
-            })))
-        }
+        Op::BeginSetup => Ok(Reply::created(cards::begin_setup(&app, call.require_owner()?).await?)),
         Op::Register => {
             let owner = call.require_owner()?;
-            let body: Register = call.json()?;
-            let token = body.payment_method.trim();
-            if !token.starts_with("pm_") || token.len() > 255 {
-                return Err(Error::new(
-                    Code::InvalidPaymentMethod,
-                    "payment_method must be a payment method token (pm_...) from the payment provider",
-                )
-                .with("field", "payment_method"));
-            }
-            if body.setup_intent.as_deref().is_some_and(|s| s.trim().is_empty() || s.len() > 255) {
-                return Err(Error::new(Code::InvalidSetupIntent, "setup_intent must be a card setup id (seti_...)")
-                    .with("field", "setup_intent"));
-            }
-            let reg = match body.setup_intent.as_deref().map(str::trim) {
-                Some(setup) => s.register_set_up_card(owner, setup, token, body.set_default).await?,
-                None => s.register_payment_method(owner, token, body.set_default).await?,
-            };
-            let mut view = views::payment_method(&reg.card);
-            view["replaced"] = json!(reg.replaced);
-            view["recovered_invoices"] = views::recovery(&reg.recovery);
-            Ok(if reg.replaced { Reply::ok(view) } else { Reply::created(view) })
+            let (view, replaced) = cards::register(&app, owner, call.json()?).await?;
+            Ok(if replaced { Reply::ok(view) } else { Reply::created(view) })
         }
         Op::List => {
             let customer = match &call.caller {
