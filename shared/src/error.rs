@@ -95,6 +95,8 @@ codes! {
     LastPaymentMethodWithActiveSubscription = "last_payment_method_with_active_subscription", Conflict, "the only card, and a subscription will bill again";
     DefaultPaymentMethod = "default_payment_method", Conflict, "the default card, while other cards exist";
     WebhookEndpointDisabled = "webhook_endpoint_disabled", Conflict, "the webhook endpoint is disabled; enable it first";
+    InsufficientBalance = "insufficient_balance", Conflict, "the wallet's balance is less than the debit";
+    RefillInProgress = "refill_in_progress", Conflict, "a refill of the wallet is being collected; one at a time";
     IdempotencyKeyReused = "idempotency_key_reused", Unprocessable, "the key was used with a different request";
     /// Queue consumers only: never an HTTP answer.
     PoisonMessage = "poison_message", BadRequest, "a queue message that can never be processed; it goes to the dead-letter queue";

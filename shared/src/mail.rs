@@ -48,16 +48,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("card_updated.html", include_str!("../templates/emails/card_updated.html")),
     ("webhook_endpoint_disabled.txt", include_str!("../templates/emails/webhook_endpoint_disabled.txt")),
     ("webhook_endpoint_disabled.html", include_str!("../templates/emails/webhook_endpoint_disabled.html")),
+    ("auto_refill_disabled.txt", include_str!("../templates/emails/auto_refill_disabled.txt")),
+    ("auto_refill_disabled.html", include_str!("../templates/emails/auto_refill_disabled.html")),
 ];
 
 /// The emails there are templates for.
-pub const TEMPLATE_NAMES: [&str; 6] = [
+pub const TEMPLATE_NAMES: [&str; 7] = [
     "payment_failed",
     "invoice_errored",
     "payment_receipt",
     "card_expiring",
     "card_updated",
     "webhook_endpoint_disabled",
+    "auto_refill_disabled",
 ];
 
 fn environment() -> &'static minijinja::Environment<'static> {

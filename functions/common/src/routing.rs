@@ -37,6 +37,7 @@ pub const RULES: &[Rule] = &[
             "payment_method.attached",
             "payment_method.expiring",
             "webhook_endpoint.disabled",
+            "wallet.refill_failed",
         ],
         queue: NOTIFICATIONS_QUEUE,
     },

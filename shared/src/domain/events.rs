@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::card::CardBrand;
 use crate::domain::decline::{ErrorType, RetryClass};
-use crate::domain::money::Money;
+use crate::domain::money::{Currency, Money};
 use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, TransactionId, WebhookEndpointId};
 use crate::time::Timestamp;
 
@@ -168,11 +168,37 @@ pub enum EventPayload {
     /// Every delivery to the endpoint failed for days: Recoup disabled it.
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled { webhook_endpoint_id: WebhookEndpointId, url: String },
+    /// A refill was paid and credited to the wallet.
+    #[serde(rename = "wallet.refilled")]
+    WalletRefilled {
+        customer_id: CustomerId,
+        invoice_id: InvoiceId,
+        amount: Money,
+        /// The wallet's balance after the credit, in minor units of `amount`'s currency.
+        balance: i64,
+        automatic: bool,
+    },
+    /// A refill attempt was declined (or could not be made).
+    #[serde(rename = "wallet.refill_failed")]
+    WalletRefillFailed {
+        customer_id: CustomerId,
+        invoice_id: InvoiceId,
+        amount: Money,
+        automatic: bool,
+        error_type: Option<ErrorType>,
+        /// An automatic refill's next attempt; null when the refill has ended.
+        next_attempt_at: Option<Timestamp>,
+        /// Automatic refill was turned off: its schedule of attempts ended.
+        auto_refill_disabled: bool,
+    },
+    /// A debit took the balance under the automatic refill threshold.
+    #[serde(rename = "wallet.low_balance")]
+    WalletLowBalance { customer_id: CustomerId, currency: Currency, balance: i64, threshold: i64 },
 }
 
 impl EventPayload {
     /// Every event type, as routed on the bus and documented in `docs/events.md`.
-    pub const KINDS: [&'static str; 18] = [
+    pub const KINDS: [&'static str; 21] = [
         "invoice.created",
         "invoice.payment_failed",
         "invoice.paid",
@@ -191,6 +217,9 @@ impl EventPayload {
         "payment_method.expired",
         "webhook_endpoint.delivery_failed",
         "webhook_endpoint.disabled",
+        "wallet.refilled",
+        "wallet.refill_failed",
+        "wallet.low_balance",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -213,6 +242,9 @@ impl EventPayload {
             EventPayload::PaymentMethodExpired { .. } => "payment_method.expired",
             EventPayload::WebhookDeliveryFailed { .. } => "webhook_endpoint.delivery_failed",
             EventPayload::WebhookEndpointDisabled { .. } => "webhook_endpoint.disabled",
+            EventPayload::WalletRefilled { .. } => "wallet.refilled",
+            EventPayload::WalletRefillFailed { .. } => "wallet.refill_failed",
+            EventPayload::WalletLowBalance { .. } => "wallet.low_balance",
         }
     }
 
@@ -234,7 +266,10 @@ impl EventPayload {
             | EventPayload::PaymentMethodRemoved { customer_id, .. }
             | EventPayload::InvoiceDisputed { customer_id, .. }
             | EventPayload::PaymentMethodExpiring { customer_id, .. }
-            | EventPayload::PaymentMethodExpired { customer_id, .. } => Some(customer_id),
+            | EventPayload::PaymentMethodExpired { customer_id, .. }
+            | EventPayload::WalletRefilled { customer_id, .. }
+            | EventPayload::WalletRefillFailed { customer_id, .. }
+            | EventPayload::WalletLowBalance { customer_id, .. } => Some(customer_id),
             EventPayload::WebhookDeliveryFailed { .. } | EventPayload::WebhookEndpointDisabled { .. } => None,
         }
     }
@@ -259,7 +294,10 @@ impl EventPayload {
             | EventPayload::PaymentMethodExpiring { .. }
             | EventPayload::PaymentMethodExpired { .. }
             | EventPayload::WebhookDeliveryFailed { .. }
-            | EventPayload::WebhookEndpointDisabled { .. } => None,
+            | EventPayload::WebhookEndpointDisabled { .. }
+            | EventPayload::WalletRefilled { .. }
+            | EventPayload::WalletRefillFailed { .. }
+            | EventPayload::WalletLowBalance { .. } => None,
         }
     }
 }
@@ -267,7 +305,6 @@ impl EventPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::money::Currency;
     use crate::time::parse;
 
     #[test]

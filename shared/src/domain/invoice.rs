@@ -201,6 +201,10 @@ pub struct Invoice {
     /// The merchant's reference for a bank transfer marked as paid.
     #[serde(default)]
     out_of_band_reference: Option<String>,
+    /// A refill of the customer's wallet: paid, it credits the wallet (in the same
+    /// transaction); failed, it tells the wallet (see `domain::wallet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_refill: Option<crate::domain::wallet::RefillKind>,
 }
 
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -231,6 +235,7 @@ impl Invoice {
             first_failed_at: None,
             next_attempt_at: None,
             out_of_band_reference: None,
+            wallet_refill: None,
         };
         let event = EventPayload::InvoiceCreated {
             invoice_id: invoice.id.clone(),

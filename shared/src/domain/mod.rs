@@ -14,6 +14,7 @@ pub mod payment_method;
 pub mod policy;
 pub mod portal;
 pub mod subscription;
+pub mod wallet;
 pub mod webhook;
 
 pub use customer::Customer;

@@ -194,9 +194,35 @@ impl Money {
     /// The amount as a customer reads it: `$25.00`, `¥500`, `€1,234.50`, `1,250.000 KWD`.
     /// Digits are grouped by thousands; the minor unit follows the currency's exponent.
     pub fn for_people(&self) -> String {
-        let exp = u32::from(self.currency.exponent);
+        amount_for_people(self.amount, self.currency)
+    }
+}
+
+/// A decimal amount as people type it (`25`, `25.5`, `25.50`, `1,234.50`; `500` yen) in
+/// minor units of `currency`: `None` unless it is a plain non-negative number with no
+/// more decimals than the currency has. No float is involved.
+pub fn parse_for_people(text: &str, currency: Currency) -> Option<i64> {
+    let text: String = text.trim().chars().filter(|c| *c != ',').collect();
+    let exp = u32::from(currency.exponent);
+    let (major, minor) = match text.split_once('.') {
+        Some((m, f)) => (m, f),
+        None => (text.as_str(), ""),
+    };
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if major.is_empty() || !digits(major) || !digits(minor) || minor.len() > exp as usize || major.len() > 15 {
+        return None;
+    }
+    let unit = 10_i64.pow(exp);
+    let minor_units = if minor.is_empty() { 0 } else { minor.parse::<i64>().ok()? * 10_i64.pow(exp - minor.len() as u32) };
+    major.parse::<i64>().ok()?.checked_mul(unit)?.checked_add(minor_units)
+}
+
+/// [`Money::for_people`] for any amount, zero and negative ones included (a balance).
+pub fn amount_for_people(amount: i64, currency: Currency) -> String {
+    {
+        let exp = u32::from(currency.exponent);
         let unit = 10_i64.pow(exp);
-        let (major, minor) = (self.amount.abs() / unit, self.amount.abs() % unit);
+        let (major, minor) = (amount.abs() / unit, amount.abs() % unit);
         let digits = major.to_string();
         let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
         for (i, d) in digits.chars().enumerate() {
@@ -206,10 +232,10 @@ impl Money {
             grouped.push(d);
         }
         let number = if exp == 0 { grouped } else { format!("{grouped}.{minor:0width$}", width = exp as usize) };
-        let sign = if self.amount < 0 { "-" } else { "" };
-        match SYMBOLS.iter().find(|(code, _)| *code == self.currency.code()) {
+        let sign = if amount < 0 { "-" } else { "" };
+        match SYMBOLS.iter().find(|(code, _)| *code == currency.code()) {
             Some((_, symbol)) => format!("{sign}{symbol}{number}"),
-            None => format!("{sign}{number} {}", self.currency.code()),
+            None => format!("{sign}{number} {}", currency.code()),
         }
     }
 }
@@ -217,6 +243,22 @@ impl Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_people_type_become_minor_units_without_floats() {
+        let usd = Currency::parse("USD").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(parse_for_people("25", usd), Some(2500));
+        assert_eq!(parse_for_people(" 25.5 ", usd), Some(2550));
+        assert_eq!(parse_for_people("1,234.56", usd), Some(123_456));
+        assert_eq!(parse_for_people("0.1", usd), Some(10));
+        assert_eq!(parse_for_people("500", jpy), Some(500));
+        for bad in ["", "-5", "2.555", "1e3", "abc", ".5", "5.", "99999999999999999"] {
+            assert_eq!(parse_for_people(bad, usd), if bad == "5." { Some(500) } else { None }, "{bad:?}");
+        }
+        assert_eq!(parse_for_people("5.5", jpy), None, "yen has no decimals");
+        assert_eq!(amount_for_people(0, usd), "$0.00");
+    }
 
     #[test]
     fn amounts_for_people_follow_the_currency() {

@@ -333,7 +333,7 @@ impl Services {
                 let (tx, claim) =
                     match plan_charge(&inv, &card, Some(&ledger), status, trigger, self.now()).map_err(refusal)? {
                         ChargePlan::Attempt => self.claim(inv, &card, ledger, sub.as_ref(), trigger)?,
-                        ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger)?,
+                        ChargePlan::RecordExpired => self.record_expired(inv, &card, trigger).await?,
                     };
                 Ok(Decision::Commit(tx, (claim, turn)))
             })
@@ -383,7 +383,7 @@ impl Services {
     }
 
     /// An expired card: the attempt is recorded as failed without calling the PSP.
-    fn record_expired(
+    async fn record_expired(
         &self,
         mut inv: Versioned<Invoice>,
         card: &PaymentMethod,
@@ -391,8 +391,10 @@ impl Services {
     ) -> Result<(Tx, Claim)> {
         let now = self.now();
         let (txn, events) = inv.record_expired_card(&card.snapshot(), trigger, &self.policy, now)?;
+        let (events, wallet) = self.wallet_follows(&mut inv, events, now).await?;
         let mut tx = Tx::new();
         tx.save(&inv)?;
+        wallet.add_to(&mut tx)?;
         tx.emit(events, now)?;
         let report = ChargeReport {
             invoice: inv.into_inner(),
@@ -522,12 +524,14 @@ impl Services {
                     card_update = Some(pm);
                 }
 
+                let (events, wallet) = self.wallet_follows(&mut inv, events, now).await?;
                 let mut tx = Tx::new();
                 tx.save(&inv)?;
                 tx.save(&ledger)?;
                 if let Some(pm) = &card_update {
                     tx.save(pm)?;
                 }
+                wallet.add_to(&mut tx)?;
                 tx.emit(events, now)?;
                 let report_outcome = outcome_of(&settled);
                 let next_action = match outcome {
@@ -620,13 +624,15 @@ impl Services {
                     }
                     DueDecision::RecordExpired => {
                         let Some(card) = card else { return Err(Error::internal("expiry decided without a card")) };
-                        let (tx, claim) = self.record_expired(inv, &card, trigger)?;
+                        let (tx, claim) = self.record_expired(inv, &card, trigger).await?;
                         Decision::Commit(tx, DueStep::Claimed(Box::new(claim), turn))
                     }
                     DueDecision::Skip { next, reason } => {
                         let events = inv.reschedule(next, now)?;
+                        let (events, wallet) = self.wallet_follows(&mut inv, events, now).await?;
                         let mut tx = Tx::new();
                         tx.save(&inv)?;
+                        wallet.add_to(&mut tx)?;
                         tx.emit(events, now)?;
                         Decision::Commit(tx, DueStep::Done(DueOutcome::Skipped { next, reason }))
                     }

@@ -53,7 +53,7 @@ impl Services {
     async fn created_earlier(&self, earlier: &Created) -> Result<Customer> {
         match earlier {
             Created::Customer(id) => Ok(self.customer(id).await?.into_inner()),
-            Created::Invoice(_) | Created::Subscription(_) => Err(created_something_else("customer", earlier)),
+            Created::Invoice(_) | Created::Subscription(_) | Created::WalletEntry(_) => Err(created_something_else("customer", earlier)),
         }
     }
 

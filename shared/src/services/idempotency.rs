@@ -85,6 +85,8 @@ pub enum Created {
     Customer(CustomerId),
     Invoice(InvoiceId),
     Subscription(SubscriptionId),
+    /// A wallet debit: `<currency>:<entry number>`.
+    WalletEntry(String),
 }
 
 /// The mark a create writes with what it creates, in the same transaction: "request R

@@ -108,7 +108,7 @@ impl Services {
     async fn issued_earlier(&self, earlier: &Created) -> Result<Issued> {
         let id = match earlier {
             Created::Invoice(id) => id,
-            Created::Customer(_) | Created::Subscription(_) => return Err(created_something_else("invoice", earlier)),
+            Created::Customer(_) | Created::Subscription(_) | Created::WalletEntry(_) => return Err(created_something_else("invoice", earlier)),
         };
         let invoice = self.invoice(id).await?.into_inner();
         tracing::info!(invoice_id = %invoice.id, "invoice issue re-run: answered with the invoice already issued");
@@ -165,8 +165,10 @@ impl Services {
             let mut inv = self.invoice(id).await?;
             let now = self.now();
             let events = change(&mut inv, now)?;
+            let (events, wallet) = self.wallet_follows(&mut inv, events, now).await?;
             let mut tx = Tx::new();
             tx.save(&inv)?;
+            wallet.add_to(&mut tx)?;
             tx.emit(events, now)?;
             Ok(Decision::Commit(tx, inv.into_inner()))
         })

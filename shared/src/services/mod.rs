@@ -26,6 +26,7 @@ pub mod psp_events;
 pub mod reminders;
 pub mod scheduler;
 pub mod subscriptions;
+pub mod wallet;
 pub mod webhooks;
 
 use crate::ports::messaging::EventPublisher;

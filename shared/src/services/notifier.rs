@@ -41,6 +41,16 @@ fn brand_name(brand: crate::domain::card::CardBrand) -> String {
 impl Services {
     /// The template and its values an event calls for, if any.
     async fn email_for(&self, event: &Event) -> Result<Option<(&'static str, Value)>> {
+        // A wallet refill's own events speak for it: not the invoice's.
+        if let Some(id) = event.payload.invoice_id()
+            && matches!(
+                event.payload,
+                EventPayload::InvoicePaymentFailed { .. } | EventPayload::InvoiceErrored { .. } | EventPayload::InvoicePaid { .. }
+            )
+            && self.repo.invoice(id).await?.is_some_and(|inv| inv.wallet_refill.is_some())
+        {
+            return Ok(None);
+        }
         Ok(Some(match &event.payload {
             EventPayload::InvoicePaymentFailed {
                 invoice_id,
@@ -122,7 +132,19 @@ impl Services {
             | EventPayload::SubscriptionCanceled { .. }
             | EventPayload::PaymentMethodRemoved { .. }
             | EventPayload::PaymentMethodExpired { .. }
-            | EventPayload::WebhookDeliveryFailed { .. } => return Ok(None),
+            | EventPayload::WebhookDeliveryFailed { .. }
+            | EventPayload::WalletRefilled { .. }
+            | EventPayload::WalletLowBalance { .. } => return Ok(None),
+            EventPayload::WalletRefillFailed { amount, error_type, auto_refill_disabled, .. } => {
+                if !auto_refill_disabled {
+                    return Ok(None);
+                }
+                let values = json!({
+                    "amount": amount.for_people(),
+                    "reason": error_type.map_or("Please add a card.", |t| t.for_customer().customer_advice()),
+                });
+                ("auto_refill_disabled", values)
+            }
             // The merchant's, sent by `notify_merchant`.
             EventPayload::WebhookEndpointDisabled { .. } => return Ok(None),
         }))

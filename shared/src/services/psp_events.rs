@@ -332,6 +332,10 @@ impl Services {
             let mut tx = Tx::new();
             let settled = match inv.record_late_success(txn_id, charge_id.to_owned(), now)? {
                 LateSuccess::Paid(events) => {
+                    // A late-approved refill credits its wallet (a voided one was refunded
+                    // for: see ChargedTwice).
+                    let (events, wallet) = self.wallet_follows(&mut inv, events, now).await?;
+                    wallet.add_to(&mut tx)?;
                     tx.emit(events, now)?;
                     Settled::LateApproval
                 }

@@ -140,7 +140,9 @@ impl Services {
     ) -> Result<(Subscription, std::result::Result<ChargeReport, Error>)> {
         let id = match earlier {
             Created::Subscription(id) => id,
-            Created::Customer(_) | Created::Invoice(_) => return Err(created_something_else("subscription", earlier)),
+            Created::Customer(_) | Created::Invoice(_) | Created::WalletEntry(_) => {
+                return Err(created_something_else("subscription", earlier));
+            }
         };
         let sub = self.subscription(id).await?.into_inner();
         tracing::info!(subscription_id = %sub.id, "subscription start re-run: answered with the subscription already started");

@@ -90,6 +90,31 @@ pub fn webhook_delivery(endpoint: &WebhookEndpointId, event: &EventId) -> Key {
     Key::new(webhook_partition(endpoint), format!("{DELIVERY_PREFIX}{event}"))
 }
 
+/// A customer's wallet in one currency; its ledger entries share its partition.
+pub fn wallet(customer: &CustomerId, currency: &str) -> Key {
+    Key::new(wallet_partition(customer, currency), "WALLET")
+}
+
+pub fn wallet_partition(customer: &CustomerId, currency: &str) -> String {
+    format!("WAL#{customer}#{currency}")
+}
+
+pub const WALLET_ENTRY_PREFIX: &str = "ENTRY#";
+
+/// Entry `number` of a wallet's ledger (zero-padded, so the sort key orders them).
+pub fn wallet_entry(customer: &CustomerId, currency: &str, number: u64) -> Key {
+    Key::new(wallet_partition(customer, currency), format!("{WALLET_ENTRY_PREFIX}{number:012}"))
+}
+
+/// GSI1 entry listing a customer's wallets (one per currency).
+pub fn wallet_listing(customer: &CustomerId, currency: &str) -> IndexKey {
+    IndexKey::new(format!("WALLETS#{customer}"), currency)
+}
+
+pub fn customer_wallets(customer: &CustomerId) -> String {
+    format!("WALLETS#{customer}")
+}
+
 /// A payment-provider adapter's own records (the sandbox's tokens and charges, Stripe
 /// customer ids) live in their own key space.
 pub fn psp(kind: &str, id: &str) -> Key {

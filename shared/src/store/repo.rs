@@ -15,6 +15,7 @@ use super::{
 };
 use crate::domain::card::Fingerprint;
 use crate::domain::events::{Event, EventPayload};
+use crate::domain::wallet::{Wallet, WalletEntry};
 use crate::domain::webhook::{Delivery, WebhookEndpoint};
 use crate::domain::{CardLedger, Customer, Invoice, PaymentMethod, Subscription};
 use crate::ids::{CustomerId, EventId, InvoiceId, PaymentMethodId, SubscriptionId, WebhookEndpointId};
@@ -481,7 +482,60 @@ impl Entity for Delivery {
     }
 }
 
+impl Entity for Wallet {
+    const KIND: &'static str = "wallet";
+    fn key(&self) -> Key {
+        keys::wallet(&self.customer_id, self.currency.code())
+    }
+    fn index_keys(&self) -> IndexKeys {
+        IndexKeys::default().with(Index::Gsi1, Some(keys::wallet_listing(&self.customer_id, self.currency.code())))
+    }
+}
+
+impl Entity for WalletEntry {
+    const KIND: &'static str = "wallet_entry";
+    fn key(&self) -> Key {
+        keys::wallet_entry(&self.customer_id, self.currency.code(), self.number)
+    }
+}
+
 impl Repo {
+    pub async fn wallet(&self, customer: &CustomerId, currency: &str) -> Result<Option<Versioned<Wallet>>, StoreError> {
+        self.load(&keys::wallet(customer, currency)).await
+    }
+
+    pub async fn wallet_entry(
+        &self,
+        customer: &CustomerId,
+        currency: &str,
+        number: u64,
+    ) -> Result<Option<Versioned<WalletEntry>>, StoreError> {
+        self.load(&keys::wallet_entry(customer, currency, number)).await
+    }
+
+    /// A customer's wallets, one per currency.
+    pub async fn wallets(&self, customer: &CustomerId) -> Result<Vec<Versioned<Wallet>>, StoreError> {
+        self.query_all(Query::index(Index::Gsi1, keys::customer_wallets(customer), SortKeyRange::All)).await
+    }
+
+    /// A wallet's ledger, newest entry first.
+    pub async fn wallet_entries(
+        &self,
+        customer: &CustomerId,
+        currency: &str,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<Listing<WalletEntry>, StoreError> {
+        let q = Query::table(
+            keys::wallet_partition(customer, currency),
+            SortKeyRange::BeginsWith(keys::WALLET_ENTRY_PREFIX.into()),
+        )
+        .descending()
+        .limit(limit)
+        .after(after);
+        self.listing(q).await
+    }
+
     /// Every saved card that expires at the end of `month` of `year` (the index is
     /// eventually consistent: re-read a card before acting on it).
     pub async fn cards_expiring(&self, year: u16, month: u8) -> Result<Vec<Versioned<PaymentMethod>>, StoreError> {
