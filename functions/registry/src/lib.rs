@@ -140,6 +140,16 @@ pub const FUNCTIONS: &[Function] = &[
         },
     },
     Function {
+        name: "wallet-api",
+        // A refill charges a card (and a debit may start an automatic one).
+        calls_psp: true,
+        trigger: Trigger::Http {
+            routes: wallet_api::ROUTES,
+            handler: |app, req| Box::pin(wallet_api::handle(app, req)),
+            authorizer: Authorizer::Jwt,
+        },
+    },
+    Function {
         name: "charge-worker",
         calls_psp: true,
         trigger: Trigger::Queue {
