@@ -18,10 +18,19 @@
     message.className = kind || "";
   }
 
-  async function api(path, body) {
-    const response = await fetch(path, {
+  // From the billing page, the session cookie and the page's CSRF token authenticate the
+  // calls; from the merchant's app, the owner's bearer token.
+  async function api(url, body) {
+    const headers = { "content-type": "application/json" };
+    if (config.csrf) {
+      headers["x-recoup-csrf"] = config.csrf;
+    } else {
+      headers["authorization"] = "Bearer " + token;
+    }
+    const response = await fetch(url, {
       method: "POST",
-      headers: { "authorization": "Bearer " + token, "content-type": "application/json" },
+      credentials: "same-origin",
+      headers: headers,
       body: JSON.stringify(body),
     });
     const answer = await response.json().catch(() => ({}));
@@ -40,7 +49,7 @@
   }
 
   async function register(paymentMethod, setupIntent) {
-    const saved = await api("/v1/payment-methods", {
+    const saved = await api(config.register_url, {
       payment_method: paymentMethod,
       setup_intent: setupIntent,
       set_default: document.getElementById("set-default").checked,
@@ -98,11 +107,11 @@
   }
 
   async function begin() {
-    setup = await api("/v1/payment-methods/setup-intents", {});
+    setup = await api(config.setup_url, {});
   }
 
   async function start() {
-    if (!token) {
+    if (!token && !config.csrf) {
       say("This page needs a token: open it from your account.", "error");
       return;
     }

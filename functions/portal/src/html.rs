@@ -37,6 +37,11 @@ table { width: 100%; border-collapse: collapse; } th, td { text-align: left; pad
 .reason { color: #555; font-size: 14px; }
 .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
 form { display: inline; } button { font: inherit; padding: 4px 10px; margin: 2px 0; cursor: pointer; }
+form.stack { display: block; max-width: 360px; } form.stack label { display: block; margin: 8px 0 4px; }
+form.stack input:not([type=checkbox]), form.stack select { font: inherit; width: 100%; box-sizing: border-box; padding: 6px; }
+form.stack button { margin-top: 12px; } form.stack label.check { display: flex; gap: 8px; align-items: center; }
+h3 { font-size: 16px; margin: 20px 0 0; }
+:focus-visible { outline: 3px solid #1d4ed8; outline-offset: 2px; }
 @media (max-width: 600px) { th.wide, td.wide { display: none; } }
 ";
 
@@ -52,7 +57,7 @@ fn form(action: &str, csrf: &str, label: &str, button: &str) -> String {
 
 fn document(title: &str, nonce: &str, body: &str) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style nonce=\"{}\">{STYLE}</style>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n",
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<link rel=\"icon\" href=\"data:,\">\n<title>{}</title>\n<style nonce=\"{}\">{STYLE}</style>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         esc(title),
         esc(nonce)
     )
@@ -62,6 +67,7 @@ fn document(title: &str, nonce: &str, body: &str) -> String {
 pub fn portal(v: &Value, nonce: &str) -> String {
     let owner = v["owner"].as_bool().unwrap_or(false);
     let csrf = v["csrf"].as_str().unwrap_or_default();
+    let base = v["base"].as_str().unwrap_or_default();
     let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
     let mut b = String::new();
     b.push_str("<h1>Billing &amp; Plans</h1>\n");
@@ -107,7 +113,7 @@ pub fn portal(v: &Value, nonce: &str) -> String {
             if owner {
                 b.push_str("<td>");
                 if i["payable"].as_bool().unwrap_or(false) {
-                    let action = format!("/portal/invoices/{}/pay", i["id"].as_str().unwrap_or_default());
+                    let action = format!("{base}/portal/invoices/{}/pay", i["id"].as_str().unwrap_or_default());
                     let label = format!("Pay {} now", i["amount"].as_str().unwrap_or_default());
                     b.push_str(&form(&action, csrf, &label, "Pay now"));
                 }
@@ -144,15 +150,20 @@ pub fn portal(v: &Value, nonce: &str) -> String {
                 ));
                 if !is_default {
                     let label = format!("Make the {brand} card ending {last4} the default");
-                    b.push_str(&form(&format!("/portal/payment-methods/{id}/default"), csrf, &label, "Make default"));
+                    b.push_str(&form(&format!("{base}/portal/payment-methods/{id}/default"), csrf, &label, "Make default"));
                 }
                 let label = format!("Remove the {brand} card ending {last4}");
-                b.push_str(&form(&format!("/portal/payment-methods/{id}/remove"), csrf, &label, "Remove"));
+                b.push_str(&form(&format!("{base}/portal/payment-methods/{id}/remove"), csrf, &label, "Remove"));
                 b.push_str("</td></tr>\n");
             }
             b.push_str("</tbody>\n</table>\n");
         }
+        b.push_str(&format!("<p><a id=\"add-card\" href=\"{}/portal/card-form\">Add a card</a></p>\n", esc(base)));
         b.push_str("</section>\n");
+    }
+
+    if owner {
+        b.push_str(&wallet(v, base, csrf));
     }
 
     let subscriptions = list("subscriptions");
@@ -170,6 +181,77 @@ pub fn portal(v: &Value, nonce: &str) -> String {
         b.push_str("</tbody>\n</table>\n</section>\n");
     }
     document("Billing & Plans", nonce, &b)
+}
+
+/// The wallet: balances, a refill with a chosen card, and automatic refill.
+fn wallet(v: &Value, base: &str, csrf: &str) -> String {
+    let wallets = v["wallets"].as_array().cloned().unwrap_or_default();
+    let cards = v["cards"].as_array().cloned().unwrap_or_default();
+    let currency = v["currency"].as_str().unwrap_or("USD");
+    let hidden = |name: &str, value: &str| format!(r#"<input type="hidden" name="{}" value="{}">"#, esc(name), esc(value));
+    let mut b = String::from("<section aria-labelledby=\"wallet\">\n<h2 id=\"wallet\">Wallet</h2>\n");
+    if wallets.is_empty() {
+        b.push_str(&format!("<p>Balance: <strong class=\"balance\" data-currency=\"{}\">none yet</strong></p>\n", esc(currency)));
+    }
+    for w in &wallets {
+        b.push_str(&format!(
+            "<p>Balance: <strong class=\"balance\" data-currency=\"{}\">{}</strong>{}</p>\n",
+            text(&w["currency"]),
+            text(&w["balance"]),
+            if w["refill_in_progress"].as_bool().unwrap_or(false) { " <span class=\"badge\">Refill in progress</span>" } else { "" }
+        ));
+    }
+    if cards.is_empty() {
+        b.push_str("<p>Add a card to refill your wallet.</p>\n");
+    } else {
+        b.push_str(&format!(r#"<form class="stack" method="post" action="{}/portal/wallet/refill">"#, esc(base)));
+        b.push_str(&hidden("csrf", csrf));
+        b.push_str(&hidden("key", v["refill_key"].as_str().unwrap_or_default()));
+        b.push_str(&hidden("currency", currency));
+        b.push_str(&format!(
+            "<label for=\"refill-amount\">Amount ({})</label><input id=\"refill-amount\" name=\"amount\" inputmode=\"decimal\" autocomplete=\"off\" required>",
+            esc(currency)
+        ));
+        b.push_str("<label for=\"refill-card\">Card</label><select id=\"refill-card\" name=\"payment_method\">");
+        for c in &cards {
+            let label = format!(
+                "{} ending {}{}",
+                c["brand"].as_str().unwrap_or_default(),
+                c["last4"].as_str().unwrap_or_default(),
+                if c["is_default"].as_bool().unwrap_or(false) { " (default)" } else { "" }
+            );
+            let selected = if c["is_default"].as_bool().unwrap_or(false) { " selected" } else { "" };
+            b.push_str(&format!("<option value=\"{}\"{selected}>{}</option>", text(&c["id"]), esc(&label)));
+        }
+        b.push_str("</select><button type=\"submit\">Refill</button></form>\n");
+    }
+    let auto = wallets.iter().find(|w| w["currency"] == currency).map(|w| w["auto_refill"].clone()).unwrap_or(Value::Null);
+    let enabled = auto["enabled"].as_bool().unwrap_or(false);
+    if auto["disabled"].as_bool().unwrap_or(false) && !enabled {
+        b.push_str("<p class=\"banner\" role=\"alert\">Automatic refill was turned off because the card was declined. Update your card and turn it back on.</p>\n");
+    }
+    b.push_str(&format!(
+        "<h3>Automatic refill</h3>\n<form class=\"stack\" method=\"post\" action=\"{}/portal/wallet/auto-refill\">",
+        esc(base)
+    ));
+    b.push_str(&hidden("csrf", csrf));
+    b.push_str(&hidden("currency", currency));
+    b.push_str(&format!(
+        "<label class=\"check\"><input type=\"checkbox\" id=\"auto-enabled\" name=\"enabled\"{}> Refill automatically from my default card</label>",
+        if enabled { " checked" } else { "" }
+    ));
+    b.push_str(&format!(
+        "<label for=\"auto-threshold\">When the balance falls under ({})</label><input id=\"auto-threshold\" name=\"threshold\" inputmode=\"decimal\" value=\"{}\">",
+        esc(currency),
+        text(&auto["threshold"])
+    ));
+    b.push_str(&format!(
+        "<label for=\"auto-amount\">Add ({})</label><input id=\"auto-amount\" name=\"amount\" inputmode=\"decimal\" value=\"{}\">",
+        esc(currency),
+        text(&auto["amount"])
+    ));
+    b.push_str("<button type=\"submit\">Save automatic refill</button></form>\n</section>\n");
+    b
 }
 
 /// The page that says why there is no billing page for this request.

@@ -21,7 +21,7 @@
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
 use recoup_lambda::app::CardForm;
-use recoup_lambda::http::{Route, error_response, route};
+use recoup_lambda::http::{Route, error_response, route, route_path, stage_prefix};
 use recoup_shared::error::{Code, Error};
 use serde_json::json;
 
@@ -35,7 +35,17 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/portal/payment-methods/{id}/default"),
     route("POST", "/portal/payment-methods/{id}/remove"),
     route("POST", "/portal/invoices/{id}/pay"),
+    route("POST", "/portal/wallet/refill"),
+    route("POST", "/portal/wallet/auto-refill"),
+    route("POST", SESSION_SETUP),
+    route("POST", SESSION_REGISTER),
 ];
+
+/// The card form's calls in a billing-page session (JSON; the cookie and the CSRF token in
+/// `x-recoup-csrf`), the session's counterparts of `POST /v1/payment-methods/setup-intents`
+/// and `POST /v1/payment-methods`.
+pub const SESSION_SETUP: &str = "/portal/card-form/setup-intents";
+pub const SESSION_REGISTER: &str = "/portal/card-form/payment-methods";
 
 const PAGE: &str = include_str!("card_form.html");
 const SCRIPT: &str = include_str!("card_form.js");
@@ -72,12 +82,34 @@ pub fn content_security_policy(form: &CardForm, nonce: &str) -> String {
     )
 }
 
-/// The page for this configuration, with its nonce.
-pub fn render(form: &CardForm, nonce: &str) -> String {
+/// Who the card form works for: the owner of a billing-page session (cookie and CSRF
+/// token), or whoever holds an owner's bearer token in the fragment.
+pub enum FormAuth {
+    Bearer,
+    Session { csrf: String },
+}
+
+/// The page for this configuration, with its nonce. `base` is the stage prefix every path
+/// the browser is given starts with.
+pub fn render(form: &CardForm, nonce: &str, base: &str, auth: &FormAuth) -> String {
+    let (setup_url, register_url, csrf, back) = match auth {
+        FormAuth::Bearer => {
+            (format!("{base}/v1/payment-methods/setup-intents"), format!("{base}/v1/payment-methods"), None, String::new())
+        }
+        FormAuth::Session { csrf } => (
+            format!("{base}{SESSION_SETUP}"),
+            format!("{base}{SESSION_REGISTER}"),
+            Some(csrf.as_str()),
+            format!(r#"<p><a id="back" href="{}/portal">Back to your billing page</a></p>"#, html_attr(base)),
+        ),
+    };
     let config = json!({
         "provider": form.provider,
         "publishable_key": form.publishable_key,
         "sandbox_tokenize_url": form.sandbox_tokenize_url,
+        "setup_url": setup_url,
+        "register_url": register_url,
+        "csrf": csrf,
     });
     // JSON inside <script>: no `<` may close the element early.
     let config = config.to_string().replace('<', "\\u003c");
@@ -88,6 +120,7 @@ pub fn render(form: &CardForm, nonce: &str) -> String {
     PAGE.replace("{{nonce}}", nonce)
         .replace("{{config}}", &config)
         .replace("{{stripe_js}}", &stripe_js)
+        .replace("{{back}}", &back)
         .replace("{{script}}", SCRIPT)
 }
 
@@ -96,27 +129,47 @@ fn html_attr(s: &str) -> String {
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    let path = req.uri().path().trim_end_matches('/');
-    if path.starts_with("/portal/payment-methods/") || path.starts_with("/portal/invoices/") {
+    // Routes never carry an API Gateway stage; what the browser is sent back to does.
+    let path = route_path(&req);
+    let base = stage_prefix(&req);
+    let path = path.trim_end_matches('/');
+    if path == SESSION_SETUP || path == SESSION_REGISTER {
         if req.method() != http::Method::POST {
             let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send POST"));
             r.headers_mut().insert("allow", http::HeaderValue::from_static("POST"));
             return r;
         }
-        return pages::action(app, &req).await;
+        return pages::card_call(app, &req, path == SESSION_SETUP).await;
+    }
+    if path.starts_with("/portal/payment-methods/")
+        || path.starts_with("/portal/invoices/")
+        || path.starts_with("/portal/wallet/")
+    {
+        if req.method() != http::Method::POST {
+            let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send POST"));
+            r.headers_mut().insert("allow", http::HeaderValue::from_static("POST"));
+            return r;
+        }
+        return pages::action(app, &req, path, &base).await;
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         let mut r = error_response(&Error::new(Code::MethodNotAllowed, "send GET"));
         r.headers_mut().insert("allow", http::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    match req.uri().path().trim_end_matches('/') {
-        "/portal" => return pages::portal(app, &req).await,
-        "/portal/session" => return pages::open_session(app, &req).await,
+    match path {
+        "/portal" => return pages::portal(app, &req, &base).await,
+        "/portal/session" => return pages::open_session(app, &req, &base).await,
         _ => {}
     }
+    // From the billing page the form works in the session; a member's session may not add cards.
+    let auth = match pages::card_form_session(app, &req).await {
+        Ok(Some(csrf)) => FormAuth::Session { csrf },
+        Ok(None) => FormAuth::Bearer,
+        Err(page) => return page,
+    };
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let body = render(&app.card_form, &nonce);
+    let body = render(&app.card_form, &nonce, &base, &auth);
     Response::builder()
         .status(200)
         .header("content-type", "text/html; charset=utf-8")
@@ -158,16 +211,20 @@ mod tests {
 
     #[test]
     fn the_page_carries_its_configuration_and_loads_stripe_js_only_for_stripe() {
-        let page = render(&stripe("https://js.stripe.com/v3/"), "n1");
+        let page = render(&stripe("https://js.stripe.com/v3/"), "n1", "", &FormAuth::Bearer);
         assert!(page.contains(r#"<script nonce="n1" src="https://js.stripe.com/v3/"></script>"#));
         assert!(page.contains(r#""publishable_key":"pk_test_1""#));
         assert!(!page.contains("{{"), "every placeholder is filled");
-        let sandbox = render(&CardForm::default(), "n2");
+        let sandbox = render(&CardForm::default(), "n2", "/prod", &FormAuth::Session { csrf: "c1".into() });
         assert!(!sandbox.contains("js.stripe.com"));
         assert!(sandbox.contains(r#""provider":"sandbox""#));
+        assert!(page.contains(r#""setup_url":"/v1/payment-methods/setup-intents""#) && page.contains(r#""csrf":null"#));
+        // In a session behind a stage: the portal's own calls, the CSRF token, a way back.
+        assert!(sandbox.contains(r#""setup_url":"/prod/portal/card-form/setup-intents""#), "{sandbox}");
+        assert!(sandbox.contains(r#""csrf":"c1""#) && sandbox.contains(r#"href="/prod/portal""#));
         // Configuration cannot close the script element it sits in.
         let hostile =
             CardForm { publishable_key: Some("</script><script>x()".into()), ..stripe("https://js.stripe.com/v3/") };
-        assert!(!render(&hostile, "n").contains("</script><script>x()"));
+        assert!(!render(&hostile, "n", "", &FormAuth::Bearer).contains("</script><script>x()"));
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - `GET /portal/session?token=<link>`: verifies the link (signature, expiry), sets the
 //!   session cookie (`HttpOnly; Secure; SameSite=Lax`, path `/portal`) and redirects to
-//!   `/portal`, so the link's token leaves the address bar.
+//!   `/portal`, so the link's token leaves the address bar. Behind a named API Gateway
+//!   stage, every path the browser is given (cookie, redirects, forms) starts with it.
 //! - `GET /portal`: the page for the session's customer; without a valid session, a 401
 //!   page.
 //!
@@ -20,11 +21,16 @@
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
 use recoup_shared::domain::decline::ErrorType;
-use recoup_shared::domain::invoice::AttemptTrigger;
+use recoup_lambda::app::wallet_max_refill;
+use recoup_shared::domain::invoice::{AttemptTrigger, Transaction};
+use recoup_shared::domain::money::{Currency, Money, amount_for_people, parse_for_people};
+use recoup_shared::domain::wallet::AutoRefill;
+use recoup_shared::services::idempotency::RequestId;
+use recoup_shared::services::wallet;
 use recoup_shared::domain::portal::{PortalClaims, PortalRole, SESSION_TTL, TokenKind, csrf_token, sign, verify};
 use recoup_shared::domain::{InvoiceStatus, PaymentMethodStatus};
-use recoup_shared::error::Error;
-use recoup_shared::ids::{InvoiceId, PaymentMethodId};
+use recoup_shared::error::{Code, Error};
+use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome};
 use serde_json::{Value, json};
 
@@ -83,7 +89,7 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 /// `GET /portal/session?token=`: a valid link starts a session.
-pub async fn open_session(app: &App, req: &Request) -> Response<Body> {
+pub async fn open_session(app: &App, req: &Request, base: &str) -> Response<Body> {
     let secrets = match secrets(app).await {
         Ok(s) => s,
         Err(page) => return page,
@@ -98,11 +104,11 @@ pub async fn open_session(app: &App, req: &Request) -> Response<Body> {
     let value = sign(&secrets[0], &session);
     Response::builder()
         .status(303)
-        .header("location", "/portal")
+        .header("location", format!("{base}/portal"))
         .header(
             "set-cookie",
             format!(
-                "{COOKIE}={value}; Path=/portal; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                "{COOKIE}={value}; Path={base}/portal; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
                 SESSION_TTL.num_seconds()
             ),
         )
@@ -121,7 +127,7 @@ async fn session_and_secrets(app: &App, req: &Request) -> Result<(PortalClaims, 
 }
 
 /// What a notice code (after an action) says to the customer.
-fn notice_text(code: &str, reason: Option<&str>) -> String {
+fn notice_text(code: &str, reason: Option<&str>, currency: Option<Currency>) -> String {
     match code {
         "default_set" => "Your default card has been changed.".into(),
         "removed" => "The card has been removed.".into(),
@@ -148,6 +154,28 @@ fn notice_text(code: &str, reason: Option<&str>) -> String {
         "no_payment_method" => "Add a card first.".into(),
         "payment_method_update_required" => "This card cannot pay this bill: add another card.".into(),
         "network_retry_limit" => "Your card cannot be tried again just now: try later or add another card.".into(),
+        "refilled" => "Your wallet has been refilled.".into(),
+        "refill_pending" => "Your bank has not answered yet; the balance will grow once it does.".into(),
+        "refill_declined" => {
+            let advice = reason
+                .and_then(|r| ErrorType::ALL.into_iter().find(|t| t.as_str() == r))
+                .unwrap_or(ErrorType::Declined)
+                .for_customer()
+                .customer_advice();
+            format!("The refill did not go through. {advice}")
+        }
+        "refill_failed" => "The refill did not go through.".into(),
+        "refill_in_progress" => "A refill is already in progress: wait for it to finish.".into(),
+        "invalid_amount" => "Enter an amount greater than zero, like 25.00.".into(),
+        "invalid_currency" => "That currency is not one we can charge in.".into(),
+        "above_maximum" => {
+            let max = currency.map_or_else(|| wallet_max_refill().to_string(), |c| amount_for_people(wallet_max_refill(), c));
+            format!("A single refill can be at most {max}.")
+        }
+        "auto_refill_saved" => "Your automatic refill settings are saved.".into(),
+        "invalid_auto_refill" => {
+            "Automatic refill needs a threshold of 0 or more and a larger refill amount, within the refill limit.".into()
+        }
         "customer_authentication_required" => {
             "Your bank asks you to confirm this payment, which this page cannot do yet: contact us.".into()
         }
@@ -173,19 +201,78 @@ fn refused(message: &str) -> Response<Body> {
     html(403, crate::html::refused(message, &nonce), &nonce)
 }
 
+/// Whether `sent` is the session's CSRF token, compared in constant time.
+fn csrf_matches(secret: &str, session: &PortalClaims, sent: &str) -> bool {
+    let expected = csrf_token(secret, session);
+    sent.len() == expected.len() && sent.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `GET /portal/card-form` from the billing page: with an owner's session, the CSRF token
+/// the form's calls carry; with none, `None` (the form then wants a bearer token); with a
+/// member's, a refusal (seed 001: the owner only adds cards).
+pub async fn card_form_session(app: &App, req: &Request) -> Result<Option<String>, Response<Body>> {
+    if cookie(req, COOKIE).is_none() {
+        return Ok(None);
+    }
+    let (session, secrets) = session_and_secrets(app, req).await?;
+    match session.role {
+        PortalRole::Owner => Ok(Some(csrf_token(&secrets[0], &session))),
+        PortalRole::Member => Err(refused("Only the account's owner manages payments.")),
+    }
+}
+
+/// The card form's calls in an owner's session: begin a card setup, or register the card.
+/// JSON in and out, like the API they stand for; the CSRF token in `x-recoup-csrf`.
+pub async fn card_call(app: &App, req: &Request, setup: bool) -> Response<Body> {
+    let answer = async {
+        let secrets = match &app.portal_secrets {
+            Some(source) => source.values().await.map_err(Error::unavailable)?,
+            None => Vec::new(),
+        };
+        let session = cookie(req, COOKIE)
+            .zip(secrets.first())
+            .and_then(|(value, _)| verify(&secrets, value, TokenKind::Session, app.services.now()).ok())
+            .ok_or_else(|| Error::new(Code::Unauthorized, "the billing-page session has ended: open the page again"))?;
+        let sent = req.headers().get("x-recoup-csrf").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !csrf_matches(&secrets[0], &session, sent) {
+            return Err(Error::forbidden("the page has expired: reload it and try again"));
+        }
+        if session.role != PortalRole::Owner {
+            return Err(Error::forbidden("team members cannot see or use payment methods"));
+        }
+        let owner = &session.customer_id;
+        if setup {
+            return Ok((201, recoup_lambda::cards::begin_setup(app, owner).await?));
+        }
+        let body: &[u8] = req.body().as_ref();
+        let body = serde_json::from_slice(body)
+            .map_err(|e| Error::new(Code::InvalidRequest, format!("the request body is not valid: {e}")))?;
+        let (view, replaced) = recoup_lambda::cards::register(app, owner, body).await?;
+        Ok((if replaced { 200 } else { 201 }, view))
+    };
+    match answer.await {
+        Ok((status, view)) => Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("cache-control", "no-store")
+            .body(Body::Text(view.to_string()))
+            .unwrap_or_else(|_| Response::new(Body::Empty)),
+        Err(e) => {
+            e.log_at_edge("portal");
+            recoup_lambda::http::error_response(&e)
+        }
+    }
+}
+
 /// `POST /portal/...`: an owner's form. Checks the session and its CSRF token, acts, and
 /// goes back to the page with a notice.
-pub async fn action(app: &App, req: &Request) -> Response<Body> {
+pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Response<Body> {
     let (session, secrets) = match session_and_secrets(app, req).await {
         Ok(s) => s,
         Err(page) => return page,
     };
     let body: &[u8] = req.body().as_ref();
-    let sent = form_field(body, "csrf").unwrap_or_default();
-    let expected = csrf_token(&secrets[0], &session);
-    let csrf_ok =
-        sent.len() == expected.len() && sent.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if !csrf_ok {
+    if !csrf_matches(&secrets[0], &session, &form_field(body, "csrf").unwrap_or_default()) {
         return refused("This form has expired: reload the page and try again.");
     }
     if session.role != PortalRole::Owner {
@@ -193,34 +280,41 @@ pub async fn action(app: &App, req: &Request) -> Response<Body> {
     }
     let s = &app.services;
     let customer = &session.customer_id;
-    let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
-    let outcome: Result<String, Error> = match parts.as_slice() {
+    let back = |notice: &str| see_other(&format!("{base}/portal?notice={notice}"));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let outcome: Result<Pending, Error> = match parts.as_slice() {
         ["portal", "payment-methods", id, verb @ ("default" | "remove")] => {
-            let Some(card) = PaymentMethodId::parse(id) else { return see_other("/portal?notice=not_found") };
+            let Some(card) = PaymentMethodId::parse(id) else { return back("not_found") };
             if *verb == "default" {
-                s.set_default_payment_method(customer, &card).await.map(|_| "default_set".to_owned())
+                s.set_default_payment_method(customer, &card).await.map(|_| Pending::done("default_set"))
             } else {
-                s.remove_payment_method(customer, &card).await.map(|()| "removed".to_owned())
+                s.remove_payment_method(customer, &card).await.map(|()| Pending::done("removed"))
             }
         }
         ["portal", "invoices", id, "pay"] => {
-            let Some(invoice) = InvoiceId::parse(id) else { return see_other("/portal?notice=not_found") };
+            let Some(invoice) = InvoiceId::parse(id) else { return back("not_found") };
             match s.invoice(&invoice).await {
                 Ok(inv) if inv.customer_id == *customer => s
                     .charge_invoice(&invoice, CardChoice::Default, AttemptTrigger::Customer)
                     .await
-                    .map(|report| match report.outcome {
-                        ChargeOutcome::Paid => "paid".to_owned(),
-                        ChargeOutcome::Pending => "pending".to_owned(),
-                        ChargeOutcome::Declined => {
-                            let reason = report.transaction.error_type().unwrap_or(ErrorType::Declined);
-                            format!("declined&reason={}", reason.for_customer().as_str())
-                        }
+                    .map(|report| {
+                        Pending::Done(match report.outcome {
+                            ChargeOutcome::Paid => "paid".to_owned(),
+                            ChargeOutcome::Pending => "pending".to_owned(),
+                            ChargeOutcome::Declined => declined(&report.transaction, "declined"),
+                        })
                     }),
-                Ok(_) | Err(_) => return see_other("/portal?notice=not_found"),
+                Ok(_) | Err(_) => return back("not_found"),
             }
         }
+        ["portal", "wallet", "refill"] => refill(app, customer, body),
+        ["portal", "wallet", "auto-refill"] => auto_refill(app, customer, body).await,
         _ => return denied("No such page"),
+    };
+    let outcome = match outcome {
+        Ok(Pending::Refill(refill)) => wallet_refill(app, refill).await,
+        Ok(Pending::Done(code)) => Ok(code),
+        Err(e) => Err(e),
     };
     let notice = match outcome {
         Ok(code) => code,
@@ -229,7 +323,94 @@ pub async fn action(app: &App, req: &Request) -> Response<Body> {
             e.code.as_str().to_owned()
         }
     };
-    see_other(&format!("/portal?notice={notice}"))
+    back(&notice)
+}
+
+/// An action's result: a notice code, or a refill to run (after the form was read).
+enum Pending {
+    Done(String),
+    Refill(Refill),
+}
+
+impl Pending {
+    fn done(code: &str) -> Self {
+        Pending::Done(code.to_owned())
+    }
+}
+
+/// A refill the form asked for, checked: what the service runs, once per page (the
+/// page's refill key).
+struct Refill {
+    refill: wallet::Refill,
+    request: Option<RequestId>,
+}
+
+fn declined(txn: &Transaction, code: &str) -> String {
+    let reason = txn.error_type().unwrap_or(ErrorType::Declined);
+    format!("{code}&reason={}", reason.for_customer().as_str())
+}
+
+/// `POST /portal/wallet/refill`: `amount` as people type it, `currency`, the card
+/// (`payment_method`, empty for the default) and the page's `key`.
+fn refill(_app: &App, customer: &CustomerId, body: &[u8]) -> Result<Pending, Error> {
+    let code = form_field(body, "currency").unwrap_or_default();
+    let Ok(currency) = Currency::parse(code.trim()) else { return Ok(Pending::done("invalid_currency")) };
+    let amount = form_field(body, "amount").unwrap_or_default();
+    let Some(amount) = parse_for_people(&amount, currency).and_then(|n| Money::new(n, currency).ok()) else {
+        return Ok(Pending::done("invalid_amount"));
+    };
+    if amount.amount() > wallet_max_refill() {
+        return Ok(Pending::Done(format!("above_maximum&currency={}", currency.code())));
+    }
+    let card = match form_field(body, "payment_method").as_deref().map(str::trim) {
+        None | Some("") => CardChoice::Default,
+        Some(id) => match PaymentMethodId::parse(id) {
+            Some(id) => CardChoice::Specific(id),
+            None => return Ok(Pending::done("not_found")),
+        },
+    };
+    let request = form_field(body, "key")
+        .filter(|k| !k.is_empty() && k.len() <= 64)
+        .map(|k| RequestId::new(&format!("portal-refill:{customer}:{k}")));
+    Ok(Pending::Refill(Refill { refill: wallet::Refill { customer_id: customer.clone(), amount, card }, request }))
+}
+
+async fn wallet_refill(app: &App, r: Refill) -> Result<String, Error> {
+    let refilled = app.services.refill_wallet(r.refill, wallet_max_refill(), r.request.as_ref()).await?;
+    Ok(match refilled.charge {
+        Some(Ok(report)) => match report.outcome {
+            ChargeOutcome::Paid => "refilled".to_owned(),
+            ChargeOutcome::Pending => "refill_pending".to_owned(),
+            ChargeOutcome::Declined => declined(&report.transaction, "refill_declined"),
+        },
+        Some(Err(e)) => return Err(e),
+        // The same page sent twice: the first refill, as it stands.
+        None => match refilled.invoice.status() {
+            InvoiceStatus::Paid => "refilled".to_owned(),
+            InvoiceStatus::Open | InvoiceStatus::Draft => "refill_pending".to_owned(),
+            InvoiceStatus::Void | InvoiceStatus::Error => match refilled.invoice.last_transaction() {
+                Some(t) => declined(t, "refill_declined"),
+                None => "refill_failed".to_owned(),
+            },
+        },
+    })
+}
+
+/// `POST /portal/wallet/auto-refill`: `enabled` (a checkbox), `threshold` and `amount` as
+/// people type them, `currency`.
+async fn auto_refill(app: &App, customer: &CustomerId, body: &[u8]) -> Result<Pending, Error> {
+    let code = form_field(body, "currency").unwrap_or_default();
+    let Ok(currency) = Currency::parse(code.trim()) else { return Ok(Pending::done("invalid_currency")) };
+    let field = |name| form_field(body, name).and_then(|v| parse_for_people(&v, currency));
+    let (Some(threshold), Some(amount)) = (field("threshold"), field("amount")) else {
+        return Ok(Pending::done("invalid_auto_refill"));
+    };
+    let settings = AutoRefill { enabled: form_field(body, "enabled").is_some(), threshold, amount, disabled_at: None };
+    match app.services.configure_auto_refill(customer, currency, settings, wallet_max_refill()).await {
+        Ok(_) => Ok(Pending::done("auto_refill_saved")),
+        Err(e) if e.code == Code::InvalidRequest => Ok(Pending::done("invalid_auto_refill")),
+        Err(e) => Err(e),
+    }
 }
 
 fn status_label(status: InvoiceStatus, failed: bool) -> (&'static str, &'static str) {
@@ -251,21 +432,39 @@ fn card_label(status: PaymentMethodStatus) -> &'static str {
     }
 }
 
+/// Minor units as a person types them (`2500` USD is `25.00`).
+fn major_units(amount: i64, currency: Currency) -> String {
+    let exp = u32::from(currency.exponent());
+    if exp == 0 {
+        return amount.to_string();
+    }
+    let unit = 10_i64.pow(exp);
+    format!("{}.{:0width$}", amount / unit, amount % unit, width = exp as usize)
+}
+
 /// What the page shows for the session's customer.
 async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<Value, Error> {
     let s = &app.services;
     let customer = s.customer(&session.customer_id).await?;
     let invoices = s.list_invoices(&customer.id, 50, None).await?.items;
+    let invoices_currency = invoices.first().map(|i| i.amount.currency().code().to_owned());
+    let owner = session.role == PortalRole::Owner;
     let invoices: Vec<Value> = invoices
         .iter()
+        // A declined wallet refill owes nothing: it is not a bill.
+        .filter(|inv| !(inv.wallet_refill.is_some() && inv.status() == InvoiceStatus::Void))
         .map(|inv| {
             let last = inv.last_transaction();
             let failed = last.is_some_and(|t| t.error_type().is_some());
             let (status, class) = status_label(inv.status(), failed);
             let reason = match inv.status() {
-                InvoiceStatus::Open | InvoiceStatus::Error => {
-                    last.and_then(|t| t.error_type()).map(|e| e.for_customer().customer_advice())
-                }
+                InvoiceStatus::Open | InvoiceStatus::Error => last.and_then(|t| t.error_type()).map(|e| {
+                    if owner {
+                        e.for_customer().customer_advice()
+                    } else {
+                        "The payment did not go through. Ask your account's owner to pay it or update the card."
+                    }
+                }),
                 InvoiceStatus::Paid | InvoiceStatus::Void | InvoiceStatus::Draft => None,
             };
             let payable = matches!(inv.status(), InvoiceStatus::Open | InvoiceStatus::Error);
@@ -281,7 +480,6 @@ async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<
             })
         })
         .collect();
-    let owner = session.role == PortalRole::Owner;
     let cards: Vec<Value> = if owner {
         s.list_payment_methods(&customer.id)
             .await?
@@ -301,6 +499,34 @@ async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<
     } else {
         Vec::new()
     };
+    let wallets: Vec<Value> = if owner {
+        s.wallets(&customer.id)
+            .await?
+            .iter()
+            .map(|w| {
+                json!({
+                    "currency": w.currency.code(),
+                    "balance": amount_for_people(w.balance(), w.currency),
+                    "refill_in_progress": w.refill_in_flight().is_some(),
+                    "auto_refill": w.auto_refill.map(|a| json!({
+                        "enabled": a.enabled,
+                        "threshold": major_units(a.threshold, w.currency),
+                        "amount": major_units(a.amount, w.currency),
+                        "disabled": a.disabled_at.is_some(),
+                    })),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // The currency a refill is in unless the customer picks another: their wallet's, else
+    // their bills'.
+    let currency = wallets
+        .first()
+        .and_then(|w| w["currency"].as_str().map(str::to_owned))
+        .or_else(|| invoices_currency.clone())
+        .unwrap_or_else(|| "USD".to_owned());
     let mut subscriptions = Vec::new();
     for id in &customer.subscription_ids {
         let sub = s.subscription(id).await?;
@@ -316,12 +542,17 @@ async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<
         "owner": owner,
         "invoices": invoices,
         "cards": cards,
+        "wallets": wallets,
+        "currency": currency,
+        // Sent back with a refill: a second submission of the same page (a double click)
+        // is the same refill, charged once.
+        "refill_key": uuid::Uuid::new_v4().simple().to_string(),
         "subscriptions": subscriptions,
     }))
 }
 
 /// `GET /portal`.
-pub async fn portal(app: &App, req: &Request) -> Response<Body> {
+pub async fn portal(app: &App, req: &Request, base: &str) -> Response<Body> {
     let (session, secrets) = match session_and_secrets(app, req).await {
         Ok(s) => s,
         Err(page) => return page,
@@ -334,9 +565,11 @@ pub async fn portal(app: &App, req: &Request) -> Response<Body> {
             return denied("The billing page is not available right now");
         }
     };
+    values["base"] = json!(base);
     let query = req.uri().query().unwrap_or("");
     if let Some(code) = query_param(query, "notice") {
-        values["notice"] = json!(notice_text(code, query_param(query, "reason")));
+        let currency = query_param(query, "currency").and_then(|c| Currency::parse(c).ok());
+        values["notice"] = json!(notice_text(code, query_param(query, "reason"), currency));
     }
     html(200, crate::html::portal(&values, &nonce), &nonce)
 }
