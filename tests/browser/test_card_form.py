@@ -7,64 +7,9 @@ What a customer's owner does: open the form from the merchant's app with their t
 a card, save it; see why a card is refused; pass or fail 3-D Secure at setup.
 """
 
-import json
-import os
-import subprocess
-import urllib.error
-import urllib.request
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
-
-RECOUP_LOCAL = os.environ["RECOUP_LOCAL_BIN"]
-CHROMIUM = os.environ.get("RECOUP_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking switches Chromium keeps trying the closed internet.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def token(role, customer=None):
-    args = [RECOUP_LOCAL, "token", "--role", role] + (["--customer", customer] if customer else [])
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def api(base, method, path, bearer, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Authorization", "Bearer " + bearer)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def new_owner(base):
-    status, customer = api(base, "POST", "/v1/customers", token("merchant"), {"email": "ada@example.com"})
-    assert status == 201, customer
-    return customer["id"], token("owner", customer["id"])
-
-
-def cards(base, owner):
-    status, listing = api(base, "GET", "/v1/payment-methods", owner)
-    assert status == 200, listing
-    return listing["data"]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+from conftest import cards, new_owner
+from playwright.sync_api import expect
 
 
 class Form:
@@ -88,16 +33,6 @@ class Form:
 
     def close(self):
         self.context.close()
-
-
-@pytest.fixture
-def sandbox():
-    return os.environ["RECOUP_SANDBOX_URL"]
-
-
-@pytest.fixture
-def stripe():
-    return os.environ["RECOUP_STRIPE_URL"]
 
 
 def test_the_sandbox_form_saves_a_typed_card_and_the_token_leaves_the_address_bar(browser, sandbox):
