@@ -349,6 +349,16 @@ pub fn init_tracing() {
     let _ = if json { logs.json().try_init() } else { logs.try_init() };
 }
 
+/// The largest wallet refill a customer may ask for, and the largest automatic refill
+/// amount or threshold, in minor units of the wallet's currency:
+/// `RECOUP_WALLET_MAX_REFILL`, 100000 unless set (1,000.00 USD, or 100,000 JPY).
+pub fn wallet_max_refill() -> i64 {
+    static MAX: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        var("RECOUP_WALLET_MAX_REFILL").and_then(|v| v.trim().parse::<i64>().ok()).filter(|n| *n >= 1).unwrap_or(100_000)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -405,12 +415,3 @@ mod tests {
     }
 }
 
-/// The largest wallet refill a customer may ask for, and the largest automatic refill
-/// amount or threshold, in minor units of the wallet's currency:
-/// `RECOUP_WALLET_MAX_REFILL`, 100000 unless set (1,000.00 USD, or 100,000 JPY).
-pub fn wallet_max_refill() -> i64 {
-    static MAX: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        var("RECOUP_WALLET_MAX_REFILL").and_then(|v| v.trim().parse::<i64>().ok()).filter(|n| *n >= 1).unwrap_or(100_000)
-    })
-}
