@@ -9,8 +9,10 @@ customer cannot see over HTTP: the emails the notifier recorded, and the queues.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Callable
@@ -60,6 +62,28 @@ class Reply:
 
     status: int
     body: object
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A browser's first step: see the redirect and its cookie, do not follow it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401, ANN001
+        return None
+
+
+def page(url: str, cookie: str | None = None, form: bytes | None = None) -> tuple[int, dict, str]:
+    """GET a page (or POST a form) without following redirects: status, headers, body."""
+    request = urllib.request.Request(url, data=form, method="POST" if form is not None else "GET")
+    if form is not None:
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    if cookie:
+        request.add_header("Cookie", cookie)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode("utf-8", errors="replace")
 
 
 class Api:
@@ -144,6 +168,42 @@ class Walkthroughs:
         print("  the JWT authorizer refuses 5 kinds of bad token, lets a good one through, "
               "and leaves the card form and webhooks open", flush=True)
 
+    # -- merchant webhooks on the deployed stack --------------------------------------------
+
+    def a_webhook_endpoint_is_registered_and_private_addresses_are_refused(self) -> str:
+        """The deployed product refuses endpoints on this machine or the metadata service,
+        and takes a public https one. Returns its id (events after now reach it)."""
+        for url in ("https://127.0.0.1:9/hook", "https://169.254.169.254/latest", "http://hooks.example.com/x"):
+            reply = self.api.call("POST", "/v1/webhook-endpoints", self.merchant,
+                                  {"url": url, "enabled_events": ["invoice.paid"]})
+            check(reply.status == 400 and reply.body.get("code") in ("url_forbidden_address", "url_not_https"),
+                  f"the endpoint {url} was not refused", (reply.status, reply.body))
+        # A public name that resolves nowhere (.invalid): every attempt fails and is retried.
+        endpoint = self.api.expect(201, "POST", "/v1/webhook-endpoints", self.merchant,
+                                   {"url": "https://hooks.recoup.invalid/recoup", "enabled_events": ["invoice.paid"]})
+        check(endpoint["secret"].startswith("whsec_"), "the signing secret, shown once", endpoint)
+        return endpoint["id"]
+
+    def the_dispatcher_attempts_the_delivery_and_schedules_the_next(self, endpoint: str) -> None:
+        """The bus rule feeds the webhooks queue, the dispatcher function records the
+        attempt (the name does not resolve) and puts the next on the queue, delayed."""
+        path = f"/v1/webhook-endpoints/{endpoint}/deliveries"
+
+        # Walkthrough 1 pays three invoices: Ada's bill and her two wallet refills.
+        def attempted() -> tuple[bool, str]:
+            log = self.api.expect(200, "GET", path, self.merchant)["data"]
+            done = len(log) >= 3 and all(d["attempts"] >= 1 and d["last_error"] is not None for d in log)
+            return done, f"{len(log)} deliveries: {log[:1]}"
+
+        wait_for("the first webhook attempts", attempted, 180)
+        log = self.api.expect(200, "GET", path, self.merchant)["data"]
+        check(all(d["event_type"] == "invoice.paid" and d["status"] == "pending"
+                  and isinstance(d["next_attempt_at"], str) for d in log), "the deliveries after a failed attempt", log)
+        # Deleted: its next attempt (a delayed message) finds no endpoint and ends.
+        self.api.expect(204, "DELETE", f"/v1/webhook-endpoints/{endpoint}", self.merchant)
+        print(f"  webhooks: private and plain-http endpoints refused; the dispatcher tried {endpoint} "
+              f"({log[0]['last_error'][:60]}), next attempt at {log[0]['next_attempt_at']}", flush=True)
+
     # -- walkthrough 1: a card, a paid invoice, a declined one ------------------------------
 
     def a_card_pays_an_invoice_and_a_decline_is_explained(self) -> str:
@@ -166,6 +226,41 @@ class Walkthroughs:
                                    {"customer_id": bob, "amount": 500, "currency": "jpy"})
         check(declined["status"] == "open" and declined["transactions"][0]["error_type"] == "declined"
               and isinstance(declined.get("next_attempt_at"), str), "Bob's declined invoice", declined)
+
+        # The wallet: Ada's owner refills it with her card through the deployed API.
+        refill = self.api.expect(201, "POST", "/v1/wallet/refills", owner, {"amount": 1000, "currency": "usd"})
+        check(refill["status"] == "succeeded" and refill["wallet"]["balance"] == 1000, "Ada's wallet refill", refill)
+
+        # The billing portal: a merchant's link opens a session; the page shows the bill.
+        # Behind the API's named stage every path the browser is given carries it.
+        stage = urllib.parse.urlsplit(self.api.base_url).path.rstrip("/")
+        origin = self.api.base_url[: len(self.api.base_url) - len(stage)] if stage else self.api.base_url
+        session = self.api.expect(201, "POST", "/v1/portal-sessions", self.merchant, {"customer_id": cus})
+        token = session["url"].split("token=", 1)[1]
+        status, headers, _ = page(f"{self.api.base_url}/portal/session?token={token}")
+        cookie = headers.get("Set-Cookie") or headers.get("set-cookie") or ""
+        location = headers.get("Location") or headers.get("location") or ""
+        check(status == 303 and "HttpOnly" in cookie and f"Path={stage}/portal" in cookie
+              and location == f"{stage}/portal", "the portal link did not open a session", (status, headers))
+        status, _, body = page(f"{self.api.base_url}/portal", cookie.split(";", 1)[0])
+        check(status == 200 and "$25.00" in body and "Paid" in body and "$10.00" in body,
+              "the billing page (the bill, the wallet's balance)", (status, body[:500]))
+        # The page's refill form posts to the stage's path, and refills once.
+        action = re.search(r'action="([^"]*/portal/wallet/refill)"', body)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', body)
+        key = re.search(r'name="key" value="([^"]+)"', body)
+        check(bool(action and csrf and key) and action.group(1) == f"{stage}/portal/wallet/refill",
+              "the billing page's refill form", body[:2000])
+        form = urllib.parse.urlencode({"csrf": csrf.group(1), "key": key.group(1), "currency": "USD", "amount": "5.00"})
+        status, headers, _ = page(origin + action.group(1), cookie.split(";", 1)[0], form.encode())
+        location = headers.get("Location") or headers.get("location") or ""
+        check(status == 303 and location == f"{stage}/portal?notice=refilled", "the portal refill", (status, headers))
+        wallets = self.api.expect(200, "GET", "/v1/wallet", owner)["data"]
+        check(wallets and wallets[0]["balance"] == 1500, "the wallet after the portal refill", wallets)
+        altered = token[:-1] + ("a" if token[-1] != "a" else "b")
+        status, _, _ = page(f"{self.api.base_url}/portal/session?token={altered}")
+        check(status == 401, "an altered portal link was not refused", status)
+        print(f"  portal: a session under {stage or '/'}, the page, a refill by its form; wallet at $15.00", flush=True)
 
         # Each caller sees only its own customer's data.
         other = self.api.call("GET", f"/v1/invoices/{declined['id']}", owner)
