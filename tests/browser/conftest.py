@@ -54,6 +54,17 @@ def cards(base, owner):
     return listing["data"]
 
 
+def fill_card_element(form, number):
+    """Types a card into localstripe's stand-in for the Card Element (one input per field)
+    on `form.page`."""
+    element = form.page.locator("#card-element")
+    element.locator("input[placeholder=number]").fill(number)
+    element.locator("input[placeholder=exp_month]").fill("12")
+    element.locator("input[placeholder=exp_year]").fill("31")  # the stand-in prefixes "20"
+    element.locator("input[placeholder=cvc]").fill("123")
+    element.locator("input[placeholder=postal_code]").fill("10001")
+
+
 @pytest.fixture(scope="session")
 def browser():
     with sync_playwright() as p:

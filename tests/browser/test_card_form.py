@@ -8,7 +8,7 @@ a card, save it; see why a card is refused; pass or fail 3-D Secure at setup.
 """
 
 
-from conftest import cards, new_owner
+from conftest import cards, fill_card_element, new_owner
 from playwright.sync_api import expect
 
 
@@ -80,16 +80,6 @@ def test_the_form_without_a_token_says_so(browser, sandbox):
     expect(page.locator("#message")).to_contain_text("needs a token")
     expect(page.locator("#submit")).to_be_disabled()
     context.close()
-
-
-def fill_card_element(form, number):
-    # localstripe's stand-in for the Card Element: one input per field.
-    element = form.page.locator("#card-element")
-    element.locator("input[placeholder=number]").fill(number)
-    element.locator("input[placeholder=exp_month]").fill("12")
-    element.locator("input[placeholder=exp_year]").fill("31")  # the stand-in prefixes "20"
-    element.locator("input[placeholder=cvc]").fill("123")
-    element.locator("input[placeholder=postal_code]").fill("10001")
 
 
 def test_stripe_elements_saves_a_card_confirmed_in_the_browser(browser, stripe):

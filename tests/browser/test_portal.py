@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from conftest import api, cards, new_owner, token
+from conftest import api, cards, fill_card_element, new_owner, token
 from playwright.sync_api import Error, expect
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -419,4 +419,44 @@ def test_a_forged_or_altered_link_is_refused(browser, sandbox):
     expect(page.locator("body")).to_contain_text("You are not signed in")
     # The pages' only complaints are their own 401s.
     assert all("status of 401" in p for p in portal.problems), portal.problems
+    portal.close()
+
+
+def test_pay_now_and_a_refill_complete_3d_secure_in_the_browser(browser, stripe):
+    """On Stripe (localstripe and its stand-in Stripe.js): a card that asks for 3-D Secure on
+    every payment, added from the billing page; a bill it could not pay off-session is paid
+    with "Pay now" once the cardholder confirms; a refill whose confirmation fails credits
+    nothing and owes nothing."""
+    customer, owner = new_owner(stripe, "sca@example.com")
+    portal = Portal(browser, stripe)
+    portal.open(portal_link(stripe, customer))
+    page = portal.page
+    page.click("#add-card")
+    expect(page.locator("form[data-ready=true]")).to_have_count(1)
+    fill_card_element(portal, "4000002760003184")
+    page.click("#submit")
+    page.get_by_role("button", name="Complete authentication").click()
+    expect(page.locator("#message")).to_contain_text("ending in 3184")
+
+    issue_invoice(stripe, customer, 4200, "Pro plan, confirmed by the bank")
+    portal.reload()
+    bill = portal.bill("Pro plan, confirmed by the bank")
+    expect(bill).to_contain_text("Payment failed")
+    bill.get_by_role("button", name="Pay $42.00 now").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your payment")
+    assert "cs=" not in page.url, "the client secret leaves the address bar"
+    page.get_by_role("button", name="Confirm with my bank").click()
+    page.get_by_role("button", name="Complete authentication").click()
+    expect(portal.notice()).to_have_text("Thank you: the bill is paid.")
+    expect(portal.bill("Pro plan, confirmed by the bank")).to_contain_text("Paid")
+
+    portal.refill("10.00")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your payment")
+    page.get_by_role("button", name="Confirm with my bank").click()
+    page.get_by_role("button", name="Fail authentication").click()
+    expect(portal.notice()).to_contain_text("The refill did not go through.")
+    assert balance(stripe, owner) in (None, 0)
+    refills = [i for i in invoices(stripe, customer) if i["description"] == "Wallet refill"]
+    assert [i["status"] for i in refills] == ["void"], refills
+    assert portal.problems == [], portal.problems
     portal.close()

@@ -169,6 +169,10 @@ impl PaymentGateway for LazyGateway {
         self.get().await?.lookup(idempotency_key).await
     }
 
+    async fn payment_outcome(&self, payment_id: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
+        self.get().await?.payment_outcome(payment_id).await
+    }
+
     async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
         self.get().await?.payment_owner(payment_id).await
     }

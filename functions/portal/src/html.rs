@@ -254,6 +254,59 @@ fn wallet(v: &Value, base: &str, csrf: &str) -> String {
     b
 }
 
+/// The 3-D Secure page: Stripe.js confirms the payment with the client secret from the
+/// fragment, then the page asks the portal to record the bank's answer and goes back.
+pub fn authenticate(amount: &str, config: &Value, stripe_js: &str, nonce: &str) -> String {
+    let config = config.to_string().replace('<', "\\u003c");
+    let body = format!(
+        "<h1>Confirm your payment</h1>\n<section>\n<p>Your bank asks you to confirm the payment of <strong>{amount}</strong>.</p>\n\
+         <button type=\"button\" id=\"confirm\">Confirm with my bank</button>\n\
+         <p id=\"message\" role=\"status\" aria-live=\"polite\"></p>\n\
+         <p><a id=\"back\" href=\"{back}\">Back to your billing page</a></p>\n</section>\n\
+         <script type=\"application/json\" id=\"recoup-config\">{config}</script>\n\
+         <script nonce=\"{nonce}\" src=\"{js}\"></script>\n<script nonce=\"{nonce}\">{script}</script>\n",
+        amount = esc(amount),
+        back = esc(&config_str(&config, "back_url")),
+        nonce = esc(nonce),
+        js = esc(stripe_js),
+        script = AUTHENTICATE_SCRIPT,
+    );
+    document("Confirm your payment", nonce, &body)
+}
+
+fn config_str(config: &str, key: &str) -> String {
+    serde_json::from_str::<Value>(config).ok().and_then(|v| v[key].as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+const AUTHENTICATE_SCRIPT: &str = r#"
+"use strict";
+(function () {
+  const config = JSON.parse(document.getElementById("recoup-config").textContent);
+  const secret = new URLSearchParams(window.location.hash.slice(1)).get("cs");
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+  const button = document.getElementById("confirm");
+  const message = document.getElementById("message");
+  if (!secret) {
+    message.textContent = "Start the payment again from your billing page.";
+    button.disabled = true;
+    return;
+  }
+  button.addEventListener("click", async function () {
+    button.disabled = true;
+    message.textContent = "Waiting for your bank…";
+    await window.Stripe(config.publishable_key).confirmCardPayment(secret).catch(() => ({}));
+    // Whatever the bank said, Recoup asks Stripe and records it.
+    const response = await fetch(config.reconcile_url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "x-recoup-csrf": config.csrf },
+    });
+    const answer = await response.json().catch(() => ({}));
+    window.location.assign(answer.location || config.back_url);
+  });
+})();
+"#;
+
 /// The page that says why there is no billing page for this request.
 pub fn denied(reason: &str, nonce: &str) -> String {
     document(

@@ -35,6 +35,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/portal/payment-methods/{id}/default"),
     route("POST", "/portal/payment-methods/{id}/remove"),
     route("POST", "/portal/invoices/{id}/pay"),
+    route("GET", "/portal/invoices/{id}/authenticate"),
+    route("POST", "/portal/invoices/{id}/reconcile"),
     route("POST", "/portal/wallet/refill"),
     route("POST", "/portal/wallet/auto-refill"),
     route("POST", SESSION_SETUP),
@@ -139,7 +141,23 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
             r.headers_mut().insert("allow", http::HeaderValue::from_static("POST"));
             return r;
         }
-        return pages::card_call(app, &req, path == SESSION_SETUP).await;
+        let call = if path == SESSION_SETUP { pages::Call::BeginSetup } else { pages::Call::Register };
+        return pages::json_call(app, &req, call).await;
+    }
+    // 3-D Secure for a payment the owner started here: its page, then its answer recorded.
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["portal", "invoices", invoice, step @ ("authenticate" | "reconcile")] = segments.as_slice() {
+        let (allowed, method) = if *step == "authenticate" { ("GET, HEAD", http::Method::GET) } else { ("POST", http::Method::POST) };
+        if req.method() != method && !(method == http::Method::GET && req.method() == http::Method::HEAD) {
+            let mut r = error_response(&Error::new(Code::MethodNotAllowed, format!("send {allowed}")));
+            r.headers_mut().insert("allow", http::HeaderValue::from_static(allowed));
+            return r;
+        }
+        return if *step == "authenticate" {
+            pages::authenticate_page(app, &req, invoice, &base).await
+        } else {
+            pages::json_call(app, &req, pages::Call::Reconcile { invoice, base: &base }).await
+        };
     }
     if path.starts_with("/portal/payment-methods/")
         || path.starts_with("/portal/invoices/")

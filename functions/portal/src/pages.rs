@@ -28,7 +28,7 @@ use recoup_shared::domain::wallet::AutoRefill;
 use recoup_shared::services::idempotency::RequestId;
 use recoup_shared::services::wallet;
 use recoup_shared::domain::portal::{PortalClaims, PortalRole, SESSION_TTL, TokenKind, csrf_token, sign, verify};
-use recoup_shared::domain::{InvoiceStatus, PaymentMethodStatus};
+use recoup_shared::domain::{Invoice, InvoiceStatus, PaymentMethodStatus};
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome};
@@ -177,7 +177,7 @@ fn notice_text(code: &str, reason: Option<&str>, currency: Option<Currency>) -> 
             "Automatic refill needs a threshold of 0 or more and a larger refill amount, within the refill limit.".into()
         }
         "customer_authentication_required" => {
-            "Your bank asks you to confirm this payment, which this page cannot do yet: contact us.".into()
+            "Your bank asks you to confirm this payment: press Pay now to do it here.".into()
         }
         _ => "That did not work. Try again, or contact us.".into(),
     }
@@ -221,34 +221,75 @@ pub async fn card_form_session(app: &App, req: &Request) -> Result<Option<String
     }
 }
 
-/// The card form's calls in an owner's session: begin a card setup, or register the card.
-/// JSON in and out, like the API they stand for; the CSRF token in `x-recoup-csrf`.
-pub async fn card_call(app: &App, req: &Request, setup: bool) -> Response<Body> {
+/// What a script on a portal page asks for in the owner's session (JSON; the CSRF token in
+/// `x-recoup-csrf`).
+pub enum Call<'a> {
+    /// The card form: begin a card setup.
+    BeginSetup,
+    /// The card form: register the card it tokenized.
+    Register,
+    /// After 3-D Secure on the authentication page: record what the bank decided.
+    Reconcile { invoice: &'a str, base: &'a str },
+}
+
+/// The owner's session for a script's call: the cookie, and the CSRF token in its header.
+async fn owner_session_for_call(app: &App, req: &Request) -> Result<PortalClaims, Error> {
+    let secrets = match &app.portal_secrets {
+        Some(source) => source.values().await.map_err(Error::unavailable)?,
+        None => Vec::new(),
+    };
+    let session = cookie(req, COOKIE)
+        .zip(secrets.first())
+        .and_then(|(value, _)| verify(&secrets, value, TokenKind::Session, app.services.now()).ok())
+        .ok_or_else(|| Error::new(Code::Unauthorized, "the billing-page session has ended: open the page again"))?;
+    let sent = req.headers().get("x-recoup-csrf").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !csrf_matches(&secrets[0], &session, sent) {
+        return Err(Error::forbidden("the page has expired: reload it and try again"));
+    }
+    if session.role != PortalRole::Owner {
+        return Err(Error::forbidden("team members cannot see or use payment methods"));
+    }
+    Ok(session)
+}
+
+/// A script's call in an owner's session. JSON in and out, like the API the card form's
+/// calls stand for.
+pub async fn json_call(app: &App, req: &Request, call: Call<'_>) -> Response<Body> {
     let answer = async {
-        let secrets = match &app.portal_secrets {
-            Some(source) => source.values().await.map_err(Error::unavailable)?,
-            None => Vec::new(),
-        };
-        let session = cookie(req, COOKIE)
-            .zip(secrets.first())
-            .and_then(|(value, _)| verify(&secrets, value, TokenKind::Session, app.services.now()).ok())
-            .ok_or_else(|| Error::new(Code::Unauthorized, "the billing-page session has ended: open the page again"))?;
-        let sent = req.headers().get("x-recoup-csrf").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !csrf_matches(&secrets[0], &session, sent) {
-            return Err(Error::forbidden("the page has expired: reload it and try again"));
-        }
-        if session.role != PortalRole::Owner {
-            return Err(Error::forbidden("team members cannot see or use payment methods"));
-        }
+        let session = owner_session_for_call(app, req).await?;
         let owner = &session.customer_id;
-        if setup {
-            return Ok((201, recoup_lambda::cards::begin_setup(app, owner).await?));
+        match call {
+            Call::BeginSetup => Ok::<_, Error>((201, recoup_lambda::cards::begin_setup(app, owner).await?)),
+            Call::Register => {
+                let body: &[u8] = req.body().as_ref();
+                let body = serde_json::from_slice(body)
+                    .map_err(|e| Error::new(Code::InvalidRequest, format!("the request body is not valid: {e}")))?;
+                let (view, replaced) = recoup_lambda::cards::register(app, owner, body).await?;
+                Ok((if replaced { 200 } else { 201 }, view))
+            }
+            Call::Reconcile { invoice, base } => {
+                let inv = owned_invoice(app, owner, invoice).await?;
+                let notice = match app.services.settle_after_authentication(&inv.id).await? {
+                    Some(report) => match (report.outcome, inv.wallet_refill.is_some()) {
+                        (ChargeOutcome::Paid, false) => "paid".to_owned(),
+                        (ChargeOutcome::Paid, true) => "refilled".to_owned(),
+                        (ChargeOutcome::Declined, false) => declined(&report.transaction, "declined"),
+                        (ChargeOutcome::Declined, true) => declined(&report.transaction, "refill_declined"),
+                        (ChargeOutcome::Pending, false) => "pending".to_owned(),
+                        (ChargeOutcome::Pending, true) => "refill_pending".to_owned(),
+                    },
+                    // Settled already (the PSP's webhook came first): as it stands.
+                    None => match inv.status() {
+                        InvoiceStatus::Paid if inv.wallet_refill.is_some() => "refilled".to_owned(),
+                        InvoiceStatus::Paid => "paid".to_owned(),
+                        InvoiceStatus::Open | InvoiceStatus::Error | InvoiceStatus::Void | InvoiceStatus::Draft => {
+                            "pending".to_owned()
+                        }
+                    },
+                };
+                Ok((200, json!({"location": format!("{base}/portal?notice={notice}")})))
+            }
         }
-        let body: &[u8] = req.body().as_ref();
-        let body = serde_json::from_slice(body)
-            .map_err(|e| Error::new(Code::InvalidRequest, format!("the request body is not valid: {e}")))?;
-        let (view, replaced) = recoup_lambda::cards::register(app, owner, body).await?;
-        Ok((if replaced { 200 } else { 201 }, view))
     };
     match answer.await {
         Ok((status, view)) => Response::builder()
@@ -262,6 +303,51 @@ pub async fn card_call(app: &App, req: &Request, setup: bool) -> Response<Body> 
             recoup_lambda::http::error_response(&e)
         }
     }
+}
+
+/// The session's customer's invoice `id`; another customer's is simply not found.
+async fn owned_invoice(app: &App, owner: &CustomerId, id: &str) -> Result<Invoice, Error> {
+    let id = InvoiceId::parse(id).ok_or_else(|| Error::not_found("invoice"))?;
+    match app.services.invoice(&id).await {
+        Ok(inv) if inv.customer_id == *owner => Ok(inv.into_inner()),
+        Ok(_) => Err(Error::not_found("invoice")),
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET /portal/invoices/{id}/authenticate#cs=<client secret>`: the one page with the
+/// PSP's script, where the cardholder completes 3-D Secure for a payment they started
+/// ("Pay now", a refill). The client secret rides in the fragment, never sent to a server.
+pub async fn authenticate_page(app: &App, req: &Request, invoice: &str, base: &str) -> Response<Body> {
+    let (session, secrets) = match session_and_secrets(app, req).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    if session.role != PortalRole::Owner {
+        return refused("Only the account's owner manages payments.");
+    }
+    let inv = match owned_invoice(app, &session.customer_id, invoice).await {
+        Ok(inv) => inv,
+        Err(_) => return see_other(&format!("{base}/portal?notice=not_found")),
+    };
+    if inv.pending_transaction().is_none() || app.card_form.provider != "stripe" {
+        return see_other(&format!("{base}/portal"));
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let config = json!({
+        "publishable_key": app.card_form.publishable_key,
+        "csrf": csrf_token(&secrets[0], &session),
+        "reconcile_url": format!("{base}/portal/invoices/{}/reconcile", inv.id),
+        "back_url": format!("{base}/portal"),
+    });
+    let body = crate::html::authenticate(&inv.amount.for_people(), &config, &app.card_form.stripe_js_url, &nonce);
+    let mut r = html(200, body, &nonce);
+    r.headers_mut().insert(
+        "content-security-policy",
+        http::HeaderValue::from_str(&crate::content_security_policy(&app.card_form, &nonce))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("default-src 'none'")),
+    );
+    r
 }
 
 /// `POST /portal/...`: an owner's form. Checks the session and its CSRF token, acts, and
@@ -298,10 +384,11 @@ pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Respons
                     .charge_invoice(&invoice, CardChoice::Default, AttemptTrigger::Customer)
                     .await
                     .map(|report| {
-                        Pending::Done(match report.outcome {
-                            ChargeOutcome::Paid => "paid".to_owned(),
-                            ChargeOutcome::Pending => "pending".to_owned(),
-                            ChargeOutcome::Declined => declined(&report.transaction, "declined"),
+                        Pending::Done(match (report.outcome, &report.next_action) {
+                            (ChargeOutcome::Paid, _) => "paid".to_owned(),
+                            (ChargeOutcome::Pending, Some(action)) => authenticate(&invoice, &action.client_secret),
+                            (ChargeOutcome::Pending, None) => "pending".to_owned(),
+                            (ChargeOutcome::Declined, _) => declined(&report.transaction, "declined"),
                         })
                     }),
                 Ok(_) | Err(_) => return back("not_found"),
@@ -323,6 +410,11 @@ pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Respons
             e.code.as_str().to_owned()
         }
     };
+    // The bank asks the cardholder: to the page that lets them answer, the client secret
+    // in the fragment.
+    if let Some((invoice, secret)) = notice.strip_prefix(AUTHENTICATE).and_then(|rest| rest.split_once('#')) {
+        return see_other(&format!("{base}/portal/invoices/{invoice}/authenticate#cs={secret}"));
+    }
     back(&notice)
 }
 
@@ -343,6 +435,13 @@ impl Pending {
 struct Refill {
     refill: wallet::Refill,
     request: Option<RequestId>,
+}
+
+const AUTHENTICATE: &str = "authenticate:";
+
+/// The outcome "the cardholder must authenticate `invoice`'s payment with this secret".
+fn authenticate(invoice: &InvoiceId, client_secret: &str) -> String {
+    format!("{AUTHENTICATE}{invoice}#{client_secret}")
 }
 
 fn declined(txn: &Transaction, code: &str) -> String {
@@ -378,10 +477,11 @@ fn refill(_app: &App, customer: &CustomerId, body: &[u8]) -> Result<Pending, Err
 async fn wallet_refill(app: &App, r: Refill) -> Result<String, Error> {
     let refilled = app.services.refill_wallet(r.refill, wallet_max_refill(), r.request.as_ref()).await?;
     Ok(match refilled.charge {
-        Some(Ok(report)) => match report.outcome {
-            ChargeOutcome::Paid => "refilled".to_owned(),
-            ChargeOutcome::Pending => "refill_pending".to_owned(),
-            ChargeOutcome::Declined => declined(&report.transaction, "refill_declined"),
+        Some(Ok(report)) => match (report.outcome, &report.next_action) {
+            (ChargeOutcome::Paid, _) => "refilled".to_owned(),
+            (ChargeOutcome::Pending, Some(action)) => authenticate(&report.invoice.id, &action.client_secret),
+            (ChargeOutcome::Pending, None) => "refill_pending".to_owned(),
+            (ChargeOutcome::Declined, _) => declined(&report.transaction, "refill_declined"),
         },
         Some(Err(e)) => return Err(e),
         // The same page sent twice: the first refill, as it stands.

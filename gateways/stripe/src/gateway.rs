@@ -410,6 +410,18 @@ impl PaymentGateway for StripeGateway {
             .cloned())
     }
 
+    async fn payment_outcome(&self, payment_id: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
+        if !payment_id.starts_with("pi_") || !searchable(payment_id) {
+            return Ok(None);
+        }
+        match self.client.get::<PaymentIntent>(&format!("/v1/payment_intents/{payment_id}"), &[]).await {
+            // The cardholder has had their chance: one still waiting for them did not authenticate.
+            Ok(pi) => Ok(Some(outcome_of(&pi, false))),
+            Err(CallError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError> {
         if !payment_id.starts_with("pi_") || !searchable(payment_id) {
             return Ok(None);

@@ -360,6 +360,9 @@ async fn an_on_session_payment_that_needs_3d_secure_hands_back_the_client_secret
     authenticate(&charge_id, &client_secret, true).await;
     let pi = payment_intent(&charge_id).await;
     assert_eq!(recoup_stripe::outcome_of(&pi, true), AttemptOutcome::Succeeded { charge_id: charge_id.clone() });
+    // The portal reads the payment by its id once the cardholder has answered.
+    assert_eq!(g.payment_outcome(&charge_id).await.unwrap(), Some(AttemptOutcome::Succeeded { charge_id: charge_id.clone() }));
+    assert_eq!(g.payment_outcome("pi_unknown0000").await.unwrap(), None);
 
     // The cardholder fails it: a decline the customer must act on.
     let AttemptOutcome::RequiresAction { charge_id, client_secret } =
@@ -372,6 +375,7 @@ async fn an_on_session_payment_that_needs_3d_secure_hands_back_the_client_secret
         AttemptOutcome::Declined(d) => assert_eq!(d.error_type, ErrorType::AuthenticationRequired),
         other => panic!("{other:?}"),
     }
+    assert!(matches!(g.payment_outcome(&charge_id).await.unwrap(), Some(AttemptOutcome::Declined(_))));
 
     // Off-session the same card cannot be charged without the cardholder.
     match g.charge(&request(&cus, &card, "3ds-off", true)).await {

@@ -83,6 +83,14 @@ pub trait PaymentGateway: Send + Sync {
     /// no such charge (the request never reached it).
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<AttemptOutcome>, GatewayError>;
 
+    /// The outcome of the payment `payment_id` (the charge id an attempt recorded, e.g. a
+    /// PaymentIntent waiting for 3-D Secure), read directly; `None` when the provider cannot
+    /// say (then [`PaymentGateway::lookup`] by idempotency key is the way).
+    async fn payment_outcome(&self, payment_id: &str) -> Result<Option<AttemptOutcome>, GatewayError> {
+        let _ = payment_id;
+        Ok(None)
+    }
+
     /// The Recoup invoice and customer of a payment the PSP made for Recoup (from what the
     /// charge carried); `None` for a payment Recoup did not make.
     async fn payment_owner(&self, payment_id: &str) -> Result<Option<(InvoiceId, CustomerId)>, GatewayError>;

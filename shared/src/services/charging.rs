@@ -574,6 +574,22 @@ impl Services {
         self.settle(&inv.id, &txn, outcome).await.map(Some)
     }
 
+    /// After the cardholder answered 3-D Secure for the invoice's pending attempt: reads
+    /// that payment directly (its charge id was recorded when the PSP asked for the
+    /// cardholder) and records its outcome; without one, reconciles by idempotency key.
+    pub async fn settle_after_authentication(&self, invoice_id: &InvoiceId) -> Result<Option<ChargeReport>> {
+        let Some(inv) = self.repo.invoice(invoice_id).await? else { return Ok(None) };
+        let Some(txn) = inv.pending_transaction().cloned() else { return Ok(None) };
+        if let Some(payment) = &txn.psp_charge_id {
+            match self.gateway.payment_outcome(payment).await {
+                Ok(Some(outcome)) => return self.settle(&inv.id, &txn, outcome).await.map(Some),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(invoice_id = %inv.id, error = %e, "the payment could not be read; reconciling"),
+            }
+        }
+        self.reconcile(invoice_id).await
+    }
+
     /// The charge worker's job: look at an invoice that came due and do what the policy
     /// says. Safe to run twice for the same message.
     pub async fn process_due(&self, invoice_id: &InvoiceId) -> Result<DueOutcome> {
