@@ -41,6 +41,7 @@ form.stack { display: block; max-width: 360px; } form.stack label { display: blo
 form.stack input:not([type=checkbox]), form.stack select { font: inherit; width: 100%; box-sizing: border-box; padding: 6px; }
 form.stack button { margin-top: 12px; } form.stack label.check { display: flex; gap: 8px; align-items: center; }
 h3 { font-size: 16px; margin: 20px 0 0; }
+details.attempts { font-size: 14px; color: #444; margin-top: 4px; } details.attempts ol { margin: 4px 0; padding-left: 20px; }
 :focus-visible { outline: 3px solid #1d4ed8; outline-offset: 2px; }
 @media (max-width: 600px) { th.wide, td.wide { display: none; } }
 ";
@@ -108,6 +109,18 @@ pub fn portal(v: &Value, nonce: &str) -> String {
             ));
             if let Some(reason) = i["reason"].as_str() {
                 b.push_str(&format!("<div class=\"reason\">{}</div>", esc(reason)));
+            }
+            let attempts = i["attempts"].as_array().cloned().unwrap_or_default();
+            if attempts.len() > 1 || attempts.iter().any(|a| a["reason"].is_string()) {
+                b.push_str(&format!("<details class=\"attempts\"><summary>Attempts ({})</summary><ol>", attempts.len()));
+                for a in &attempts {
+                    b.push_str(&format!("<li>{}: {}", text(&a["date"]), text(&a["result"])));
+                    if let Some(reason) = a["reason"].as_str() {
+                        b.push_str(&format!(". {}", esc(reason)));
+                    }
+                    b.push_str("</li>");
+                }
+                b.push_str("</ol></details>");
             }
             b.push_str("</td>");
             if owner {

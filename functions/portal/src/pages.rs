@@ -28,7 +28,7 @@ use recoup_shared::domain::wallet::AutoRefill;
 use recoup_shared::services::idempotency::RequestId;
 use recoup_shared::services::wallet;
 use recoup_shared::domain::portal::{PortalClaims, PortalRole, SESSION_TTL, TokenKind, csrf_token, sign, verify};
-use recoup_shared::domain::{Invoice, InvoiceStatus, PaymentMethodStatus};
+use recoup_shared::domain::{Invoice, InvoiceStatus, PaymentMethodStatus, TransactionStatus};
 use recoup_shared::error::{Code, Error};
 use recoup_shared::ids::{CustomerId, InvoiceId, PaymentMethodId};
 use recoup_shared::services::charging::{CardChoice, ChargeOutcome};
@@ -568,6 +568,23 @@ async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<
                 InvoiceStatus::Paid | InvoiceStatus::Void | InvoiceStatus::Draft => None,
             };
             let payable = matches!(inv.status(), InvoiceStatus::Open | InvoiceStatus::Error);
+            // Every attempt, with what the customer may read about it (no card details: a
+            // member sees this too).
+            let attempts: Vec<Value> = inv
+                .transactions()
+                .iter()
+                .map(|t| {
+                    let (result, reason) = match t.status {
+                        TransactionStatus::Succeeded => ("Paid", None),
+                        TransactionStatus::Pending => ("Waiting for the bank", None),
+                        TransactionStatus::Failed => (
+                            "Did not go through",
+                            t.error_type().map(|e| e.for_customer().customer_advice()),
+                        ),
+                    };
+                    json!({"date": t.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), "result": result, "reason": reason})
+                })
+                .collect();
             json!({
                 "id": inv.id,
                 "payable": payable,
@@ -577,6 +594,7 @@ async fn page_values(app: &App, session: &PortalClaims, secret: &str) -> Result<
                 "status": status,
                 "status_class": class,
                 "reason": reason,
+                "attempts": attempts,
             })
         })
         .collect();

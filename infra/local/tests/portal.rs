@@ -94,6 +94,8 @@ async fn a_portal_link_opens_the_customers_billing_page() {
     assert!(page.body.contains("Billing &amp; Plans") && page.body.contains("ada@example.com"));
     assert!(page.body.contains("$25.00") && page.body.contains(">Paid<"), "the paid bill");
     assert!(page.body.contains("¥500") && page.body.contains(">Payment failed<"), "the failed bill");
+    // Each attempt, with the reason the customer may read.
+    assert!(page.body.contains("<summary>Attempts (1)</summary>") && page.body.contains(": Did not go through. "), "the attempts");
     assert!(page.body.contains("visa ending 4242"), "the owner sees the cards");
     assert!(!page.body.contains("<script"), "no script");
 
