@@ -232,35 +232,38 @@ class Walkthroughs:
         check(refill["status"] == "succeeded" and refill["wallet"]["balance"] == 1000, "Ada's wallet refill", refill)
 
         # The billing portal: a merchant's link opens a session; the page shows the bill.
-        # Behind the API's named stage every path the browser is given carries it.
-        stage = urllib.parse.urlsplit(self.api.base_url).path.rstrip("/")
-        origin = self.api.base_url[: len(self.api.base_url) - len(stage)] if stage else self.api.base_url
+        # Under the API's stage, the browser resolves the page's relative links and
+        # redirects against its own address.
         session = self.api.expect(201, "POST", "/v1/portal-sessions", self.merchant, {"customer_id": cus})
         token = session["url"].split("token=", 1)[1]
-        status, headers, _ = page(f"{self.api.base_url}/portal/session?token={token}")
+        opened = f"{self.api.base_url}/portal/session?token={token}"
+        status, headers, _ = page(opened)
         cookie = headers.get("Set-Cookie") or headers.get("set-cookie") or ""
-        location = headers.get("Location") or headers.get("location") or ""
-        check(status == 303 and "HttpOnly" in cookie and f"Path={stage}/portal" in cookie
-              and location == f"{stage}/portal", "the portal link did not open a session", (status, headers))
-        status, _, body = page(f"{self.api.base_url}/portal", cookie.split(";", 1)[0])
+        location = urllib.parse.urljoin(opened, headers.get("Location") or headers.get("location") or "")
+        check(status == 303 and "HttpOnly" in cookie and "Path=" not in cookie
+              and location == f"{self.api.base_url}/portal", "the portal link did not open a session", (status, headers))
+        status, _, body = page(location, cookie.split(";", 1)[0])
         check(status == 200 and "$25.00" in body and "Paid" in body and "$10.00" in body,
               "the billing page (the bill, the wallet's balance)", (status, body[:500]))
-        # The page's refill form posts to the stage's path, and refills once.
-        action = re.search(r'action="([^"]*/portal/wallet/refill)"', body)
+        # The page's refill form posts under the stage, and refills.
+        action = re.search(r'action="([^"]*portal/wallet/refill)"', body)
         csrf = re.search(r'name="csrf" value="([^"]+)"', body)
         key = re.search(r'name="key" value="([^"]+)"', body)
-        check(bool(action and csrf and key) and action.group(1) == f"{stage}/portal/wallet/refill",
+        target = urllib.parse.urljoin(location, action.group(1)) if action else ""
+        check(bool(csrf and key) and target == f"{self.api.base_url}/portal/wallet/refill",
               "the billing page's refill form", body[:2000])
         form = urllib.parse.urlencode({"csrf": csrf.group(1), "key": key.group(1), "currency": "USD", "amount": "5.00"})
-        status, headers, _ = page(origin + action.group(1), cookie.split(";", 1)[0], form.encode())
-        location = headers.get("Location") or headers.get("location") or ""
-        check(status == 303 and location == f"{stage}/portal?notice=refilled", "the portal refill", (status, headers))
+        status, headers, _ = page(target, cookie.split(";", 1)[0], form.encode())
+        location = urllib.parse.urljoin(target, headers.get("Location") or headers.get("location") or "")
+        check(status == 303 and location == f"{self.api.base_url}/portal?notice=refilled", "the portal refill",
+              (status, headers))
         wallets = self.api.expect(200, "GET", "/v1/wallet", owner)["data"]
         check(wallets and wallets[0]["balance"] == 1500, "the wallet after the portal refill", wallets)
         altered = token[:-1] + ("a" if token[-1] != "a" else "b")
         status, _, _ = page(f"{self.api.base_url}/portal/session?token={altered}")
         check(status == 401, "an altered portal link was not refused", status)
-        print(f"  portal: a session under {stage or '/'}, the page, a refill by its form; wallet at $15.00", flush=True)
+        print(f"  portal: a session under {self.api.base_url}, the page, a refill by its form; wallet at $15.00",
+              flush=True)
 
         # Each caller sees only its own customer's data.
         other = self.api.call("GET", f"/v1/invoices/{declined['id']}", owner)

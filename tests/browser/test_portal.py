@@ -251,7 +251,7 @@ def test_an_owner_adds_a_card_pays_a_failed_bill_and_refills_the_wallet(browser,
     refills_before = {i["id"] for i in invoices(sandbox, customer) if i["description"] == "Wallet refill"}
     portal.reload()
     page.fill("#refill-amount", "10.00")
-    fields = page.locator("form[action$='/portal/wallet/refill']").evaluate("f => Object.fromEntries(new FormData(f))")
+    fields = page.locator("form[action$='portal/wallet/refill']").evaluate("f => Object.fromEntries(new FormData(f))")
     answers, sent, held = [], [], []
 
     def in_flight(route):
@@ -280,11 +280,11 @@ def test_an_owner_adds_a_card_pays_a_failed_bill_and_refills_the_wallet(browser,
     except Error:
         pass
     page.unroute("**/portal/wallet/refill")
-    assert [(a.status, a.headers["location"]) for a in answers] == [(303, "/portal?notice=refilled")] * 2
+    assert [(a.status, a.headers["location"]) for a in answers] == [(303, "../../portal?notice=refilled")] * 2
     assert sent[0] == sent[1] and "key=" in sent[0], sent
     # And once more, the same page sent again after its answer: still the one refill.
     again = portal.context.request.post(f"{sandbox}/portal/wallet/refill", form=fields, max_redirects=0)
-    assert (again.status, again.headers["location"]) == (303, "/portal?notice=refilled"), again.headers
+    assert (again.status, again.headers["location"]) == (303, "../../portal?notice=refilled"), again.headers
     # Another session's CSRF token (here, none valid) is refused, charging nothing.
     forged = portal.context.request.post(
         f"{sandbox}/portal/wallet/refill", form={**fields, "key": "forged", "csrf": "0" * 64}, max_redirects=0

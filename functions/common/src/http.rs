@@ -351,33 +351,19 @@ pub const fn routes_of<Op, const N: usize>(endpoints: &[Endpoint<Op>; N]) -> [Ro
 pub fn route_path(req: &Request) -> String {
     let raw = req.raw_http_path();
     let raw = if raw.is_empty() { req.uri().path() } else { raw };
-    let prefix = stage_prefix(req);
-    match raw.strip_prefix(&prefix) {
-        Some(rest) if !prefix.is_empty() && rest.starts_with('/') => rest.to_owned(),
-        Some(_) | None => raw.to_owned(),
-    }
-}
-
-/// What a named API Gateway stage puts before every path the browser sees (`/prod`), or
-/// `""` for the `$default` stage and locally. Links and redirects a page writes for the
-/// browser start with it; routes never do.
-pub fn stage_prefix(req: &Request) -> String {
     let stage = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
         _ => None,
     };
-    let raw = req.raw_http_path();
-    let raw = if raw.is_empty() { req.uri().path() } else { raw };
     match stage {
-        Some(stage) if stage != "$default" && !stage.is_empty() => {
+        Some(stage) if stage != "$default" => {
             let prefix = format!("/{stage}");
-            // Only when the browser's path carries it (a custom domain's mapping does not).
             match raw.strip_prefix(&prefix) {
-                Some(rest) if rest.starts_with('/') => prefix,
-                Some(_) | None => String::new(),
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                Some(_) | None => raw.to_owned(),
             }
         }
-        Some(_) | None => String::new(),
+        Some(_) | None => raw.to_owned(),
     }
 }
 
@@ -581,9 +567,6 @@ mod tests {
         assert_eq!(route_path(&request("/prod/v1/customers", "prod")), "/v1/customers");
         assert_eq!(route_path(&request("/v1/customers", "$default")), "/v1/customers");
         assert_eq!(route_path(&request("/production/v1/x", "prod")), "/production/v1/x");
-        assert_eq!(stage_prefix(&request("/prod/portal", "prod")), "/prod");
-        assert_eq!(stage_prefix(&request("/portal", "prod")), "", "a custom domain's path has no stage");
-        assert_eq!(stage_prefix(&request("/portal", "$default")), "");
     }
 
     #[test]

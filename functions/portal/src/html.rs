@@ -126,7 +126,7 @@ pub fn portal(v: &Value, nonce: &str) -> String {
             if owner {
                 b.push_str("<td>");
                 if i["payable"].as_bool().unwrap_or(false) {
-                    let action = format!("{base}/portal/invoices/{}/pay", i["id"].as_str().unwrap_or_default());
+                    let action = format!("{base}portal/invoices/{}/pay", i["id"].as_str().unwrap_or_default());
                     let label = format!("Pay {} now", i["amount"].as_str().unwrap_or_default());
                     b.push_str(&form(&action, csrf, &label, "Pay now"));
                 }
@@ -163,15 +163,15 @@ pub fn portal(v: &Value, nonce: &str) -> String {
                 ));
                 if !is_default {
                     let label = format!("Make the {brand} card ending {last4} the default");
-                    b.push_str(&form(&format!("{base}/portal/payment-methods/{id}/default"), csrf, &label, "Make default"));
+                    b.push_str(&form(&format!("{base}portal/payment-methods/{id}/default"), csrf, &label, "Make default"));
                 }
                 let label = format!("Remove the {brand} card ending {last4}");
-                b.push_str(&form(&format!("{base}/portal/payment-methods/{id}/remove"), csrf, &label, "Remove"));
+                b.push_str(&form(&format!("{base}portal/payment-methods/{id}/remove"), csrf, &label, "Remove"));
                 b.push_str("</td></tr>\n");
             }
             b.push_str("</tbody>\n</table>\n");
         }
-        b.push_str(&format!("<p><a id=\"add-card\" href=\"{}/portal/card-form\">Add a card</a></p>\n", esc(base)));
+        b.push_str(&format!("<p><a id=\"add-card\" href=\"{}portal/card-form\">Add a card</a></p>\n", esc(base)));
         b.push_str("</section>\n");
     }
 
@@ -217,7 +217,7 @@ fn wallet(v: &Value, base: &str, csrf: &str) -> String {
     if cards.is_empty() {
         b.push_str("<p>Add a card to refill your wallet.</p>\n");
     } else {
-        b.push_str(&format!(r#"<form class="stack" method="post" action="{}/portal/wallet/refill">"#, esc(base)));
+        b.push_str(&format!(r#"<form class="stack" method="post" action="{}portal/wallet/refill">"#, esc(base)));
         b.push_str(&hidden("csrf", csrf));
         b.push_str(&hidden("key", v["refill_key"].as_str().unwrap_or_default()));
         b.push_str(&hidden("currency", currency));
@@ -244,7 +244,7 @@ fn wallet(v: &Value, base: &str, csrf: &str) -> String {
         b.push_str("<p class=\"banner\" role=\"alert\">Automatic refill was turned off because the card was declined. Update your card and turn it back on.</p>\n");
     }
     b.push_str(&format!(
-        "<h3>Automatic refill</h3>\n<form class=\"stack\" method=\"post\" action=\"{}/portal/wallet/auto-refill\">",
+        "<h3>Automatic refill</h3>\n<form class=\"stack\" method=\"post\" action=\"{}portal/wallet/auto-refill\">",
         esc(base)
     ));
     b.push_str(&hidden("csrf", csrf));

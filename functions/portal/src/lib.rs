@@ -21,7 +21,7 @@
 use lambda_http::{Body, Request, Response};
 use recoup_lambda::App;
 use recoup_lambda::app::CardForm;
-use recoup_lambda::http::{Route, error_response, route, route_path, stage_prefix};
+use recoup_lambda::http::{Route, error_response, route, route_path};
 use recoup_shared::error::{Code, Error};
 use serde_json::json;
 
@@ -91,18 +91,18 @@ pub enum FormAuth {
     Session { csrf: String },
 }
 
-/// The page for this configuration, with its nonce. `base` is the stage prefix every path
-/// the browser is given starts with.
+/// The page for this configuration, with its nonce. `base` leads from the page up to the
+/// API's root (see [`to_root`]).
 pub fn render(form: &CardForm, nonce: &str, base: &str, auth: &FormAuth) -> String {
     let (setup_url, register_url, csrf, back) = match auth {
         FormAuth::Bearer => {
-            (format!("{base}/v1/payment-methods/setup-intents"), format!("{base}/v1/payment-methods"), None, String::new())
+            (format!("{base}v1/payment-methods/setup-intents"), format!("{base}v1/payment-methods"), None, String::new())
         }
         FormAuth::Session { csrf } => (
-            format!("{base}{SESSION_SETUP}"),
-            format!("{base}{SESSION_REGISTER}"),
+            format!("{base}{}", SESSION_SETUP.trim_start_matches('/')),
+            format!("{base}{}", SESSION_REGISTER.trim_start_matches('/')),
             Some(csrf.as_str()),
-            format!(r#"<p><a id="back" href="{}/portal">Back to your billing page</a></p>"#, html_attr(base)),
+            format!(r#"<p><a id="back" href="{}portal">Back to your billing page</a></p>"#, html_attr(base)),
         ),
     };
     let config = json!({
@@ -130,10 +130,18 @@ fn html_attr(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// The relative path from a page at `route_path` (`/portal/wallet/refill`) up to the API's
+/// root (`../../`), which links and redirects start with.
+pub fn to_root(route_path: &str) -> String {
+    "../".repeat(route_path.matches('/').count().saturating_sub(1))
+}
+
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    // Routes never carry an API Gateway stage; what the browser is sent back to does.
+    // Routes never carry an API Gateway stage (or a custom domain's mapping); what the
+    // browser is given does. Every link, form and redirect is relative, so it lands under
+    // whatever the browser's address starts with.
     let path = route_path(&req);
-    let base = stage_prefix(&req);
+    let base = to_root(&path);
     let path = path.trim_end_matches('/');
     if path == SESSION_SETUP || path == SESSION_REGISTER {
         if req.method() != http::Method::POST {
@@ -228,18 +236,27 @@ mod tests {
     }
 
     #[test]
+    fn links_climb_from_the_page_to_the_apis_root() {
+        assert_eq!(to_root("/portal"), "");
+        assert_eq!(to_root("/portal/"), "../");
+        assert_eq!(to_root("/portal/session"), "../");
+        assert_eq!(to_root("/portal/wallet/refill"), "../../");
+        assert_eq!(to_root("/portal/invoices/in_1/pay"), "../../../");
+    }
+
+    #[test]
     fn the_page_carries_its_configuration_and_loads_stripe_js_only_for_stripe() {
         let page = render(&stripe("https://js.stripe.com/v3/"), "n1", "", &FormAuth::Bearer);
         assert!(page.contains(r#"<script nonce="n1" src="https://js.stripe.com/v3/"></script>"#));
         assert!(page.contains(r#""publishable_key":"pk_test_1""#));
         assert!(!page.contains("{{"), "every placeholder is filled");
-        let sandbox = render(&CardForm::default(), "n2", "/prod", &FormAuth::Session { csrf: "c1".into() });
+        let sandbox = render(&CardForm::default(), "n2", "../", &FormAuth::Session { csrf: "c1".into() });
         assert!(!sandbox.contains("js.stripe.com"));
         assert!(sandbox.contains(r#""provider":"sandbox""#));
-        assert!(page.contains(r#""setup_url":"/v1/payment-methods/setup-intents""#) && page.contains(r#""csrf":null"#));
-        // In a session behind a stage: the portal's own calls, the CSRF token, a way back.
-        assert!(sandbox.contains(r#""setup_url":"/prod/portal/card-form/setup-intents""#), "{sandbox}");
-        assert!(sandbox.contains(r#""csrf":"c1""#) && sandbox.contains(r#"href="/prod/portal""#));
+        assert!(page.contains(r#""setup_url":"v1/payment-methods/setup-intents""#) && page.contains(r#""csrf":null"#));
+        // In a session: the portal's own calls, the CSRF token, a way back, all relative.
+        assert!(sandbox.contains(r#""setup_url":"../portal/card-form/setup-intents""#), "{sandbox}");
+        assert!(sandbox.contains(r#""csrf":"c1""#) && sandbox.contains(r#"href="../portal""#));
         // Configuration cannot close the script element it sits in.
         let hostile =
             CardForm { publishable_key: Some("</script><script>x()".into()), ..stripe("https://js.stripe.com/v3/") };

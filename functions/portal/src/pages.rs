@@ -4,9 +4,11 @@
 //! subscriptions, with a banner and the fix when a subscription is errored.
 //!
 //! - `GET /portal/session?token=<link>`: verifies the link (signature, expiry), sets the
-//!   session cookie (`HttpOnly; Secure; SameSite=Lax`, path `/portal`) and redirects to
-//!   `/portal`, so the link's token leaves the address bar. Behind a named API Gateway
-//!   stage, every path the browser is given (cookie, redirects, forms) starts with it.
+//!   session cookie (`HttpOnly; Secure; SameSite=Lax`; no `Path`, so the browser scopes it
+//!   to the `portal` folder of whatever address it used) and redirects to the page, so the
+//!   link's token leaves the address bar. Every link, form and redirect is relative: the
+//!   pages work behind a named API Gateway stage (`/prod/portal`), a custom domain, or
+//!   locally, without knowing which.
 //! - `GET /portal`: the page for the session's customer; without a valid session, a 401
 //!   page.
 //!
@@ -104,11 +106,11 @@ pub async fn open_session(app: &App, req: &Request, base: &str) -> Response<Body
     let value = sign(&secrets[0], &session);
     Response::builder()
         .status(303)
-        .header("location", format!("{base}/portal"))
+        .header("location", format!("{base}portal"))
         .header(
             "set-cookie",
             format!(
-                "{COOKIE}={value}; Path={base}/portal; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                "{COOKIE}={value}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
                 SESSION_TTL.num_seconds()
             ),
         )
@@ -287,7 +289,7 @@ pub async fn json_call(app: &App, req: &Request, call: Call<'_>) -> Response<Bod
                         }
                     },
                 };
-                Ok((200, json!({"location": format!("{base}/portal?notice={notice}")})))
+                Ok((200, json!({"location": format!("{base}portal?notice={notice}")})))
             }
         }
     };
@@ -328,17 +330,17 @@ pub async fn authenticate_page(app: &App, req: &Request, invoice: &str, base: &s
     }
     let inv = match owned_invoice(app, &session.customer_id, invoice).await {
         Ok(inv) => inv,
-        Err(_) => return see_other(&format!("{base}/portal?notice=not_found")),
+        Err(_) => return see_other(&format!("{base}portal?notice=not_found")),
     };
     if inv.pending_transaction().is_none() || app.card_form.provider != "stripe" {
-        return see_other(&format!("{base}/portal"));
+        return see_other(&format!("{base}portal"));
     }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let config = json!({
         "publishable_key": app.card_form.publishable_key,
         "csrf": csrf_token(&secrets[0], &session),
-        "reconcile_url": format!("{base}/portal/invoices/{}/reconcile", inv.id),
-        "back_url": format!("{base}/portal"),
+        "reconcile_url": format!("{base}portal/invoices/{}/reconcile", inv.id),
+        "back_url": format!("{base}portal"),
     });
     let body = crate::html::authenticate(&inv.amount.for_people(), &config, &app.card_form.stripe_js_url, &nonce);
     let mut r = html(200, body, &nonce);
@@ -366,7 +368,7 @@ pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Respons
     }
     let s = &app.services;
     let customer = &session.customer_id;
-    let back = |notice: &str| see_other(&format!("{base}/portal?notice={notice}"));
+    let back = |notice: &str| see_other(&format!("{base}portal?notice={notice}"));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let outcome: Result<Pending, Error> = match parts.as_slice() {
         ["portal", "payment-methods", id, verb @ ("default" | "remove")] => {
@@ -413,7 +415,7 @@ pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Respons
     // The bank asks the cardholder: to the page that lets them answer, the client secret
     // in the fragment.
     if let Some((invoice, secret)) = notice.strip_prefix(AUTHENTICATE).and_then(|rest| rest.split_once('#')) {
-        return see_other(&format!("{base}/portal/invoices/{invoice}/authenticate#cs={secret}"));
+        return see_other(&format!("{base}portal/invoices/{invoice}/authenticate#cs={secret}"));
     }
     back(&notice)
 }

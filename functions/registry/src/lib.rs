@@ -279,7 +279,15 @@ mod tests {
         let calling: Vec<&str> = FUNCTIONS.iter().filter(|f| f.calls_psp).map(|f| f.name).collect();
         assert_eq!(
             calling,
-            ["payment-methods-api", "invoices-api", "subscriptions-api", "psp-webhooks", "portal", "charge-worker"]
+            [
+                "payment-methods-api",
+                "invoices-api",
+                "subscriptions-api",
+                "psp-webhooks",
+                "portal",
+                "wallet-api",
+                "charge-worker"
+            ]
         );
     }
 

@@ -33,11 +33,14 @@ async fn open(r: &Runner, url: &str) -> String {
     let path = url.split_once("/portal").map(|(_, rest)| format!("/portal{rest}")).unwrap();
     let page = get(r, &path, None).await;
     assert_eq!(page.status, 303, "{}", page.body);
-    assert_eq!(page.headers["location"], "/portal");
+    // Relative, so it stays under whatever the browser's address starts with (a stage).
+    assert_eq!(page.headers["location"], "../portal");
     let set = page.headers["set-cookie"].to_str().unwrap().to_owned();
-    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/portal"] {
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax"] {
         assert!(set.contains(attr), "{set}");
     }
+    // No Path: the browser scopes the cookie to the folder of the address it used.
+    assert!(!set.contains("Path="), "{set}");
     set.split(';').next().unwrap().to_owned()
 }
 
@@ -176,8 +179,11 @@ async fn post_form(r: &Runner, path: &str, cookie: &str, form: &str) -> Page {
 /// Follows a form's redirect and answers the notice the page shows.
 async fn notice(r: &Runner, reply: &Page, cookie: &str) -> String {
     assert_eq!(reply.status, 303, "{}", reply.body);
+    // Relative to the form's address: up to the API's root, then the page.
     let location = reply.headers["location"].to_str().unwrap().to_owned();
-    let page = get(r, &location, Some(cookie)).await;
+    let page_path = location.trim_start_matches("../");
+    assert!(page_path.starts_with("portal?notice="), "{location}");
+    let page = get(r, &format!("/{page_path}"), Some(cookie)).await;
     let at = page.body.find(r#"role="status">"#).expect("a notice") + r#"role="status">"#.len();
     page.body[at..].split('<').next().unwrap().to_owned()
 }
