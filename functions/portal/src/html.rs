@@ -270,6 +270,7 @@ fn wallet(v: &Value, base: &str, csrf: &str) -> String {
 /// The 3-D Secure page: Stripe.js confirms the payment with the client secret from the
 /// fragment, then the page asks the portal to record the bank's answer and goes back.
 pub fn authenticate(amount: &str, config: &Value, stripe_js: &str, nonce: &str) -> String {
+    let back = config["back_url"].as_str().unwrap_or_default().to_owned();
     let config = config.to_string().replace('<', "\\u003c");
     let body = format!(
         "<h1>Confirm your payment</h1>\n<section>\n<p>Your bank asks you to confirm the payment of <strong>{amount}</strong>.</p>\n\
@@ -279,16 +280,12 @@ pub fn authenticate(amount: &str, config: &Value, stripe_js: &str, nonce: &str) 
          <script type=\"application/json\" id=\"recoup-config\">{config}</script>\n\
          <script nonce=\"{nonce}\" src=\"{js}\"></script>\n<script nonce=\"{nonce}\">{script}</script>\n",
         amount = esc(amount),
-        back = esc(&config_str(&config, "back_url")),
+        back = esc(&back),
         nonce = esc(nonce),
         js = esc(stripe_js),
         script = AUTHENTICATE_SCRIPT,
     );
     document("Confirm your payment", nonce, &body)
-}
-
-fn config_str(config: &str, key: &str) -> String {
-    serde_json::from_str::<Value>(config).ok().and_then(|v| v[key].as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 const AUTHENTICATE_SCRIPT: &str = r#"

@@ -396,7 +396,7 @@ pub async fn action(app: &App, req: &Request, path: &str, base: &str) -> Respons
                 Ok(_) | Err(_) => return back("not_found"),
             }
         }
-        ["portal", "wallet", "refill"] => refill(app, customer, body),
+        ["portal", "wallet", "refill"] => refill(customer, body),
         ["portal", "wallet", "auto-refill"] => auto_refill(app, customer, body).await,
         _ => return denied("No such page"),
     };
@@ -453,7 +453,7 @@ fn declined(txn: &Transaction, code: &str) -> String {
 
 /// `POST /portal/wallet/refill`: `amount` as people type it, `currency`, the card
 /// (`payment_method`, empty for the default) and the page's `key`.
-fn refill(_app: &App, customer: &CustomerId, body: &[u8]) -> Result<Pending, Error> {
+fn refill(customer: &CustomerId, body: &[u8]) -> Result<Pending, Error> {
     let code = form_field(body, "currency").unwrap_or_default();
     let Ok(currency) = Currency::parse(code.trim()) else { return Ok(Pending::done("invalid_currency")) };
     let amount = form_field(body, "amount").unwrap_or_default();

@@ -122,10 +122,7 @@ impl Services {
             .with("maximum", max_refill));
         }
         if let Some(earlier) = self.created_by(request).await? {
-            let Created::Invoice(id) = &earlier else { return Err(created_something_else("refill", &earlier)) };
-            let invoice = self.invoice(id).await?.into_inner();
-            let wallet = self.wallet(&invoice.customer_id, invoice.amount.currency()).await?;
-            return Ok(Refilled { charge: None, invoice, wallet });
+            return self.refilled_earlier(&earlier).await;
         }
         self.customer(&req.customer_id).await?;
         let invoice = self
@@ -139,12 +136,8 @@ impl Services {
             // re-run of the request committed first.
             Err(e) if e.code == Code::ConcurrentUpdate && request.is_some() => {
                 match self.created_by(request).await? {
-                    Some(Created::Invoice(id)) => {
-                        let invoice = self.invoice(&id).await?.into_inner();
-                        let wallet = self.wallet(&invoice.customer_id, invoice.amount.currency()).await?;
-                        return Ok(Refilled { charge: None, invoice, wallet });
-                    }
-                    Some(_) | None => return Err(e),
+                    Some(earlier) => return self.refilled_earlier(&earlier).await,
+                    None => return Err(e),
                 }
             }
             Err(e) => return Err(e),
@@ -157,6 +150,14 @@ impl Services {
         };
         let wallet = self.wallet(&invoice.customer_id, invoice.amount.currency()).await?;
         Ok(Refilled { invoice, charge: Some(charge), wallet })
+    }
+
+    /// The answer to a re-run of a refill: the refill the first run started, as it stands.
+    async fn refilled_earlier(&self, earlier: &Created) -> Result<Refilled> {
+        let Created::Invoice(id) = earlier else { return Err(created_something_else("refill", earlier)) };
+        let invoice = self.invoice(id).await?.into_inner();
+        let wallet = self.wallet(&invoice.customer_id, invoice.amount.currency()).await?;
+        Ok(Refilled { charge: None, invoice, wallet })
     }
 
     /// Issues a refill invoice and records it in flight on the wallet, in one transaction
@@ -174,19 +175,7 @@ impl Services {
         self.optimistic("wallet", || async move {
             let mut wallet = self.wallet_or_new(customer, amount.currency()).await?;
             let now = self.now();
-            let (mut invoice, created) = Invoice::issue(
-                NewInvoice {
-                    customer_id: customer.clone(),
-                    amount,
-                    description: REFILL_DESCRIPTION.into(),
-                    collection_method: CollectionMethod::ChargeAutomatically,
-                    subscription: None,
-                },
-                now,
-            )?;
-            invoice.wallet_refill = Some(kind);
-            invoice.schedule_first_attempt(now);
-            wallet.begin_refill(&invoice.id, now)?;
+            let (invoice, created) = refill_invoice(&mut wallet, amount, kind, now)?;
             let mut tx = Tx::new();
             tx.save(&wallet)?;
             tx.save(&Versioned::new(invoice.clone()))?;
@@ -231,19 +220,7 @@ impl Services {
                 let mut tx = Tx::new();
                 let mut refill = None;
                 if let Some(refill_amount) = debited.refill {
-                    let (mut invoice, created) = Invoice::issue(
-                        NewInvoice {
-                            customer_id: customer.clone(),
-                            amount: refill_amount,
-                            description: REFILL_DESCRIPTION.into(),
-                            collection_method: CollectionMethod::ChargeAutomatically,
-                            subscription: None,
-                        },
-                        now,
-                    )?;
-                    invoice.wallet_refill = Some(RefillKind::Automatic);
-                    invoice.schedule_first_attempt(now);
-                    wallet.begin_refill(&invoice.id, now)?;
+                    let (invoice, created) = refill_invoice(&mut wallet, refill_amount, RefillKind::Automatic, now)?;
                     tx.save(&Versioned::new(invoice.clone()))?;
                     tx.emit([created], now)?;
                     refill = Some(invoice);
@@ -359,4 +336,29 @@ impl Services {
         }
         Ok((events, WalletWrites { wallet: Some(wallet), entry }))
     }
+}
+
+/// A refill invoice for `wallet` (automatically collected, on the schedule for its first
+/// attempt so a process that dies before charging leaves it to the retry scheduler),
+/// recorded in flight on the wallet.
+fn refill_invoice(
+    wallet: &mut Wallet,
+    amount: Money,
+    kind: RefillKind,
+    now: Timestamp,
+) -> Result<(Invoice, EventPayload)> {
+    let (mut invoice, created) = Invoice::issue(
+        NewInvoice {
+            customer_id: wallet.customer_id.clone(),
+            amount,
+            description: REFILL_DESCRIPTION.into(),
+            collection_method: CollectionMethod::ChargeAutomatically,
+            subscription: None,
+        },
+        now,
+    )?;
+    invoice.wallet_refill = Some(kind);
+    invoice.schedule_first_attempt(now);
+    wallet.begin_refill(&invoice.id, now)?;
+    Ok((invoice, created))
 }
