@@ -170,7 +170,7 @@ pub async fn racing_workers_and_merchants_never_double_charge(store: Arc<dyn Ite
     let card = app.services.gateway.verify("pm_card_visa", &cus).await.unwrap();
     let pm = recoup_shared::domain::PaymentMethod::new(cus.clone(), card, app.clock.now());
     let mut customer = app.services.customer(&cus).await.unwrap();
-    customer.set_default_payment_method(Some(pm.id.clone()));
+    customer.set_default_payment_method(Some(&pm));
     let mut tx = recoup_shared::store::repo::Tx::new();
     tx.save(&recoup_shared::store::repo::Versioned::new(pm)).unwrap();
     tx.save(&customer).unwrap();
@@ -1019,6 +1019,98 @@ pub async fn a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_c
     assert_eq!(s.issue_invoice(owed(100)).await.unwrap().invoice.collection_method, CollectionMethod::SendInvoice);
 }
 
+/// Collects what the retry scheduler sends to the charge queue.
+#[derive(Default)]
+struct CapturedQueue(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl recoup_shared::ports::messaging::QueueSender for CapturedQueue {
+    async fn send(&self, bodies: &[String]) -> Result<(), recoup_shared::ports::messaging::QueueError> {
+        self.0.lock().unwrap().extend(bodies.iter().cloned());
+        Ok(())
+    }
+
+    async fn send_delayed(
+        &self,
+        body: &str,
+        _delay: std::time::Duration,
+    ) -> Result<(), recoup_shared::ports::messaging::QueueError> {
+        self.0.lock().unwrap().push(body.to_owned());
+        Ok(())
+    }
+}
+
+/// A scheduled retry as the deployed functions run it (the retry scheduler's message, then
+/// the charge worker) makes three sequential store calls: one batched read of the invoice,
+/// customer, card and ledger, one claim, one settle. The outbox's marks after publishing
+/// are counted apart. Approved and declined alike; and again for an invoice whose customer
+/// changed the default card after the last attempt, which costs only the reads the hint
+/// could not name.
+async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
+    use recoup_shared::services::scheduler::ChargeMessage;
+    use recoup_shared::store::metered::Metered;
+
+    let metered = Metered::new(store);
+    let metrics = metered.metrics();
+    // The sandbox keeps its own books elsewhere, as a real PSP would.
+    let psp = recoup_shared::store::repo::Repo::new(recoup_shared::testkit::embedded_store());
+    let app = recoup_shared::testkit::test_app(Arc::new(metered), |_, clock| {
+        Arc::new(recoup_sandbox::SandboxGateway::new(psp, clock))
+    });
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let recovering = customer_with_card(&app, &format!("pm_sandbox_visa_51_recover1_id{unique}")).await;
+    let declining = customer_with_card(&app, &format!("pm_sandbox_visa_51_id{unique}")).await;
+    // The third customer has a second card, and makes it the default after the first
+    // attempt declined on the first.
+    let switching = customer_with_card(&app, &format!("pm_sandbox_visa_51_recover1_idsw{unique}")).await;
+    let new_card =
+        app.services.register_payment_method(&switching, "pm_card_mastercard", false).await.unwrap().card.method.id;
+    let paid = issue(&app, &recovering, 1000).await.invoice;
+    let declined = issue(&app, &declining, 1000).await.invoice;
+    let switched = issue(&app, &switching, 1000).await.invoice;
+    for inv in [&paid, &declined, &switched] {
+        assert_eq!(inv.status(), InvoiceStatus::Open, "the first attempt declined");
+    }
+    app.services.set_default_payment_method(&switching, &new_card).await.unwrap();
+
+    let mut latest = app.clock.now();
+    for inv in [&paid, &declined, &switched] {
+        latest = latest.max(app.services.invoice(&inv.id).await.unwrap().next_attempt_at().unwrap());
+    }
+    app.clock.set(latest);
+    let queue = CapturedQueue::default();
+    app.services.sweep_due(&queue, 100).await.unwrap();
+    let messages: Vec<ChargeMessage> =
+        queue.0.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+
+    let mut seen = 0;
+    for message in &messages {
+        let hint = message.hint.as_ref().expect("the scheduler says what the invoice said");
+        let before = metrics.snapshot();
+        let outcome = app.services.process_due_hinted(&message.invoice_id, Some(hint)).await.unwrap();
+        let used = metrics.snapshot().since(&before);
+        let (expected_outcome, gets) = if message.invoice_id == paid.id {
+            (DueOutcome::Charged(ChargeOutcome::Paid), 1)
+        } else if message.invoice_id == declined.id {
+            (DueOutcome::Charged(ChargeOutcome::Declined), 1)
+        } else {
+            // The hint named the old card: the new default and its ledger are read after.
+            (DueOutcome::Charged(ChargeOutcome::Paid), 3)
+        };
+        assert_eq!(outcome, expected_outcome, "{}", message.invoice_id);
+        assert_eq!(used.get_requests, gets, "reads of {}: {used:?}", message.invoice_id);
+        assert_eq!(used.query_requests, 0, "{used:?}");
+        assert_eq!(used.write_requests, 2, "a claim and a settle: {used:?}");
+        assert!(used.mark_requests >= 1, "the settle's events were published and marked: {used:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3, "every due invoice was sent: {messages:?}");
+    assert_eq!(app.services.invoice(&paid.id).await.unwrap().status(), InvoiceStatus::Paid);
+    let s = app.services.invoice(&switched.id).await.unwrap();
+    assert_eq!(s.status(), InvoiceStatus::Paid);
+    assert_eq!(s.transactions().last().unwrap().card.payment_method_id, new_card, "the new default was charged");
+}
+
 macro_rules! engine_suite {
     ($make:expr) => {
         engine_suite!(@tests $make;
@@ -1058,6 +1150,7 @@ macro_rules! engine_suite {
             a_rerun_create_answers_with_the_customer_the_first_run_created,
             racing_runs_of_one_request_issue_one_invoice,
             a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_charged,
+            a_scheduled_retry_makes_three_store_calls,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -22,7 +22,7 @@ mod embedded {
             version: 1,
             indexes: IndexKeys::default(),
             expires_at: None,
-            body: serde_json::json!({"kept": true}),
+            body: serde_json::json!({"kept": true}).into(),
         };
         {
             let store = EmbeddedStore::open(&path).unwrap();
@@ -39,7 +39,7 @@ mod embedded {
             version: 1,
             indexes: recoup_shared::store::IndexKeys::default(),
             expires_at: None,
-            body: serde_json::json!({"n": i}),
+            body: serde_json::json!({"n": i}).into(),
         }
     }
 
@@ -56,14 +56,14 @@ mod embedded {
                 let store = store.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut mine = numbered(1000 + writer * 100 + i);
-                    mine.body = serde_json::json!({"writer": writer});
+                    mine.body = serde_json::json!({"writer": writer}).into();
                     let mut contested = numbered(i);
-                    contested.body = serde_json::json!({"writer": writer});
+                    contested.body = serde_json::json!({"writer": writer}).into();
                     // The uncontested item rides with nothing; the contested one pairs
                     // with a second item only the winner may write.
                     let solo = store.write(vec![WriteOp::Put { item: mine, condition: Condition::NotExists }]).await;
                     let mut prize = numbered(500 + i);
-                    prize.body = serde_json::json!({"writer": writer});
+                    prize.body = serde_json::json!({"writer": writer}).into();
                     let race = store
                         .write(vec![
                             WriteOp::Put { item: contested, condition: Condition::NotExists },
@@ -86,9 +86,9 @@ mod embedded {
         for (i, writer) in winners {
             let contested = store.get(&numbered(i).key).await.unwrap().unwrap();
             let prize = store.get(&numbered(500 + i).key).await.unwrap().unwrap();
-            assert_eq!(contested.body, serde_json::json!({"writer": writer}));
+            assert_eq!(contested.body, serde_json::json!({"writer": writer}).into());
             // A loser's second write never landed, so the prize is the winner's.
-            assert_eq!(prize.body, serde_json::json!({"writer": writer}));
+            assert_eq!(prize.body, serde_json::json!({"writer": writer}).into());
         }
     }
 

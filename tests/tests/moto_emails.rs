@@ -98,8 +98,9 @@ async fn a_failed_payment_and_its_recovery_are_emailed_through_ses_once_each() {
         .unwrap()
         .items
     {
-        assert_eq!(record.body["status"], "sent", "{}", record.body);
-        let id = recoup_shared::ids::EventId::parse(record.body["id"].as_str().unwrap()).unwrap();
+        let body = record.body.into_json().unwrap();
+        assert_eq!(body["status"], "sent", "{body}");
+        let id = recoup_shared::ids::EventId::parse(body["id"].as_str().unwrap()).unwrap();
         let e = s.repo.event(&id).await.unwrap().unwrap().into_inner().event;
         s.notify(&e).await.unwrap();
     }

@@ -11,7 +11,7 @@ use recoup_shared::services::scheduler::ChargeMessage;
 pub async fn handle(app: &App, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
     Ok(for_each_record(event, |record| async move {
         let message: ChargeMessage = body(&record)?;
-        let outcome = app.services.process_due(&message.invoice_id).await?;
+        let outcome = app.services.process_due_hinted(&message.invoice_id, message.hint.as_ref()).await?;
         tracing::info!(invoice_id = %message.invoice_id, ?outcome, "due invoice processed");
         Ok(())
     })

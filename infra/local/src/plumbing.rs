@@ -124,12 +124,12 @@ impl Message {
             version,
             indexes: IndexKeys::default(),
             expires_at: None,
-            body: serde_json::to_value(&self.stored).unwrap_or_default(),
+            body: serde_json::to_value(&self.stored).unwrap_or_default().into(),
         }
     }
 
     fn from_item(item: Item) -> Result<Self, StoreError> {
-        let stored: Stored = serde_json::from_value(item.body)
+        let stored: Stored = serde_json::from_value(item.body.into_json()?)
             .map_err(|e| StoreError::Corrupt(format!("queue item at {:?}: {e}", item.key)))?;
         Ok(Message { stored, version: item.version, visible_at: Instant::now() })
     }

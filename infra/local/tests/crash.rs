@@ -314,7 +314,7 @@ struct Charge {
 }
 
 fn parse_charge(item: &Item) -> (String, Charge) {
-    let b = &item.body;
+    let b = item.body.json().expect("a stored body is JSON");
     let key = b["idempotency_key"].as_str().unwrap_or_default().to_owned();
     let succeeded = b["outcome"]["status"] == "succeeded";
     let charge_id = b["outcome"]["charge_id"].as_str().map(str::to_owned);
@@ -377,10 +377,10 @@ async fn check_store(data_dir: &Path, acknowledged: &[String], report: &mut Repo
                 }
             }
             "email" => {
-                emails.insert(item.body["id"].as_str().unwrap_or_default().to_owned());
+                emails.insert(item.body.json().expect("JSON")["id"].as_str().unwrap_or_default().to_owned());
             }
             "customer" => {
-                *customers_by_email.entry(item.body["email"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+                *customers_by_email.entry(item.body.json().expect("JSON")["email"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
             }
             _ => {}
         }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
+use super::card::Fingerprint;
 use super::invoice::CollectionMethod;
+use super::payment_method::PaymentMethod;
 use crate::ids::{CustomerId, PaymentMethodId, SubscriptionId};
 use crate::time::Timestamp;
 
@@ -14,6 +16,11 @@ pub struct Customer {
     #[serde(default)]
     pub name: Option<String>,
     default_payment_method_id: Option<PaymentMethodId>,
+    /// The default card's fingerprint, kept beside its id so a charge can name the card's
+    /// ledger before reading anything (one batched read). Absent on customers saved before
+    /// it was kept; a charge then reads the card first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_card_fingerprint: Option<Fingerprint>,
     /// A customer has few subscriptions; keeping their ids here lets card removal check
     /// for a live subscription with one read.
     #[serde(default)]
@@ -49,6 +56,7 @@ impl Customer {
             email: email.to_owned(),
             name: name.map(str::to_owned),
             default_payment_method_id: None,
+            default_card_fingerprint: None,
             subscription_ids: Vec::new(),
             collection_method: CollectionMethod::ChargeAutomatically,
             created_at: now,
@@ -59,8 +67,15 @@ impl Customer {
         self.default_payment_method_id.as_ref()
     }
 
-    pub fn set_default_payment_method(&mut self, id: Option<PaymentMethodId>) {
-        self.default_payment_method_id = id;
+    /// The default card's id and fingerprint, when both are known.
+    pub fn default_card(&self) -> Option<(&PaymentMethodId, &Fingerprint)> {
+        self.default_payment_method_id.as_ref().zip(self.default_card_fingerprint.as_ref())
+    }
+
+    /// Makes `card` the default (or leaves the customer without one).
+    pub fn set_default_payment_method(&mut self, card: Option<&PaymentMethod>) {
+        self.default_payment_method_id = card.map(|c| c.id.clone());
+        self.default_card_fingerprint = card.map(|c| c.fingerprint.clone());
     }
 }
 

@@ -20,7 +20,8 @@ use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transactio
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
 use crate::domain::{Customer, PaymentMethod, Subscription};
 use crate::error::{Code, Error, Result};
-use crate::ids::{CustomerId, InvoiceId, PaymentMethodId};
+use crate::domain::card::Fingerprint;
+use crate::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
 use crate::ports::gateway::ChargeRequest;
 use crate::store::repo::{Entity, Tx, Versioned, from_item};
 use crate::store::{Item, keys};
@@ -188,12 +189,59 @@ fn request_for(invoice: &Invoice, txn: &Transaction) -> ChargeRequest {
     }
 }
 
+/// What a caller may know of an invoice's charge before reading anything: enough to name
+/// every item the charge reads, so one batched read fetches the invoice with its customer,
+/// subscription, card and the card's ledger. The retry scheduler puts it in the charge
+/// message from the due invoice it found. A wrong or stale hint costs reads, never
+/// correctness: what was read is checked against the invoice, and the claim is conditioned
+/// on every version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChargeHint {
+    pub customer_id: CustomerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<SubscriptionId>,
+    /// The card the charge will probably use: the invoice's last attempt's (dunning charges
+    /// the default card again) or the customer's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardHint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardHint {
+    pub payment_method_id: PaymentMethodId,
+    pub fingerprint: Fingerprint,
+}
+
+impl ChargeHint {
+    /// What an invoice says of its next charge.
+    pub fn of(invoice: &Invoice) -> ChargeHint {
+        ChargeHint {
+            customer_id: invoice.customer_id.clone(),
+            subscription_id: invoice.subscription_id().cloned(),
+            card: invoice.transactions().last().map(|t| CardHint {
+                payment_method_id: t.card.payment_method_id.clone(),
+                fingerprint: t.card.fingerprint.clone(),
+            }),
+        }
+    }
+}
+
 /// What a charge reads besides the invoice.
 struct ChargeContext {
     card: Option<Versioned<PaymentMethod>>,
     /// The card's ledger (a fresh one if the card was never charged); with the card.
     ledger: Option<Versioned<CardLedger>>,
     subscription: Option<Versioned<Subscription>>,
+}
+
+/// Where a charge's reads start. (Made once per round and consumed at once: its size does
+/// not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Start<'a> {
+    /// The invoice, read already (and perhaps its customer).
+    Known(Versioned<Invoice>, Option<Versioned<Customer>>),
+    /// Only the invoice's id, and what the caller guesses of it.
+    Id(&'a InvoiceId, Option<&'a ChargeHint>),
 }
 
 fn take<T: Entity>(items: &mut [Option<Item>], at: Option<usize>) -> Result<Option<Versioned<T>>> {
@@ -204,46 +252,84 @@ fn take<T: Entity>(items: &mut [Option<Item>], at: Option<usize>) -> Result<Opti
 }
 
 impl Services {
-    /// Reads what charging `inv` needs in as few round trips as it can: one batched read of
-    /// the customer (whose default card it is), the subscription, and the card with its
-    /// ledger when they can be named in advance (the card asked for, or the card of the
-    /// invoice's last attempt, which dunning usually charges again). A wrong guess costs one
-    /// read of the card and one of its ledger.
-    ///
-    /// A customer the caller read already (`known_customer`) is not read again.
+    /// Reads the invoice and what charging it needs in as few round trips as it can: one
+    /// batched read of the invoice (unless held), the customer (whose default card it is),
+    /// the subscription, and the card with its ledger. Those are named from the hint, or
+    /// from what the caller holds (the invoice's last attempt, the customer's default
+    /// card). Without a hint or the invoice, the invoice is read first. A wrong guess costs
+    /// one read of the card and one of its ledger. `None`: there is no such invoice.
     async fn charge_context(
         &self,
-        inv: &Invoice,
+        start: Start<'_>,
         choice: &CardChoice,
-        known_customer: Option<Versioned<Customer>>,
-    ) -> Result<ChargeContext> {
-        let last = inv.transactions().last().map(|t| &t.card);
-        let guess: Option<&PaymentMethodId> = match choice {
-            CardChoice::Specific(id) => Some(id),
-            CardChoice::Default => last.map(|c| &c.payment_method_id),
+    ) -> Result<Option<(Versioned<Invoice>, ChargeContext)>> {
+        let (held, known_customer, hint, to_read) = match start {
+            Start::Known(inv, customer) => {
+                let hint = ChargeHint::of(&inv);
+                (Some(inv), customer, hint, None)
+            }
+            Start::Id(id, Some(hint)) => (None, None, hint.clone(), Some(id)),
+            Start::Id(id, None) => match self.repo.invoice(id).await? {
+                Some(inv) => {
+                    let hint = ChargeHint::of(&inv);
+                    (Some(inv), None, hint, None)
+                }
+                None => return Ok(None),
+            },
         };
-        let guessed_fingerprint = last.filter(|c| Some(&c.payment_method_id) == guess).map(|c| &c.fingerprint);
-        let mut keys = Vec::with_capacity(4);
+        let known_customer = known_customer.filter(|c| c.id == hint.customer_id);
+        // The card to name in advance, with its fingerprint when known.
+        let default_card = known_customer
+            .as_ref()
+            .and_then(|c| c.default_card())
+            .map(|(id, fp)| CardHint { payment_method_id: id.clone(), fingerprint: fp.clone() })
+            .or(hint.card);
+        let (guess, guessed_fingerprint): (Option<&PaymentMethodId>, Option<&Fingerprint>) = match choice {
+            CardChoice::Specific(id) => {
+                (Some(id), default_card.as_ref().filter(|c| &c.payment_method_id == id).map(|c| &c.fingerprint))
+            }
+            CardChoice::Default => {
+                (default_card.as_ref().map(|c| &c.payment_method_id), default_card.as_ref().map(|c| &c.fingerprint))
+            }
+        };
+        let mut keys = Vec::with_capacity(5);
         let mut slot = |key| {
             keys.push(key);
             Some(keys.len() - 1)
         };
-        let known_customer = known_customer.filter(|c| c.id == inv.customer_id);
+        let invoice_at = to_read.and_then(|id| slot(keys::invoice(id)));
         let customer_at = match choice {
-            CardChoice::Default if known_customer.is_none() => slot(keys::customer(&inv.customer_id)),
+            CardChoice::Default if known_customer.is_none() => slot(keys::customer(&hint.customer_id)),
             CardChoice::Default | CardChoice::Specific(_) => None,
         };
-        let subscription_at = inv.subscription_id().and_then(|id| slot(keys::subscription(id)));
-        let card_at = guess.and_then(|id| slot(keys::payment_method(&inv.customer_id, id)));
+        let subscription_at = hint.subscription_id.as_ref().and_then(|id| slot(keys::subscription(id)));
+        let card_at = guess.and_then(|id| slot(keys::payment_method(&hint.customer_id, id)));
         let ledger_at = guessed_fingerprint.and_then(|fp| slot(keys::card_ledger(fp)));
         let mut items = if keys.is_empty() { Vec::new() } else { self.repo.store().get_many(&keys).await? };
 
-        let customer: Option<Versioned<Customer>> = match known_customer {
-            Some(known) => Some(known),
-            None => take(&mut items, customer_at)?,
+        let inv: Versioned<Invoice> = match held {
+            Some(inv) => inv,
+            None => match take(&mut items, invoice_at)? {
+                Some(inv) => inv,
+                None => return Ok(None),
+            },
         };
-        let subscription = take(&mut items, subscription_at)?;
-        let guessed_card: Option<Versioned<PaymentMethod>> = take(&mut items, card_at)?;
+        // A hint about another customer or subscription named the wrong items: read the
+        // invoice's own.
+        let right_customer = inv.customer_id == hint.customer_id;
+        let customer: Option<Versioned<Customer>> = match (known_customer, choice) {
+            (_, CardChoice::Specific(_)) => None,
+            (Some(known), CardChoice::Default) if right_customer => Some(known),
+            (None, CardChoice::Default) if right_customer => take(&mut items, customer_at)?,
+            (_, CardChoice::Default) => self.repo.customer(&inv.customer_id).await?,
+        };
+        let subscription = match inv.subscription_id() {
+            None => None,
+            Some(id) if hint.subscription_id.as_ref() == Some(id) => take(&mut items, subscription_at)?,
+            Some(id) => self.repo.subscription(id).await?,
+        };
+        let guessed_card: Option<Versioned<PaymentMethod>> =
+            if right_customer { take(&mut items, card_at)? } else { None };
         let guessed_ledger: Option<Versioned<CardLedger>> = take(&mut items, ledger_at)?;
         let wanted = match choice {
             CardChoice::Specific(id) => Some(id),
@@ -253,7 +339,7 @@ impl Services {
         };
         let card = match wanted {
             None => None,
-            Some(id) if Some(id) == guess => guessed_card,
+            Some(id) if right_customer && Some(id) == guess => guessed_card,
             Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
         };
         let ledger = match &card {
@@ -263,7 +349,7 @@ impl Services {
         }
         .zip(card.as_ref())
         .map(|(l, c)| l.unwrap_or_else(|| Versioned::new(CardLedger::new(c.fingerprint.clone(), c.network()))));
-        Ok(ChargeContext { card, ledger, subscription })
+        Ok(Some((inv, ChargeContext { card, ledger, subscription })))
     }
 
     /// The card's turn in this process; if it had to wait, the ledger read before is stale
@@ -301,6 +387,7 @@ impl Services {
     /// [`Services::charge_invoice`], its first round starting from an invoice and customer
     /// the caller holds (just issued: neither is read again). A claim is conditioned on the
     /// invoice's version, so if either was stale the claim fails and the next round reads.
+    /// Later rounds read everything in one batch, named from the first round's invoice.
     pub(crate) async fn charge_invoice_from(
         &self,
         invoice_id: &InvoiceId,
@@ -310,15 +397,18 @@ impl Services {
     ) -> Result<ChargeReport> {
         let choice = &choice;
         let known = &std::sync::Mutex::new(known);
+        let hint = &std::sync::Mutex::new(None::<ChargeHint>);
         let (claim, turn) = self
             .optimistic("invoice", || async move {
                 let first_round = known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                let (inv, customer) = match first_round {
-                    Some((inv, customer)) if inv.id == *invoice_id => (inv, Some(customer)),
-                    _ => (self.repo.invoice(invoice_id).await?.ok_or_else(|| Error::not_found("invoice"))?, None),
+                let held_hint = hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let start = match first_round {
+                    Some((inv, customer)) if inv.id == *invoice_id => Start::Known(inv, Some(customer)),
+                    _ => Start::Id(invoice_id, held_hint.as_ref()),
                 };
-                let ChargeContext { card, ledger, subscription: sub } =
-                    self.charge_context(&inv, choice, customer).await?;
+                let (inv, ChargeContext { card, ledger, subscription: sub }) =
+                    self.charge_context(start, choice).await?.ok_or_else(|| Error::not_found("invoice"))?;
+                *hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ChargeHint::of(&inv));
                 let (Some(card), Some(mut ledger)) = (card, ledger) else {
                     return Err(match choice {
                         CardChoice::Default => Error::new(
@@ -593,17 +683,35 @@ impl Services {
     /// The charge worker's job: look at an invoice that came due and do what the policy
     /// says. Safe to run twice for the same message.
     pub async fn process_due(&self, invoice_id: &InvoiceId) -> Result<DueOutcome> {
+        self.process_due_hinted(invoice_id, None).await
+    }
+
+    /// [`Services::process_due`] with what the scheduler knew of the invoice, so that one
+    /// batched read fetches the invoice and everything its charge needs.
+    pub async fn process_due_hinted(&self, invoice_id: &InvoiceId, hint: Option<&ChargeHint>) -> Result<DueOutcome> {
+        let hint = &std::sync::Mutex::new(hint.cloned());
         let step = self
             .optimistic("invoice", || async move {
-                let Some(mut inv) = self.repo.invoice(invoice_id).await? else {
+                let held_hint = hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let now = self.now();
+                let start = match &held_hint {
+                    Some(hint) => Start::Id(invoice_id, Some(hint)),
+                    // Nothing to name the rest by: the invoice alone first, and nothing
+                    // more if it is not due (a duplicate message).
+                    None => match self.repo.invoice(invoice_id).await? {
+                        Some(inv) if inv.next_attempt_at().is_some_and(|at| at <= now) => Start::Known(inv, None),
+                        Some(_) | None => return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue))),
+                    },
+                };
+                let Some((mut inv, ChargeContext { card, mut ledger, subscription: sub })) =
+                    self.charge_context(start, &CardChoice::Default).await?
+                else {
                     return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 };
-                let now = self.now();
+                *hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ChargeHint::of(&inv));
                 if inv.next_attempt_at().is_none_or(|at| at > now) {
                     return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 }
-                let ChargeContext { card, mut ledger, subscription: sub } =
-                    self.charge_context(&inv, &CardChoice::Default, None).await?;
                 let turn = match (&card, &mut ledger) {
                     (Some(c), Some(l)) => Some(self.card_turn(c, l).await?),
                     _ => None,

@@ -128,8 +128,8 @@ impl Services {
                 let becomes_default = set_default || customer.default_payment_method_id().is_none();
                 let mut tx = Tx::new();
                 tx.save(&card)?;
-                if becomes_default && customer.default_payment_method_id() != Some(&card.id) {
-                    customer.set_default_payment_method(Some(card.id.clone()));
+                if becomes_default && customer.default_card() != Some((&card.id, &card.fingerprint)) {
+                    customer.set_default_payment_method(Some(&card));
                     tx.save(&customer)?;
                 } else {
                     tx.check(&customer);
@@ -184,8 +184,8 @@ impl Services {
                     .await?
                     .ok_or_else(|| Error::not_found("payment method"))?;
                 let mut tx = Tx::new();
-                if customer.default_payment_method_id() != Some(&card.id) {
-                    customer.set_default_payment_method(Some(card.id.clone()));
+                if customer.default_card() != Some((&card.id, &card.fingerprint)) {
+                    customer.set_default_payment_method(Some(&card));
                     tx.save(&customer)?;
                     tx.check(&card);
                 }

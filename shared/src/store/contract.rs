@@ -21,7 +21,7 @@ fn item(pk: &str, sk: &str, version: u64) -> Item {
         version,
         indexes: IndexKeys::default(),
         expires_at: None,
-        body: json!({"n": version}),
+        body: json!({"n": version}).into(),
     }
 }
 
@@ -51,7 +51,8 @@ pub async fn an_item_reads_back_exactly_as_written(store: Arc<dyn ItemStore>) {
     it.body = json!({
         "amount": 99_999_999, "big": 9_007_199_254_740_993_u64, "negative": -42, "flag": true,
         "nothing": null, "text": "héllo ✓", "list": [1, "two", {"three": 3}], "nested": {"deep": {"x": []}}
-    });
+    })
+    .into();
     it.indexes = IndexKeys::default()
         .with(Index::Gsi1, Some(IndexKey::new(unique("G1"), "s1")))
         .with(Index::Gsi3, Some(IndexKey::new(unique("G3"), "s3")));
@@ -292,7 +293,7 @@ pub async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store:
         let pk = pk.clone();
         tasks.push(tokio::spawn(async move {
             let mut it = item(&pk, "A", 2);
-            it.body = json!({"writer": i});
+            it.body = json!({"writer": i}).into();
             store.write(vec![put(it, Condition::Version(1))]).await
         }));
     }

@@ -78,7 +78,7 @@ fn key_map(key: &Key) -> HashMap<String, AttributeValue> {
     ])
 }
 
-fn to_attrs(item: &Item) -> HashMap<String, AttributeValue> {
+fn to_attrs(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let mut m = key_map(&item.key);
     m.insert(ENTITY.into(), AttributeValue::S(item.entity.clone()));
     m.insert(VERSION.into(), AttributeValue::N(item.version.to_string()));
@@ -92,8 +92,8 @@ fn to_attrs(item: &Item) -> HashMap<String, AttributeValue> {
     if let Some(t) = item.expires_at {
         m.insert(EXPIRES_AT.into(), AttributeValue::N(t.to_string()));
     }
-    m.insert(DATA.into(), json_to_attr(&item.body));
-    m
+    m.insert(DATA.into(), json_to_attr(&*item.body.json()?));
+    Ok(m)
 }
 
 fn string(m: &HashMap<String, AttributeValue>, name: &str) -> Result<String, StoreError> {
@@ -125,7 +125,7 @@ fn from_attrs(m: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
         version: number(m, VERSION)?.unwrap_or(0) as u64,
         indexes,
         expires_at: number(m, EXPIRES_AT)?,
-        body: m.get(DATA).map(attr_to_json).transpose()?.unwrap_or(serde_json::Value::Null),
+        body: m.get(DATA).map(attr_to_json).transpose()?.unwrap_or(serde_json::Value::Null).into(),
     })
 }
 
@@ -302,7 +302,7 @@ impl DynamoStore {
                     .put(
                         Put::builder()
                             .table_name(&self.table)
-                            .set_item(Some(to_attrs(&item)))
+                            .set_item(Some(to_attrs(&item)?))
                             .set_condition_expression(expr)
                             .set_expression_attribute_values(values)
                             .build()
@@ -487,7 +487,7 @@ impl ItemStore for DynamoStore {
                         .get()
                         .put_item()
                         .table_name(&self.table)
-                        .set_item(Some(to_attrs(&item)))
+                        .set_item(Some(to_attrs(&item)?))
                         .set_condition_expression(expr)
                         .set_expression_attribute_values(values)
                         .return_consumed_capacity(ReturnConsumedCapacity::Total)

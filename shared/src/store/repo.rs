@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::keys;
 use super::{
-    Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp,
+    Body, Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Query, SortKeyRange, StoreError, WriteOp,
 };
 use crate::domain::card::Fingerprint;
 use crate::domain::events::{Event, EventPayload};
@@ -25,7 +25,7 @@ use crate::time::Timestamp;
 pub const EVENT_RETENTION: TimeDelta = TimeDelta::days(30);
 
 /// Something stored as one item of the single table.
-pub trait Entity: Serialize + DeserializeOwned + Send + Sync {
+pub trait Entity: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
     const KIND: &'static str;
     fn key(&self) -> Key;
     fn index_keys(&self) -> IndexKeys {
@@ -76,9 +76,10 @@ impl<T> DerefMut for Versioned<T> {
     }
 }
 
+/// The entity as an item. Its body is the entity itself; a store that keeps bytes turns it
+/// into JSON when it writes.
 pub fn to_item<T: Entity>(value: &T, version: u64) -> Result<Item, StoreError> {
-    let body =
-        serde_json::to_value(value).map_err(|e| StoreError::Invalid(format!("{} does not serialize: {e}", T::KIND)))?;
+    let body = Body::Entity(Arc::new(value.clone()));
     Ok(Item {
         key: value.key(),
         entity: T::KIND.to_owned(),
@@ -93,8 +94,14 @@ pub fn from_item<T: Entity>(item: Item) -> Result<Versioned<T>, StoreError> {
     if item.entity != T::KIND {
         return Err(StoreError::Corrupt(format!("expected a {} at {:?}, found a {}", T::KIND, item.key, item.entity)));
     }
-    let value = serde_json::from_value(item.body)
-        .map_err(|e| StoreError::Corrupt(format!("{} at {:?}: {e}", T::KIND, item.key)))?;
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{} at {:?}: {e}", T::KIND, item.key));
+    let value = match item.body {
+        Body::Entity(held) => match held.as_any().downcast_ref::<T>() {
+            Some(value) => value.clone(),
+            None => serde_json::from_value(held.to_json()?).map_err(|e| corrupt(&e))?,
+        },
+        Body::Json(json) => serde_json::from_value(json).map_err(|e| corrupt(&e))?,
+    };
     Ok(Versioned { value, version: item.version })
 }
 
@@ -389,26 +396,27 @@ impl Repo {
     }
 
     /// Ids in one schedule partition due at or before `now`, oldest first.
-    async fn due_ids(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
+    async fn due_items(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
         let mut query =
             Query::index(Index::Gsi2, partition, SortKeyRange::AtMost(keys::due_bound(now))).limit(limit.min(1000));
         loop {
             let page = self.store.query(&query).await?;
-            for item in &page.items {
-                if let Some(k) = item.indexes.get(Index::Gsi2) {
-                    ids.push(id_suffix(&k.sk).to_owned());
-                }
-            }
-            if ids.len() >= limit {
-                ids.truncate(limit);
-                return Ok(ids);
+            items.extend(page.items);
+            if items.len() >= limit {
+                items.truncate(limit);
+                return Ok(items);
             }
             match page.next {
                 Some(c) => query.after = Some(c),
-                None => return Ok(ids),
+                None => return Ok(items),
             }
         }
+    }
+
+    async fn due_ids(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        let items = self.due_items(partition, now, limit).await?;
+        Ok(items.iter().filter_map(|item| item.indexes.get(Index::Gsi2)).map(|k| id_suffix(&k.sk).to_owned()).collect())
     }
 
     /// Invoices due for an attempt (or for reconciling one) at `now`, from every shard.
@@ -417,6 +425,22 @@ impl Repo {
         for shard in 0..keys::SCHEDULE_SHARDS {
             let ids = self.due_ids(keys::due_partition(shard), now, limit.saturating_sub(out.len())).await?;
             out.extend(ids.iter().filter_map(|s| InvoiceId::parse(s)));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Repo::due_invoices`], whole (the schedule index carries every attribute), so the
+    /// scheduler can tell the charge worker what each charge will read.
+    pub async fn due_invoice_entities(&self, now: Timestamp, limit: usize) -> Result<Vec<Versioned<Invoice>>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..keys::SCHEDULE_SHARDS {
+            let items = self.due_items(keys::due_partition(shard), now, limit.saturating_sub(out.len())).await?;
+            for item in items {
+                out.push(from_item(item)?);
+            }
             if out.len() >= limit {
                 break;
             }
