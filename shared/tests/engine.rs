@@ -1043,9 +1043,9 @@ impl recoup_shared::ports::messaging::QueueSender for CapturedQueue {
 /// A scheduled retry as the deployed functions run it (the retry scheduler's message, then
 /// the charge worker) makes three sequential store calls: one batched read of the invoice,
 /// customer, card and ledger, one claim, one settle. The outbox's marks after publishing
-/// are counted apart. Approved and declined alike; and again for an invoice whose customer
-/// changed the default card after the last attempt, which costs only the reads the hint
-/// could not name.
+/// are counted apart. Approved and declined alike, at 2 read units (the first look is
+/// eventually consistent); and again for an invoice whose customer changed the default card
+/// after the last attempt, which costs only the reads the hint could not name.
 async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
     use recoup_shared::services::scheduler::ChargeMessage;
     use recoup_shared::store::metered::Metered;
@@ -1101,6 +1101,12 @@ async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
         assert_eq!(used.get_requests, gets, "reads of {}: {used:?}", message.invoice_id);
         assert_eq!(used.query_requests, 0, "{used:?}");
         assert_eq!(used.write_requests, 2, "a claim and a settle: {used:?}");
+        if gets == 1 {
+            // Invoice, customer, card and ledger, each under 4 KB, read eventually
+            // consistently: half a unit each.
+            assert_eq!(used.items_read, 4, "{used:?}");
+            assert!(used.read_units <= 2.0, "at most 2 read units: {used:?}");
+        }
         assert!(used.mark_requests >= 1, "the settle's events were published and marked: {used:?}");
         seen += 1;
     }

@@ -524,6 +524,14 @@ pub trait ItemStore: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// [`ItemStore::get_many`], eventually consistent: a read may miss the latest writes
+    /// (by about a second at most on DynamoDB) and costs half. For a first look that every
+    /// write after it checks by version, so a stale answer costs a retry, not a wrong
+    /// write. Stores that are always consistent answer as `get_many`.
+    async fn get_many_eventually(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        self.get_many(keys).await
+    }
+
     /// Reads items of one partition in sort-key order. Table queries are strongly
     /// consistent; index queries may lag writes slightly.
     async fn query(&self, query: &Query) -> Result<Page, StoreError>;

@@ -258,10 +258,15 @@ impl Services {
     /// from what the caller holds (the invoice's last attempt, the customer's default
     /// card). Without a hint or the invoice, the invoice is read first. A wrong guess costs
     /// one read of the card and one of its ledger. `None`: there is no such invoice.
+    ///
+    /// `eventually`: the batched read may be eventually consistent (half the read cost on
+    /// DynamoDB). Only for a first look whose every consequence is a write conditioned on
+    /// what was read: a stale read then costs a lost round, which reads strongly.
     async fn charge_context(
         &self,
         start: Start<'_>,
         choice: &CardChoice,
+        eventually: bool,
     ) -> Result<Option<(Versioned<Invoice>, ChargeContext)>> {
         let (held, known_customer, hint, to_read) = match start {
             Start::Known(inv, customer) => {
@@ -305,7 +310,12 @@ impl Services {
         let subscription_at = hint.subscription_id.as_ref().and_then(|id| slot(keys::subscription(id)));
         let card_at = guess.and_then(|id| slot(keys::payment_method(&hint.customer_id, id)));
         let ledger_at = guessed_fingerprint.and_then(|fp| slot(keys::card_ledger(fp)));
-        let mut items = if keys.is_empty() { Vec::new() } else { self.repo.store().get_many(&keys).await? };
+        let store = self.repo.store();
+        let mut items = match (keys.is_empty(), eventually) {
+            (true, _) => Vec::new(),
+            (false, true) => store.get_many_eventually(&keys).await?,
+            (false, false) => store.get_many(&keys).await?,
+        };
 
         let inv: Versioned<Invoice> = match held {
             Some(inv) => inv,
@@ -407,7 +417,7 @@ impl Services {
                     _ => Start::Id(invoice_id, held_hint.as_ref()),
                 };
                 let (inv, ChargeContext { card, ledger, subscription: sub }) =
-                    self.charge_context(start, choice).await?.ok_or_else(|| Error::not_found("invoice"))?;
+                    self.charge_context(start, choice, false).await?.ok_or_else(|| Error::not_found("invoice"))?;
                 *hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ChargeHint::of(&inv));
                 let (Some(card), Some(mut ledger)) = (card, ledger) else {
                     return Err(match choice {
@@ -690,8 +700,13 @@ impl Services {
     /// batched read fetches the invoice and everything its charge needs.
     pub async fn process_due_hinted(&self, invoice_id: &InvoiceId, hint: Option<&ChargeHint>) -> Result<DueOutcome> {
         let hint = &std::sync::Mutex::new(hint.cloned());
+        // The first round's look may be eventually consistent: everything it can lead to
+        // is a write conditioned on the versions read, a not-due answer the next sweep
+        // revisits, or a reconciliation that reads again.
+        let first_round = &std::sync::atomic::AtomicBool::new(true);
         let step = self
             .optimistic("invoice", || async move {
+                let eventually = first_round.swap(false, std::sync::atomic::Ordering::Relaxed);
                 let held_hint = hint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 let now = self.now();
                 let start = match &held_hint {
@@ -704,7 +719,7 @@ impl Services {
                     },
                 };
                 let Some((mut inv, ChargeContext { card, mut ledger, subscription: sub })) =
-                    self.charge_context(start, &CardChoice::Default).await?
+                    self.charge_context(start, &CardChoice::Default, eventually).await?
                 else {
                     return Ok(Decision::Answer(DueStep::Done(DueOutcome::NotDue)));
                 };

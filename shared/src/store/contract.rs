@@ -70,6 +70,10 @@ pub async fn a_batched_read_answers_in_the_order_asked(store: Arc<dyn ItemStore>
     let missing = Key::new(&pk, "missing");
     let got = store.get_many(&[b.key.clone(), missing.clone(), a.key.clone()]).await.expect("batched read");
     assert_eq!(got, vec![Some(b.clone()), None, Some(a.clone())]);
+    // Eventually consistent: the same answer once the writes have settled (the emulators
+    // and the local stores are always consistent).
+    let got = store.get_many_eventually(&[missing.clone(), a.key.clone()]).await.expect("eventual batched read");
+    assert_eq!(got, vec![None, Some(a.clone())]);
     assert_eq!(store.get_many(&[]).await.expect("empty read"), Vec::<Option<Item>>::new());
     let twice = store.get_many(&[a.key.clone(), a.key.clone()]).await;
     assert!(matches!(twice, Err(StoreError::Invalid(_))), "{twice:?}");

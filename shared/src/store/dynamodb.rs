@@ -206,6 +206,50 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// One `BatchGetItem` (more if DynamoDB leaves keys unprocessed, asked again with
+    /// backoff), answered in the order of `keys`.
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Option<Item>>, StoreError> {
+        super::validate_keys(keys)?;
+        let mut found: HashMap<Key, Item> = HashMap::with_capacity(keys.len());
+        let mut pending: Vec<HashMap<String, AttributeValue>> = keys.iter().map(key_map).collect();
+        for round in 0..8u32 {
+            if pending.is_empty() {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10 << round)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(consistent)
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let out = self
+                .client
+                .get()
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(map_err)?;
+            for c in out.consumed_capacity() {
+                self.consumed.add(Some(c), false);
+            }
+            for attrs in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let item = from_attrs(attrs)?;
+                found.insert(item.key.clone(), item);
+            }
+            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                pending = left.keys().to_vec();
+            }
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Contention("DynamoDB left keys of a batched read unprocessed".into()));
+        }
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self::with(crate::aws::LazyClient::ready(client), table)
     }
@@ -365,45 +409,11 @@ impl ItemStore for DynamoStore {
     /// `BatchGetItem`, strongly consistent; keys DynamoDB leaves unprocessed (throttling)
     /// are asked again.
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        super::validate_keys(keys)?;
-        let mut found: HashMap<Key, Item> = HashMap::with_capacity(keys.len());
-        let mut pending: Vec<HashMap<String, AttributeValue>> = keys.iter().map(key_map).collect();
-        for round in 0..8u32 {
-            if pending.is_empty() {
-                break;
-            }
-            if round > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(10 << round)).await;
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let out = self
-                .client
-                .get()
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(map_err)?;
-            for c in out.consumed_capacity() {
-                self.consumed.add(Some(c), false);
-            }
-            for attrs in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                let item = from_attrs(attrs)?;
-                found.insert(item.key.clone(), item);
-            }
-            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                pending = left.keys().to_vec();
-            }
-        }
-        if !pending.is_empty() {
-            return Err(StoreError::Contention("DynamoDB left keys of a batched read unprocessed".into()));
-        }
-        Ok(keys.iter().map(|k| found.remove(k)).collect())
+        self.batch_get(keys, true).await
+    }
+
+    async fn get_many_eventually(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        self.batch_get(keys, false).await
     }
 
     async fn query(&self, q: &Query) -> Result<Page, StoreError> {
