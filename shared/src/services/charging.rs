@@ -347,15 +347,29 @@ impl Services {
                 customer.as_ref().ok_or_else(|| Error::not_found("customer"))?.default_payment_method_id()
             }
         };
+        // A card not guessed is read now; with its ledger in the same batch when the
+        // customer names the default card's fingerprint.
+        let mut late_ledger: Option<(Fingerprint, Option<Versioned<CardLedger>>)> = None;
         let card = match wanted {
             None => None,
             Some(id) if right_customer && Some(id) == guess => guessed_card,
-            Some(id) => self.repo.payment_method(&inv.customer_id, id).await?,
+            Some(id) => match customer.as_ref().and_then(|c| c.default_card()).filter(|(default, _)| *default == id) {
+                Some((_, fingerprint)) => {
+                    let keys = [keys::payment_method(&inv.customer_id, id), keys::card_ledger(fingerprint)];
+                    let mut items = store.get_many(&keys).await?;
+                    late_ledger = Some((fingerprint.clone(), take(&mut items, Some(1))?));
+                    take(&mut items, Some(0))?
+                }
+                None => self.repo.payment_method(&inv.customer_id, id).await?,
+            },
         };
         let ledger = match &card {
             None => None,
             Some(c) if ledger_at.is_some() && guessed_fingerprint == Some(&c.fingerprint) => Some(guessed_ledger),
-            Some(c) => Some(self.repo.ledger(&c.fingerprint).await?),
+            Some(c) => match late_ledger {
+                Some((fingerprint, ledger)) if fingerprint == c.fingerprint => Some(ledger),
+                _ => Some(self.repo.ledger(&c.fingerprint).await?),
+            },
         }
         .zip(card.as_ref())
         .map(|(l, c)| l.unwrap_or_else(|| Versioned::new(CardLedger::new(c.fingerprint.clone(), c.network()))));
