@@ -310,6 +310,36 @@ fn token_for(i: usize) -> (usize, String) {
 /// Work items in flight at once in the simulated month: enough to keep both cores busy.
 const IN_FLIGHT: usize = 64;
 
+/// Runs `work` over `items`, `IN_FLIGHT` at a time, in one task per runtime thread: each
+/// task drives its share concurrently itself, so futures wake within their task and
+/// threads meet only in the store (a task per item would hand every completion across
+/// threads).
+async fn in_lanes<T, R, F, Fut>(items: Vec<T>, work: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    use futures::StreamExt;
+    const LANES: usize = 2;
+    let mut items = items;
+    let share = items.len().div_ceil(LANES).max(1);
+    let mut lanes = Vec::new();
+    while !items.is_empty() {
+        let part = items.split_off(items.len().saturating_sub(share));
+        let work = work.clone();
+        lanes.push(tokio::spawn(async move {
+            futures::stream::iter(part).map(work).buffer_unordered(IN_FLIGHT / LANES).collect::<Vec<R>>().await
+        }));
+    }
+    let mut out = Vec::new();
+    for lane in lanes {
+        out.extend(lane.await.expect("a lane of work"));
+    }
+    out
+}
+
 /// Peak resident memory of this process so far (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -319,7 +349,6 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 async fn month_section(n: usize, backend: &str) {
-    use futures::StreamExt;
     println!("### A simulated 30-day dunning month ({backend} store)\n");
     let b = Arc::new(bench_on(backend).await.expect("a local backend"));
     let s = &b.services;
@@ -328,43 +357,42 @@ async fn month_section(n: usize, backend: &str) {
     // The merchant's customers and their cards, before the month starts. Work runs as
     // tasks, so both of the runtime's threads take part.
     let started = Instant::now();
-    let customers: Vec<(usize, CustomerId)> = futures::stream::iter(0..n)
-        .map(|i| {
+    let customers: Vec<(usize, CustomerId)> = in_lanes((0..n).collect(), {
+        let b = b.clone();
+        move |i| {
             let b = b.clone();
-            tokio::spawn(async move {
+            async move {
                 let (kind, token) = token_for(i);
                 (kind, b.customer(Some(&token)).await)
-            })
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .map(|joined| joined.expect("a setup task"))
-        .collect()
-        .await;
+            }
+        }
+    })
+    .await;
     let setup = started.elapsed();
     // The month: every invoice issued and charged at once, then the retry scheduler every
     // hour for 30 days, its messages (with what each due invoice said) to the charge worker.
     let month = Instant::now();
-    let issued: Vec<(usize, recoup_shared::ids::InvoiceId)> = futures::stream::iter(customers.into_iter().enumerate())
-        .map(|(i, (kind, cus))| {
+    let issued: Vec<(usize, recoup_shared::ids::InvoiceId)> =
+        in_lanes(customers.into_iter().enumerate().collect(), {
             let b = b.clone();
-            tokio::spawn(async move {
-                let inv = b
-                    .services
-                    .issue_invoice(IssueInvoice {
-                        customer_id: cus,
-                        amount: usd(1000 + (i as i64 % 50) * 100),
-                        description: String::new(),
-                        collection_method: Some(CollectionMethod::ChargeAutomatically),
-                    })
-                    .await
-                    .unwrap()
-                    .invoice;
-                (kind, inv.id)
-            })
+            move |(i, (kind, cus)): (usize, (usize, CustomerId))| {
+                let b = b.clone();
+                async move {
+                    let inv = b
+                        .services
+                        .issue_invoice(IssueInvoice {
+                            customer_id: cus,
+                            amount: usd(1000 + (i as i64 % 50) * 100),
+                            description: String::new(),
+                            collection_method: Some(CollectionMethod::ChargeAutomatically),
+                        })
+                        .await
+                        .unwrap()
+                        .invoice;
+                    (kind, inv.id)
+                }
+            }
         })
-        .buffer_unordered(IN_FLIGHT)
-        .map(|joined| joined.expect("an issue task"))
-        .collect()
         .await;
     let issued_in = month.elapsed();
     let mut sweeps = 0;
@@ -375,21 +403,20 @@ async fn month_section(n: usize, backend: &str) {
         loop {
             let due = s.repo.due_invoice_entities(s.now(), 10_000).await.unwrap();
             let full = due.len() == 10_000;
-            let outcomes: Vec<bool> = futures::stream::iter(due)
-                .map(|inv| {
+            let outcomes: Vec<bool> = in_lanes(due, {
+                let b = b.clone();
+                move |inv: Versioned<Invoice>| {
                     let b = b.clone();
-                    tokio::spawn(async move {
+                    async move {
                         let hint = ChargeHint::of(&inv);
                         matches!(
                             b.services.process_due_hinted(&inv.id, Some(&hint)).await,
                             Ok(recoup_shared::services::charging::DueOutcome::NotDue)
                         )
-                    })
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .map(|joined| joined.expect("a charge task"))
-                .collect()
-                .await;
+                    }
+                }
+            })
+            .await;
             if !full || outcomes.iter().all(|not_due| *not_due) {
                 break;
             }
