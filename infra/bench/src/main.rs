@@ -372,28 +372,27 @@ async fn month_section(n: usize, backend: &str) {
     // The month: every invoice issued and charged at once, then the retry scheduler every
     // hour for 30 days, its messages (with what each due invoice said) to the charge worker.
     let month = Instant::now();
-    let issued: Vec<(usize, recoup_shared::ids::InvoiceId)> =
-        in_lanes(customers.into_iter().enumerate().collect(), {
+    let issued: Vec<(usize, recoup_shared::ids::InvoiceId)> = in_lanes(customers.into_iter().enumerate().collect(), {
+        let b = b.clone();
+        move |(i, (kind, cus)): (usize, (usize, CustomerId))| {
             let b = b.clone();
-            move |(i, (kind, cus)): (usize, (usize, CustomerId))| {
-                let b = b.clone();
-                async move {
-                    let inv = b
-                        .services
-                        .issue_invoice(IssueInvoice {
-                            customer_id: cus,
-                            amount: usd(1000 + (i as i64 % 50) * 100),
-                            description: String::new(),
-                            collection_method: Some(CollectionMethod::ChargeAutomatically),
-                        })
-                        .await
-                        .unwrap()
-                        .invoice;
-                    (kind, inv.id)
-                }
+            async move {
+                let inv = b
+                    .services
+                    .issue_invoice(IssueInvoice {
+                        customer_id: cus,
+                        amount: usd(1000 + (i as i64 % 50) * 100),
+                        description: String::new(),
+                        collection_method: Some(CollectionMethod::ChargeAutomatically),
+                    })
+                    .await
+                    .unwrap()
+                    .invoice;
+                (kind, inv.id)
             }
-        })
-        .await;
+        }
+    })
+    .await;
     let issued_in = month.elapsed();
     let mut sweeps = 0;
     for _ in 0..(30 * 24) {

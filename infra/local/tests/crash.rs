@@ -380,7 +380,9 @@ async fn check_store(data_dir: &Path, acknowledged: &[String], report: &mut Repo
                 emails.insert(item.body.json().expect("JSON")["id"].as_str().unwrap_or_default().to_owned());
             }
             "customer" => {
-                *customers_by_email.entry(item.body.json().expect("JSON")["email"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+                *customers_by_email
+                    .entry(item.body.json().expect("JSON")["email"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
             }
             _ => {}
         }

@@ -13,6 +13,7 @@
 //! Together with the invoice's own rule that nothing else may touch it while an attempt
 //! is pending, this makes a second successful charge of an invoice impossible.
 
+use crate::domain::card::Fingerprint;
 use crate::domain::card::Network;
 use crate::domain::decline::{HardReason, RetryClass, mastercard_retry_after};
 use crate::domain::dunning::{ChargePlan, ChargeRefusal, DueContext, DueDecision, SkipReason, decide_due, plan_charge};
@@ -20,7 +21,6 @@ use crate::domain::invoice::{AttemptOutcome, AttemptTrigger, Invoice, Transactio
 use crate::domain::ledger::{CardBlock, CardLedger, LedgerEntry, LedgerOutcome};
 use crate::domain::{Customer, PaymentMethod, Subscription};
 use crate::error::{Code, Error, Result};
-use crate::domain::card::Fingerprint;
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
 use crate::ports::gateway::ChargeRequest;
 use crate::store::repo::{Entity, Tx, Versioned, from_item};
@@ -257,7 +257,8 @@ impl Services {
     /// the subscription, and the card with its ledger. Those are named from the hint, or
     /// from what the caller holds (the invoice's last attempt, the customer's default
     /// card). Without a hint or the invoice, the invoice is read first. A wrong guess costs
-    /// one read of the card and one of its ledger. `None`: there is no such invoice.
+    /// one more read: the card with its ledger when the customer names the default card's
+    /// fingerprint, else each alone. `None`: there is no such invoice.
     ///
     /// `eventually`: the batched read may be eventually consistent (half the read cost on
     /// DynamoDB). Only for a first look whose every consequence is a write conditioned on

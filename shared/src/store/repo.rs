@@ -434,7 +434,11 @@ impl Repo {
 
     /// [`Repo::due_invoices`], whole (the schedule index carries every attribute), so the
     /// scheduler can tell the charge worker what each charge will read.
-    pub async fn due_invoice_entities(&self, now: Timestamp, limit: usize) -> Result<Vec<Versioned<Invoice>>, StoreError> {
+    pub async fn due_invoice_entities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<Invoice>>, StoreError> {
         let mut out = Vec::new();
         for shard in 0..keys::SCHEDULE_SHARDS {
             let items = self.due_items(keys::due_partition(shard), now, limit.saturating_sub(out.len())).await?;
