@@ -395,7 +395,7 @@ impl Repo {
         self.load(&keys::card_ledger(fingerprint)).await
     }
 
-    /// Ids in one schedule partition due at or before `now`, oldest first.
+    /// Items in one schedule partition due at or before `now`, oldest first.
     async fn due_items(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut query =
@@ -414,22 +414,32 @@ impl Repo {
         }
     }
 
-    async fn due_ids(&self, partition: String, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
-        let items = self.due_items(partition, now, limit).await?;
-        Ok(items.iter().filter_map(|item| item.indexes.get(Index::Gsi2)).map(|k| id_suffix(&k.sk).to_owned()).collect())
+    /// Items due at or before `now` in every shard of a schedule, up to `limit`.
+    async fn due_in_shards(
+        &self,
+        partition: fn(u32) -> String,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..keys::SCHEDULE_SHARDS {
+            if out.len() >= limit {
+                break;
+            }
+            out.extend(self.due_items(partition(shard), now, limit - out.len()).await?);
+        }
+        Ok(out)
+    }
+
+    /// The ids a schedule's due items name in their index sort keys.
+    fn due_ids<T>(items: &[Item], parse: fn(&str) -> Option<T>) -> Vec<T> {
+        items.iter().filter_map(|item| item.indexes.get(Index::Gsi2)).filter_map(|k| parse(id_suffix(&k.sk))).collect()
     }
 
     /// Invoices due for an attempt (or for reconciling one) at `now`, from every shard.
     pub async fn due_invoices(&self, now: Timestamp, limit: usize) -> Result<Vec<InvoiceId>, StoreError> {
-        let mut out = Vec::new();
-        for shard in 0..keys::SCHEDULE_SHARDS {
-            let ids = self.due_ids(keys::due_partition(shard), now, limit.saturating_sub(out.len())).await?;
-            out.extend(ids.iter().filter_map(|s| InvoiceId::parse(s)));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let items = self.due_in_shards(keys::due_partition, now, limit).await?;
+        Ok(Self::due_ids(&items, InvoiceId::parse))
     }
 
     /// [`Repo::due_invoices`], whole (the schedule index carries every attribute), so the
@@ -439,29 +449,12 @@ impl Repo {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<Invoice>>, StoreError> {
-        let mut out = Vec::new();
-        for shard in 0..keys::SCHEDULE_SHARDS {
-            let items = self.due_items(keys::due_partition(shard), now, limit.saturating_sub(out.len())).await?;
-            for item in items {
-                out.push(from_item(item)?);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.due_in_shards(keys::due_partition, now, limit).await?.into_iter().map(from_item).collect()
     }
 
     pub async fn due_renewals(&self, now: Timestamp, limit: usize) -> Result<Vec<SubscriptionId>, StoreError> {
-        let mut out = Vec::new();
-        for shard in 0..keys::SCHEDULE_SHARDS {
-            let ids = self.due_ids(keys::renewal_partition(shard), now, limit.saturating_sub(out.len())).await?;
-            out.extend(ids.iter().filter_map(|s| SubscriptionId::parse(s)));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let items = self.due_in_shards(keys::renewal_partition, now, limit).await?;
+        Ok(Self::due_ids(&items, SubscriptionId::parse))
     }
 
     /// Outbox records not yet published, oldest first per shard.
