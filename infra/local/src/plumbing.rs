@@ -14,6 +14,10 @@
 //! at once (SQS would wait out the visibility timeout; nothing else is waiting for it
 //! locally).
 //!
+//! **One departure from SQS:** a message sent while an identical one still waits to be
+//! received for the first time is dropped, so sweeps run every second
+//! cannot pile copies of the same work onto a busy queue.
+//!
 //! Each message costs three writes, each one `ItemStore::write` that joins the embedded
 //! store's group commit: the send, the receive (its receive count, bumped before the
 //! consumer runs, so a message that crashes the process every time still reaches the
@@ -27,7 +31,7 @@
 //! Message ids are UUIDv7: a queue reloads in roughly the order it was sent, which is
 //! as much ordering as an SQS standard queue promises (none, strictly).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,6 +109,12 @@ impl Message {
         &self.stored.id
     }
 
+    /// Sent to be delivered at once, and never received yet: a copy of another such message
+    /// would reach its consumer at the same time, for nothing.
+    fn is_fresh(&self) -> bool {
+        self.stored.receive_count == 0 && self.stored.not_before_ms == 0
+    }
+
     fn key(&self, queue: &str, place: Place) -> Key {
         let prefix = match place {
             Place::Queue => MESSAGE_PREFIX,
@@ -149,8 +159,40 @@ impl Message {
 #[derive(Default)]
 struct State {
     ready: VecDeque<Message>,
+    /// How many fresh messages (see [`Message::is_fresh`]) of each body are in `ready` or
+    /// being sent. A fresh message whose body is already here is not sent again (see
+    /// [`enqueue`]).
+    fresh: HashMap<String, usize>,
     dead: Vec<Message>,
     in_flight: usize,
+}
+
+impl State {
+    fn new(ready: Vec<Message>, dead: Vec<Message>) -> Self {
+        let mut state = State { ready: VecDeque::with_capacity(ready.len()), dead, ..State::default() };
+        for m in ready {
+            state.make_ready(m);
+        }
+        state
+    }
+
+    /// Puts a message (back) among those waiting for a consumer.
+    fn make_ready(&mut self, m: Message) {
+        if m.is_fresh() {
+            *self.fresh.entry(m.stored.body.clone()).or_default() += 1;
+        }
+        self.ready.push_back(m);
+    }
+
+    /// Takes a fresh message of `body` off the count: it was received, or never sent.
+    fn forget(&mut self, body: &str) {
+        if let Some(n) = self.fresh.get_mut(body) {
+            *n -= 1;
+            if *n == 0 {
+                self.fresh.remove(body);
+            }
+        }
+    }
 }
 
 /// One queue and its dead-letter list.
@@ -219,19 +261,58 @@ type Outgoing = (&'static str, Arc<Mutex<State>>, Message);
 /// Sends messages to queues: each group is one write, and its messages become visible to
 /// consumers only once that write is durable. Answers, per group, whether it was sent.
 ///
+/// A fresh message whose body is the same as another fresh one in its queue is not sent
+/// again: its consumer would get the same body twice, at the same time. SQS has no such
+/// rule, but the local schedules run every second, and a retry sweep that finds the
+/// invoices its last run enqueued (and a busy worker has not reached yet) must not grow
+/// the charge queue by its whole due set each second. Delayed messages and redeliveries
+/// are never matched (a webhook resend goes out beside the attempt scheduled later), and
+/// neither are the bus's: each envelope has an id of its own.
+///
 /// It runs as a task of its own: a caller that gives up (an HTTP request whose client went
 /// away) must not leave a message in the store that its queue in memory never learns of.
 async fn enqueue(store: &Arc<dyn ItemStore>, groups: Vec<Vec<Outgoing>>) -> Vec<Result<(), StoreError>> {
     let n = groups.len();
     let store = store.clone();
     let task = tokio::spawn(async move {
-        let writes = groups.iter().map(|g| g.iter().map(|(queue, _, m)| m.put_new(queue)).collect()).collect();
-        let results = write_all(&store, writes).await;
+        let groups: Vec<Vec<Outgoing>> = groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .filter(|(_, state, m)| {
+                        if !m.is_fresh() {
+                            return true;
+                        }
+                        let mut st = lock(state);
+                        if st.fresh.contains_key(&m.stored.body) {
+                            return false;
+                        }
+                        st.fresh.insert(m.stored.body.clone(), 1);
+                        true
+                    })
+                    .collect()
+            })
+            .collect();
+        let writes: Vec<(usize, Vec<WriteOp>)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(i, g)| (i, g.iter().map(|(queue, _, m)| m.put_new(queue)).collect()))
+            .collect();
+        let (written, writes): (Vec<usize>, Vec<Vec<WriteOp>>) = writes.into_iter().unzip();
+        let mut results: Vec<Result<(), StoreError>> = (0..groups.len()).map(|_| Ok(())).collect();
+        for (i, result) in written.into_iter().zip(write_all(&store, writes).await) {
+            results[i] = result;
+        }
         for (group, result) in groups.into_iter().zip(&results) {
-            if result.is_ok() {
-                for (_, state, mut m) in group {
+            for (_, state, mut m) in group {
+                let mut st = lock(&state);
+                if result.is_ok() {
                     m.version = 1;
-                    lock(&state).ready.push_back(m);
+                    st.ready.push_back(m);
+                } else if m.is_fresh() {
+                    st.forget(&m.stored.body);
                 }
             }
         }
@@ -253,7 +334,7 @@ impl LocalQueue {
         if !ready.is_empty() {
             tracing::info!(queue = name, messages = ready.len(), "messages left from before the restart");
         }
-        let state = State { ready: ready.into(), dead, in_flight: 0 };
+        let state = State::new(ready, dead);
         Ok(Arc::new(LocalQueue { name, store, state: Arc::new(Mutex::new(state)), clock }))
     }
 
@@ -292,16 +373,25 @@ impl LocalQueue {
             let now = Instant::now();
             let clock_ms = self.clock.now().timestamp_millis();
             let mut st = self.lock();
-            let mut picked = Vec::new();
-            let mut rest = VecDeque::with_capacity(st.ready.len());
-            while let Some(m) = st.ready.pop_front() {
-                if picked.len() < n && m.visible_at <= now && m.stored.not_before_ms <= clock_ms {
+            let mut picked = Vec::with_capacity(n);
+            // Hidden messages passed over keep their places; the scan stops once the batch
+            // is full, so a long queue costs a receive no more than its batch.
+            let mut passed = Vec::new();
+            while picked.len() < n
+                && let Some(m) = st.ready.pop_front()
+            {
+                if m.visible_at <= now && m.stored.not_before_ms <= clock_ms {
+                    if m.is_fresh() {
+                        st.forget(&m.stored.body);
+                    }
                     picked.push(m);
                 } else {
-                    rest.push_back(m);
+                    passed.push(m);
                 }
             }
-            st.ready = rest;
+            for m in passed.into_iter().rev() {
+                st.ready.push_front(m);
+            }
             st.in_flight += picked.len();
             picked
         };
@@ -370,7 +460,7 @@ impl LocalQueue {
                 continue;
             }
             m.visible_at = Instant::now() + STORE_BACKOFF;
-            st.ready.push_back(m);
+            st.make_ready(m);
         }
     }
 
@@ -411,7 +501,7 @@ impl LocalQueue {
                 st.dead.push(m);
             } else {
                 m.visible_at = Instant::now() + Duration::from_millis(200 * u64::from(m.stored.receive_count));
-                st.ready.push_back(m);
+                st.make_ready(m);
             }
         }
     }
@@ -716,6 +806,56 @@ mod tests {
         assert_eq!(ids(&again), ids(&first), "the same messages, in the order they were sent");
         assert_eq!(again.iter().map(|m| m.stored.receive_count).collect::<Vec<_>>(), [2, 2]);
         assert_eq!(again.iter().map(|m| m.stored.body.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_the_same_as_one_waiting_to_be_received_is_not_queued_twice() {
+        let dir = Dir::new();
+        let q = dir.open().await;
+        q.push(&["due in_1".to_owned(), "due in_2".to_owned(), "due in_1".to_owned()]).await.unwrap();
+        q.push(&["due in_2".to_owned()]).await.unwrap();
+        assert_eq!(q.depth()["ready"], 2, "one message per body while it waits");
+        crash(q);
+
+        let q = dir.open().await;
+        assert_eq!(q.depth()["ready"], 2, "nothing more was written");
+        q.push(&["due in_1".to_owned()]).await.unwrap();
+        assert_eq!(q.depth()["ready"], 2, "the reloaded messages count as waiting");
+        let batch = q.receive(1).await.batch;
+        assert_eq!(batch.iter().map(|m| m.stored.body.as_str()).collect::<Vec<_>>(), ["due in_1"]);
+        q.push(&["due in_1".to_owned()]).await.unwrap();
+        assert_eq!(q.depth()["ready"], 2, "once received, the same body is a new message");
+        q.push_delayed("due in_2", Duration::from_secs(3_600)).await.unwrap();
+        assert_eq!(q.depth()["ready"], 3, "a delayed message is never matched");
+        // The received one fails: both copies are delivered, then neither is matched.
+        let failed = HashSet::from([batch[0].stored.id.clone()]);
+        q.settle(batch, &failed).await;
+        make_visible(&q);
+        let rest = q.receive(10).await.batch;
+        let mut bodies: Vec<&str> = rest.iter().map(|m| m.stored.body.as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["due in_1", "due in_1", "due in_2"]);
+        let failed: HashSet<String> = rest.iter().map(|m| m.stored.id.clone()).collect();
+        q.settle(rest, &failed).await;
+        q.push(&["due in_1".to_owned(), "due in_2".to_owned()]).await.unwrap();
+        assert_eq!(q.depth()["ready"], 6, "a redelivery is never matched");
+    }
+
+    #[tokio::test]
+    async fn a_receive_passes_over_hidden_messages_and_leaves_them_in_their_places() {
+        let dir = Dir::new();
+        let q = dir.open().await;
+        q.push_delayed("later", Duration::from_secs(3_600)).await.unwrap();
+        q.push(&["a".to_owned(), "b".to_owned(), "c".to_owned()]).await.unwrap();
+        let first = q.receive(2).await.batch;
+        assert_eq!(first.iter().map(|m| m.stored.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let second = q.receive(2).await.batch;
+        assert_eq!(second.iter().map(|m| m.stored.body.as_str()).collect::<Vec<_>>(), ["c"]);
+        let bodies: Vec<String> = q.lock().ready.iter().map(|m| m.stored.body.clone()).collect();
+        assert_eq!(bodies, ["later"]);
+        q.settle(first, &HashSet::new()).await;
+        q.settle(second, &HashSet::new()).await;
+        assert!(q.is_idle(), "a delayed message is not work yet");
     }
 
     #[tokio::test]
