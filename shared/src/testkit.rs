@@ -105,6 +105,8 @@ enum Interference {
     RunBefore(Hook),
     /// The write fails as if the store were unreachable; nothing is written.
     Fail,
+    /// The write is canceled by a concurrent transaction; nothing is written.
+    Collide,
     /// The write succeeds, then the store is unreachable until [`InterleavingStore::restore`].
     DownAfter,
 }
@@ -146,6 +148,12 @@ impl InterleavingStore {
         hook: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         self.arm(when, Interference::RunBefore(Box::pin(hook)));
+    }
+
+    /// Cancels the first matching write as DynamoDB cancels a transaction that collided
+    /// with another on one of its items (`TransactionConflict`): nothing is written.
+    pub fn collide_write(&self, when: impl Fn(&[crate::store::WriteOp]) -> bool + Send + Sync + 'static) {
+        self.arm(when, Interference::Collide);
     }
 
     /// Fails the first matching write.
@@ -204,6 +212,9 @@ impl ItemStore for InterleavingStore {
                 self.inner.write(ops).await
             }
             Interference::Fail => Err(crate::store::StoreError::Unavailable("the test failed this write".into())),
+            Interference::Collide => Err(crate::store::StoreError::Contention(
+                "transaction canceled: [\"TransactionConflict\"] (the test collided this write)".into(),
+            )),
             Interference::DownAfter => {
                 let result = self.inner.write(ops).await;
                 self.down.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -21,7 +21,7 @@ use recoup_shared::services::charging::{CardChoice, ChargeOutcome, ChargeReport,
 use recoup_shared::services::idempotency::RequestId;
 use recoup_shared::services::invoices::IssueInvoice;
 use recoup_shared::services::subscriptions::NewSubscription;
-use recoup_shared::store::ItemStore;
+use recoup_shared::store::{ItemStore, WriteOp};
 use recoup_shared::testkit::{InterleavingStore, TestApp, puts};
 use recoup_shared::time::Clock;
 
@@ -578,6 +578,39 @@ pub async fn a_stale_updater_cannot_error_a_subscription_whose_invoice_was_paid(
     assert_eq!(stored.failed_payment_count(), 0);
     // A late delivery of the old event changes nothing either.
     assert!(app.services.follow_invoice(&inv).await.unwrap().is_empty());
+}
+
+/// A write that puts an invoice whose latest attempt has this status: `pending` is a
+/// claim, `succeeded` a settle.
+fn puts_invoice_with_attempt(status: &'static str) -> impl Fn(&[WriteOp]) -> bool + Send + Sync + 'static {
+    move |ops| {
+        ops.iter().any(|op| match op {
+            WriteOp::Put { item, .. } if item.entity == "invoice" => item.body.json().is_ok_and(|b| {
+                b["transactions"].as_array().and_then(|t| t.last()).is_some_and(|t| t["status"] == status)
+            }),
+            _ => false,
+        })
+    }
+}
+
+/// DynamoDB cancels a transaction that meets another on one of its items
+/// (`TransactionConflict`; on a wallet, racing refills do it). Nothing was written, so the
+/// claim and the settle each read and decide again: the charge is answered paid, once,
+/// instead of failing (after the PSP took the money, for the settle).
+pub async fn a_claim_or_settle_canceled_by_a_collision_is_tried_again(store: Arc<dyn ItemStore>) {
+    let (app, store) = interleaved(store);
+    let cus = customer_with_card(&app, "pm_card_visa").await;
+    for status in ["pending", "succeeded"] {
+        store.collide_write(puts_invoice_with_attempt(status));
+        let issued = issue(&app, &cus, 2500).await;
+        assert!(store.fired(), "the {status} write collided");
+        let report = issued.charge.expect("charged at once").expect("a collision is not the caller's answer");
+        assert_eq!(report.outcome, ChargeOutcome::Paid, "{status}");
+        let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
+        assert_eq!(stored.status(), InvoiceStatus::Paid, "{status}");
+        assert_eq!(stored.attempt_count(), 1, "one attempt, whatever collided ({status})");
+        assert_eq!(stored.succeeded_transactions(), 1);
+    }
 }
 
 /// Review bug 2: a worker parking an invoice of a paused subscription while the merchant
@@ -1158,6 +1191,7 @@ macro_rules! engine_suite {
             racing_runs_of_one_request_issue_one_invoice,
             a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_charged,
             a_scheduled_retry_makes_three_store_calls,
+            a_claim_or_settle_canceled_by_a_collision_is_tried_again,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -61,12 +61,16 @@ pub async fn a_refill_is_charged_and_credited_once(store: Arc<dyn ItemStore>) {
     assert_eq!(done.wallet.balance(), 2500);
     assert!(done.wallet.refill_in_flight().is_none());
     // Charging the paid refill again changes nothing: it is credited once.
-    let again = s.charge_invoice(&done.invoice.id, CardChoice::Default, recoup_shared::domain::invoice::AttemptTrigger::Manual).await;
+    let again = s
+        .charge_invoice(&done.invoice.id, CardChoice::Default, recoup_shared::domain::invoice::AttemptTrigger::Manual)
+        .await;
     assert_eq!(again.unwrap_err().code, Code::InvoiceAlreadyPaid);
     let entries = s.wallet_entries(&cus, usd_code(), 10, None).await.unwrap().items;
     assert_eq!(entries.len(), 1);
     assert_eq!((entries[0].number, entries[0].amount, entries[0].balance_after), (1, 2500, 2500));
-    assert!(matches!(&entries[0].kind, EntryKind::Refill { invoice_id, automatic: false } if *invoice_id == done.invoice.id));
+    assert!(
+        matches!(&entries[0].kind, EntryKind::Refill { invoice_id, automatic: false } if *invoice_id == done.invoice.id)
+    );
     let kinds = app.published.kinds();
     assert!(kinds.contains(&"wallet.refilled"), "{kinds:?}");
 }
@@ -120,7 +124,11 @@ pub async fn racing_refills_charge_once_at_a_time(store: Arc<dyn ItemStore>) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(done) if done.invoice.status() == InvoiceStatus::Paid => paid += 1,
-            Ok(_) => panic!("a refill neither paid nor refused"),
+            Ok(done) => panic!(
+                "a refill neither paid nor refused: invoice {:?}, charge {:?}",
+                done.invoice.status(),
+                done.charge.map(|c| c.map(|r| r.outcome))
+            ),
             Err(e) => assert!(
                 matches!(e.code, Code::RefillInProgress | Code::ConcurrentUpdate),
                 "only a refill in progress refuses another: {e}"
@@ -175,9 +183,14 @@ pub async fn a_declining_automatic_refill_backs_off_then_turns_itself_off(store:
     let s = &app.services;
     let cus = customer_with_card(&app, "pm_card_visa").await;
     s.refill_wallet(refill(&cus, 1000), MAX, None).await.unwrap();
-    s.configure_auto_refill(&cus, usd_code(), AutoRefill { enabled: true, threshold: 500, amount: 2000, disabled_at: None }, MAX)
-        .await
-        .unwrap();
+    s.configure_auto_refill(
+        &cus,
+        usd_code(),
+        AutoRefill { enabled: true, threshold: 500, amount: 2000, disabled_at: None },
+        MAX,
+    )
+    .await
+    .unwrap();
     // The card now declines every charge (a soft decline: retried on schedule).
     s.register_payment_method(&cus, "pm_sandbox_visa_51", true).await.unwrap();
     app.published.take();

@@ -117,7 +117,11 @@ impl Services {
                         self.publish(events).await;
                         return Ok(answer);
                     }
-                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    // Either way nothing was written: the round reads and decides again.
+                    // A collision (DynamoDB cancels a transaction that meets another on
+                    // one of its items) is not an answer for the caller: a settle that
+                    // gave up on one would report a charge the PSP made as not made.
+                    Err(StoreError::ConditionFailed { .. } | StoreError::Contention(_)) => continue,
                     Err(e) => return Err(e.into()),
                 },
             }
