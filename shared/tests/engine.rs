@@ -741,8 +741,8 @@ pub async fn a_never_retry_decline_blocks_the_card_for_every_customer(store: Arc
 pub async fn an_answer_that_cannot_be_recorded_is_reported_pending_and_reconciled(store: Arc<dyn ItemStore>) {
     let (app, store) = interleaved(store);
     let cus = customer_with_card(&app, "pm_card_visa").await;
-    // The claim (invoice and ledger, no event) commits; then the store is unreachable.
-    store.down_after_write(|ops: &[recoup_shared::store::WriteOp]| puts("card_ledger")(ops) && !puts("event")(ops));
+    // The claim (here the invoice's creation too) commits; then the store is unreachable.
+    store.down_after_write(puts_invoice_with_attempt("pending"));
     let issued = issue(&app, &cus, 2500).await;
     assert!(store.fired());
     assert_eq!(issued.charge.unwrap().unwrap().outcome, ChargeOutcome::Pending);
@@ -755,25 +755,32 @@ pub async fn an_answer_that_cannot_be_recorded_is_reported_pending_and_reconcile
 }
 
 /// Review, suspected: an invoice committed before the store failed is answered as
-/// created, so the caller's idempotency key is not freed for a second invoice.
+/// created, so the caller's idempotency key is not freed for a second invoice. With a
+/// default card the invoice is committed with its first attempt claimed, and that attempt
+/// is reconciled; without one, it waits on the schedule.
 pub async fn an_invoice_committed_before_the_store_failed_is_answered_as_created(store: Arc<dyn ItemStore>) {
     let (app, store) = interleaved(store);
-    let cus = customer_with_card(&app, "pm_card_visa").await;
-    store.down_after_write(puts("invoice"));
-    let issued = app
-        .services
-        .issue_invoice(IssueInvoice {
-            customer_id: cus.clone(),
-            amount: usd(2500),
-            description: String::new(),
-            collection_method: Some(CollectionMethod::ChargeAutomatically),
-        })
-        .await;
-    store.restore();
-    let issued = issued.expect("the invoice was committed: the request succeeded");
-    assert!(issued.charge.unwrap().is_err());
-    let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
-    assert_eq!(stored.next_attempt_at(), Some(stored.created_at), "charged by the schedule instead");
+    let with_card = customer_with_card(&app, "pm_card_visa").await;
+    let without_card = app.services.create_customer("bo@example.com", None).await.unwrap().id;
+    for cus in [with_card, without_card] {
+        store.down_after_write(puts("invoice"));
+        let issued = app.services.issue_invoice(pro_invoice(&cus, CollectionMethod::ChargeAutomatically)).await;
+        store.restore();
+        let issued = issued.expect("the invoice was committed: the request succeeded");
+        let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
+        match stored.pending_transaction() {
+            Some(_) => {
+                assert_eq!(issued.charge.unwrap().unwrap().outcome, ChargeOutcome::Pending);
+                app.clock.set(stored.next_attempt_at().unwrap());
+                let outcome = app.services.process_due(&stored.id).await.unwrap();
+                assert_eq!(outcome, DueOutcome::Reconciled(Some(ChargeOutcome::Paid)));
+            }
+            None => {
+                assert!(issued.charge.unwrap().is_err());
+                assert_eq!(stored.next_attempt_at(), Some(stored.created_at), "charged by the schedule instead");
+            }
+        }
+    }
 }
 
 /// The sandbox, counting the charges sent to it.
@@ -885,12 +892,13 @@ pub async fn a_rerun_issue_does_not_attempt_a_declined_invoice_again(store: Arc<
     assert_eq!(app.services.list_invoices(&cus, 10, None).await.unwrap().items.len(), 1);
 }
 
-/// A first run that died after committing the invoice but before charging it: the re-run
-/// leaves the charge to the schedule (`charge_scheduled`), and a bank-transfer invoice is
-/// found the same way.
+/// A first run that died after committing the invoice but before charging it (its
+/// customer had no default card yet, so no attempt was claimed with it): the re-run leaves
+/// the charge to the schedule (`charge_scheduled`), and a bank-transfer invoice is found
+/// the same way.
 pub async fn a_rerun_issue_leaves_an_uncharged_invoice_to_the_schedule(store: Arc<dyn ItemStore>) {
     let (app, store) = interleaved(store);
-    let cus = customer_with_card(&app, "pm_card_visa").await;
+    let cus = app.services.create_customer("bo@example.com", None).await.unwrap().id;
     let request = RequestId::new("issue-uncharged");
     store.down_after_write(puts("invoice"));
     let first = issue_as(&app, &cus, CollectionMethod::ChargeAutomatically, &request).await;
@@ -1073,6 +1081,37 @@ impl recoup_shared::ports::messaging::QueueSender for CapturedQueue {
     }
 }
 
+/// An invoice issued and charged at once: the customer, then its default card and the
+/// card's ledger in one batch; the invoice is created in the commit that claims its first
+/// attempt; then the settle. Four store calls in sequence, two of them writes.
+async fn an_invoice_issued_and_charged_at_once_is_created_with_its_claim(store: Arc<dyn ItemStore>) {
+    use recoup_shared::store::metered::Metered;
+
+    let metered = Metered::new(store);
+    let metrics = metered.metrics();
+    let psp = recoup_shared::store::repo::Repo::new(recoup_shared::testkit::embedded_store());
+    let app = recoup_shared::testkit::test_app(Arc::new(metered), |_, clock| {
+        Arc::new(recoup_sandbox::SandboxGateway::new(psp, clock))
+    });
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    for (token, outcome) in [
+        (format!("pm_sandbox_visa_ok_id{unique}"), ChargeOutcome::Paid),
+        (format!("pm_sandbox_visa_51_id{unique}"), ChargeOutcome::Declined),
+    ] {
+        let cus = customer_with_card(&app, &token).await;
+        let before = metrics.snapshot();
+        let issued = issue(&app, &cus, 1000).await;
+        let used = metrics.snapshot().since(&before);
+        assert_eq!(issued.charge.unwrap().unwrap().outcome, outcome);
+        assert_eq!(used.get_requests, 2, "the customer, then card and ledger: {used:?}");
+        assert_eq!(used.query_requests, 0, "{used:?}");
+        assert_eq!(used.write_requests, 2, "the invoice with its claim, and the settle: {used:?}");
+        let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
+        assert_eq!(stored.attempt_count(), 1);
+    }
+    assert_eq!(app.published.kinds().iter().filter(|k| **k == "invoice.created").count(), 2);
+}
+
 /// A scheduled retry as the deployed functions run it (the retry scheduler's message, then
 /// the charge worker) makes three sequential store calls: one batched read of the invoice,
 /// customer, card and ledger, one claim, one settle. The outbox's marks after publishing
@@ -1191,6 +1230,7 @@ macro_rules! engine_suite {
             racing_runs_of_one_request_issue_one_invoice,
             a_bank_transfer_customer_switches_to_the_card_and_what_it_owes_is_charged,
             a_scheduled_retry_makes_three_store_calls,
+            an_invoice_issued_and_charged_at_once_is_created_with_its_claim,
             a_claim_or_settle_canceled_by_a_collision_is_tried_again,
         );
     };

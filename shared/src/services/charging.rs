@@ -24,7 +24,7 @@ use crate::error::{Code, Error, Result};
 use crate::ids::{CustomerId, InvoiceId, PaymentMethodId, SubscriptionId};
 use crate::ports::gateway::ChargeRequest;
 use crate::store::repo::{Entity, Tx, Versioned, from_item};
-use crate::store::{Item, keys};
+use crate::store::{Item, StoreError, keys};
 use crate::time::Timestamp;
 
 use super::{Decision, OPTIMISTIC_RETRIES, Services};
@@ -456,6 +456,52 @@ impl Services {
         // The card's turn ends with the claim's commit, before the PSP is called.
         drop(turn);
         self.complete(claim).await
+    }
+
+    /// Issues an invoice and claims its first attempt in one commit, with `also`'s writes
+    /// (its `invoice.created` event, the request's mark): the invoice is new, so nothing
+    /// else can hold it, and a separate create would cost a commit of its own. Then charges
+    /// it, publishing the commit's events meanwhile.
+    ///
+    /// Answers `None` with nothing written when the first attempt cannot be claimed here
+    /// (no default card, an expired one, a refusal, or a commit whose conditions failed):
+    /// the caller then issues the invoice alone and charges it the usual way, which reads
+    /// again and explains any refusal.
+    pub(crate) async fn issue_and_charge(
+        &self,
+        invoice: Invoice,
+        customer: Versioned<Customer>,
+        also: impl FnOnce(&mut Tx) -> Result<()>,
+    ) -> Result<Option<(Invoice, Result<ChargeReport>)>> {
+        let trigger = AttemptTrigger::Initial;
+        let start = Start::Known(Versioned::new(invoice), Some(customer));
+        let Some((inv, ChargeContext { card, ledger, subscription })) =
+            self.charge_context(start, &CardChoice::Default, false).await?
+        else {
+            return Ok(None);
+        };
+        let (Some(card), Some(mut ledger), None) = (card, ledger, subscription) else { return Ok(None) };
+        let turn = self.card_turn(&card, &mut ledger).await?;
+        match plan_charge(&inv, &card, Some(&ledger), None, trigger, self.now()) {
+            Ok(ChargePlan::Attempt) => {}
+            Ok(ChargePlan::RecordExpired) | Err(_) => return Ok(None),
+        }
+        let (mut tx, claim) = self.claim(inv, &card, ledger, None, trigger)?;
+        also(&mut tx)?;
+        let events = match self.repo.commit(tx).await {
+            Ok(events) => events,
+            Err(StoreError::ConditionFailed { .. } | StoreError::Contention(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The card's turn ends with the claim's commit, before the PSP is called.
+        drop(turn);
+        let issued = match &claim {
+            Claim::Charge { invoice, .. } => invoice.clone(),
+            Claim::Recorded(report) => report.invoice.clone(),
+        };
+        tracing::info!(invoice_id = %issued.id, customer_id = %issued.customer_id, amount = %issued.amount, "invoice issued");
+        let (_, charge) = futures::join!(self.publish(events), self.complete(claim));
+        Ok(Some((issued, charge)))
     }
 
     /// Claims an attempt: a pending transaction on the invoice and a pending entry on the

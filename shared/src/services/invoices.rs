@@ -52,6 +52,18 @@ impl Services {
             now,
         )?;
         invoice.schedule_first_attempt(now);
+        if invoice.collection_method == CollectionMethod::ChargeAutomatically {
+            let (id, created_event) = (invoice.id.clone(), created.clone());
+            let first = self
+                .issue_and_charge(invoice.clone(), customer.clone(), |tx| {
+                    tx.emit([created_event], now)?;
+                    mark_created(tx, request, Created::Invoice(id), now)
+                })
+                .await?;
+            if let Some((issued, charge)) = first {
+                return Ok(self.answer_issued(issued, charge).await);
+            }
+        }
         let mut tx = Tx::new();
         tx.save(&Versioned::new(invoice.clone()))?;
         tx.emit([created], now)?;
@@ -88,18 +100,23 @@ impl Services {
                         Some((committed, customer)),
                     )
                 );
-                // The invoice is committed: whatever happens now, the answer is a success
-                // (a failure would free the caller's idempotency key for a second invoice).
-                let invoice = match &charge {
-                    Ok(report) => report.invoice.clone(),
-                    Err(_) => match self.repo.invoice(&invoice.id).await {
-                        Ok(Some(current)) => current.into_inner(),
-                        Ok(None) | Err(_) => invoice,
-                    },
-                };
-                Ok(Issued { invoice, charge: Some(charge) })
+                Ok(self.answer_issued(invoice, charge).await)
             }
         }
+    }
+
+    /// The answer to an issue whose invoice is committed: a success whatever its charge
+    /// did (a failure would free the caller's idempotency key for a second invoice), with
+    /// the invoice as the charge left it.
+    async fn answer_issued(&self, invoice: Invoice, charge: Result<ChargeReport>) -> Issued {
+        let invoice = match &charge {
+            Ok(report) => report.invoice.clone(),
+            Err(_) => match self.repo.invoice(&invoice.id).await {
+                Ok(Some(current)) => current.into_inner(),
+                Ok(None) | Err(_) => invoice,
+            },
+        };
+        Issued { invoice, charge: Some(charge) }
     }
 
     /// The answer to a re-run of an issue: the invoice as it stands and, when it is
