@@ -7,9 +7,9 @@
 //! was most of a simulated month's time, and a `serde_json::Value` tree costs about ten
 //! times its text in memory). A body written as JSON is kept as its text.
 //!
-//! One difference from the other stores: an entity written through the repository is not
-//! measured against DynamoDB's 400 KB item limit (measuring means writing its JSON). Bodies
-//! given as JSON are.
+//! Two differences from the other stores: an entity written through the repository is not
+//! measured against DynamoDB's 400 KB item limit (measuring means writing its JSON; bodies
+//! given as JSON are), and a key holding a NUL is refused (key parts are joined by one).
 //!
 //! A write takes the lock, evaluates every condition, then applies every operation, so a
 //! transaction is all or nothing and transactions are serialisable, as on the other
@@ -23,32 +23,33 @@ use async_trait::async_trait;
 
 use super::{Body, Index, Item, ItemStore, Key, Page, Query, Sizing, StoreError, WriteOp, validate_batch_sizing};
 
-/// A table key, `PK` and `SK` joined by NUL: one allocation per key, ordered as the pair.
-fn joined(pk: &str, sk: &str) -> String {
-    let mut k = String::with_capacity(pk.len() + sk.len() + 1);
-    k.push_str(pk);
-    k.push('\0');
-    k.push_str(sk);
+/// Key parts joined by NUL in one string, so that keys order as the tuple would (no key
+/// holds a NUL) at one allocation each: `PK` and `SK` for a table key; `index PK`,
+/// `index SK`, `PK` and `SK` for an index entry.
+fn joined<const N: usize>(parts: [&str; N]) -> String {
+    let mut k = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            k.push('\0');
+        }
+        k.push_str(part);
+    }
     k
+}
+
+/// Whether a key of the item holds the NUL that [`joined`] puts between key parts (the
+/// other stores take it; no key Recoup makes has one).
+fn holds_nul(item: &Item) -> bool {
+    let key = [item.key.pk.as_str(), item.key.sk.as_str()];
+    let indexes =
+        Index::ALL.into_iter().filter_map(|i| item.indexes.get(i)).flat_map(|k| [k.pk.as_str(), k.sk.as_str()]);
+    key.into_iter().chain(indexes).any(|part| part.contains('\0'))
 }
 
 /// The bounds of one partition's keys, table or index: every key in it starts with the
 /// partition key and a NUL.
 fn partition_bounds(pk: &str) -> (Bound<String>, Bound<String>) {
     (Bound::Included(format!("{pk}\0")), Bound::Excluded(format!("{pk}\u{1}")))
-}
-
-/// An index entry, `index PK`, `index SK`, `PK` and `SK` joined by NUL in one string, so
-/// entries order as the tuple would (no key holds a NUL) at one allocation each.
-fn entry(ipk: &str, isk: &str, pk: &str, sk: &str) -> String {
-    let mut e = String::with_capacity(ipk.len() + isk.len() + pk.len() + sk.len() + 3);
-    for (i, part) in [ipk, isk, pk, sk].into_iter().enumerate() {
-        if i > 0 {
-            e.push('\0');
-        }
-        e.push_str(part);
-    }
-    e
 }
 
 /// `(index SK, PK, SK)` of an entry.
@@ -131,15 +132,15 @@ struct State {
 
 impl State {
     fn get(&self, key: &Key) -> Option<&Stored> {
-        self.items.get(&joined(&key.pk, &key.sk))
+        self.items.get(&joined([&key.pk, &key.sk]))
     }
 
     fn remove(&mut self, key: &Key) -> Option<Stored> {
-        let old = self.items.remove(&joined(&key.pk, &key.sk));
+        let old = self.items.remove(&joined([&key.pk, &key.sk]));
         if let Some(old) = &old {
             for index in Index::ALL {
                 if let Some(ik) = old.indexes.get(index) {
-                    self.indexes[slot(index)].remove(&entry(&ik.pk, &ik.sk, &key.pk, &key.sk));
+                    self.indexes[slot(index)].remove(&joined([&ik.pk, &ik.sk, &key.pk, &key.sk]));
                 }
             }
         }
@@ -149,10 +150,10 @@ impl State {
     fn insert(&mut self, key: Key, stored: Stored) {
         for index in Index::ALL {
             if let Some(ik) = stored.indexes.get(index) {
-                self.indexes[slot(index)].insert(entry(&ik.pk, &ik.sk, &key.pk, &key.sk));
+                self.indexes[slot(index)].insert(joined([&ik.pk, &ik.sk, &key.pk, &key.sk]));
             }
         }
-        self.items.insert(joined(&key.pk, &key.sk), stored);
+        self.items.insert(joined([&key.pk, &key.sk]), stored);
     }
 }
 
@@ -241,7 +242,7 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
                     more = true;
                     break;
                 }
-                match state.items.get(&joined(pk, sk)) {
+                match state.items.get(&joined([pk, sk])) {
                     Some(stored) => out.push(stored.item(pk, sk)?),
                     None => return Err(StoreError::Corrupt(format!("index entry for missing item {pk}/{sk}"))),
                 }
@@ -275,6 +276,9 @@ impl ItemStore for MemoryStore {
         for op in ops {
             prepared.push(match op {
                 WriteOp::Put { item, condition } => {
+                    if holds_nul(&item) {
+                        return Err(StoreError::Invalid("the in-memory store keeps no key holding a NUL".into()));
+                    }
                     let key = item.key.clone();
                     (key, condition, Change::Put(Stored::keep(item)?))
                 }
@@ -305,5 +309,39 @@ impl ItemStore for MemoryStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Condition, IndexKey, IndexKeys};
+
+    fn put(pk: &str, sk: &str, gsi2: Option<(&str, &str)>) -> WriteOp {
+        let indexes =
+            IndexKeys::default().with(Index::Gsi2, gsi2.map(|(pk, sk)| IndexKey { pk: pk.into(), sk: sk.into() }));
+        WriteOp::Put {
+            item: Item {
+                key: Key::new(pk, sk),
+                entity: "thing".into(),
+                version: 1,
+                indexes,
+                expires_at: None,
+                body: serde_json::json!({}).into(),
+            },
+            condition: Condition::NotExists,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_holding_a_nul_is_refused_and_nothing_is_written() {
+        let store = MemoryStore::new();
+        for bad in [put("a\0b", "c", None), put("a", "b\0", None), put("a", "b", Some(("due", "x\0y")))] {
+            let err = store.write(vec![put("ok", "1", None), bad]).await.unwrap_err();
+            assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        }
+        assert!(store.get(&Key::new("ok", "1")).await.unwrap().is_none(), "the whole write was refused");
+        store.write(vec![put("ok", "1", Some(("due", "2026")))]).await.unwrap();
+        assert!(store.get(&Key::new("ok", "1")).await.unwrap().is_some());
     }
 }
