@@ -1081,18 +1081,23 @@ impl recoup_shared::ports::messaging::QueueSender for CapturedQueue {
     }
 }
 
-/// An invoice issued and charged at once: the customer, then its default card and the
-/// card's ledger in one batch; the invoice is created in the commit that claims its first
-/// attempt; then the settle. Four store calls in sequence, two of them writes.
-async fn an_invoice_issued_and_charged_at_once_is_created_with_its_claim(store: Arc<dyn ItemStore>) {
-    use recoup_shared::store::metered::Metered;
-
-    let metered = Metered::new(store);
+/// The engine over `store`, metered; the sandbox keeps its own books in a store of its
+/// own, as a real PSP would, so the metrics are Recoup's calls only.
+fn metered_app(store: Arc<dyn ItemStore>) -> (TestApp, Arc<recoup_shared::store::metered::StoreMetrics>) {
+    let metered = recoup_shared::store::metered::Metered::new(store);
     let metrics = metered.metrics();
     let psp = recoup_shared::store::repo::Repo::new(recoup_shared::testkit::embedded_store());
     let app = recoup_shared::testkit::test_app(Arc::new(metered), |_, clock| {
         Arc::new(recoup_sandbox::SandboxGateway::new(psp, clock))
     });
+    (app, metrics)
+}
+
+/// An invoice issued and charged at once: the customer, then its default card and the
+/// card's ledger in one batch; the invoice is created in the commit that claims its first
+/// attempt; then the settle. Four store calls in sequence, two of them writes.
+async fn an_invoice_issued_and_charged_at_once_is_created_with_its_claim(store: Arc<dyn ItemStore>) {
+    let (app, metrics) = metered_app(store);
     let unique = uuid::Uuid::new_v4().simple().to_string();
     for (token, outcome) in [
         (format!("pm_sandbox_visa_ok_id{unique}"), ChargeOutcome::Paid),
@@ -1120,15 +1125,8 @@ async fn an_invoice_issued_and_charged_at_once_is_created_with_its_claim(store: 
 /// after the last attempt, which costs one more batched read of what the hint could not name.
 async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
     use recoup_shared::services::scheduler::ChargeMessage;
-    use recoup_shared::store::metered::Metered;
 
-    let metered = Metered::new(store);
-    let metrics = metered.metrics();
-    // The sandbox keeps its own books elsewhere, as a real PSP would.
-    let psp = recoup_shared::store::repo::Repo::new(recoup_shared::testkit::embedded_store());
-    let app = recoup_shared::testkit::test_app(Arc::new(metered), |_, clock| {
-        Arc::new(recoup_sandbox::SandboxGateway::new(psp, clock))
-    });
+    let (app, metrics) = metered_app(store);
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let recovering = customer_with_card(&app, &format!("pm_sandbox_visa_51_recover1_id{unique}")).await;
     let declining = customer_with_card(&app, &format!("pm_sandbox_visa_51_id{unique}")).await;
