@@ -14,8 +14,8 @@
 //! at once (SQS would wait out the visibility timeout; nothing else is waiting for it
 //! locally).
 //!
-//! **One departure from SQS:** a message sent while an identical one still waits to be
-//! received for the first time is dropped, so sweeps run every second
+//! **One departure from SQS:** on the charge queue, a message sent while an identical one
+//! still waits to be received for the first time is dropped, so sweeps run every second
 //! cannot pile copies of the same work onto a busy queue.
 //!
 //! Each message costs three writes, each one `ItemStore::write` that joins the embedded
@@ -159,37 +159,58 @@ impl Message {
 #[derive(Default)]
 struct State {
     ready: VecDeque<Message>,
-    /// How many fresh messages (see [`Message::is_fresh`]) of each body are in `ready` or
-    /// being sent. A fresh message whose body is already here is not sent again (see
-    /// [`enqueue`]).
-    fresh: HashMap<String, usize>,
+    /// For the charge queue only (the one the sweeps feed): how many fresh messages (see
+    /// [`Message::is_fresh`]) of each body are in `ready` or being sent. A fresh message
+    /// whose body is already here is not sent again (see [`enqueue`]). The other queues
+    /// take the bus's envelopes, each with an id of its own: nothing there could match.
+    fresh: Option<HashMap<String, usize>>,
     dead: Vec<Message>,
     in_flight: usize,
 }
 
 impl State {
-    fn new(ready: Vec<Message>, dead: Vec<Message>) -> Self {
-        let mut state = State { ready: VecDeque::with_capacity(ready.len()), dead, ..State::default() };
+    fn new(ready: Vec<Message>, dead: Vec<Message>, deduplicates: bool) -> Self {
+        let fresh = deduplicates.then(HashMap::new);
+        let mut state = State { ready: VecDeque::with_capacity(ready.len()), fresh, dead, in_flight: 0 };
         for m in ready {
             state.make_ready(m);
         }
         state
     }
 
+    /// Whether a message about to be sent is new here; if so, it counts from now on.
+    fn admit(&mut self, m: &Message) -> bool {
+        match &mut self.fresh {
+            Some(fresh) if m.is_fresh() => {
+                if fresh.contains_key(&m.stored.body) {
+                    return false;
+                }
+                fresh.insert(m.stored.body.clone(), 1);
+                true
+            }
+            Some(_) | None => true,
+        }
+    }
+
     /// Puts a message (back) among those waiting for a consumer.
     fn make_ready(&mut self, m: Message) {
-        if m.is_fresh() {
-            *self.fresh.entry(m.stored.body.clone()).or_default() += 1;
+        if let Some(fresh) = &mut self.fresh
+            && m.is_fresh()
+        {
+            *fresh.entry(m.stored.body.clone()).or_default() += 1;
         }
         self.ready.push_back(m);
     }
 
-    /// Takes a fresh message of `body` off the count: it was received, or never sent.
-    fn forget(&mut self, body: &str) {
-        if let Some(n) = self.fresh.get_mut(body) {
+    /// Takes a message off the count of fresh ones: it was received, or never sent.
+    fn forget(&mut self, m: &Message) {
+        if let Some(fresh) = &mut self.fresh
+            && m.is_fresh()
+            && let Some(n) = fresh.get_mut(&m.stored.body)
+        {
             *n -= 1;
             if *n == 0 {
-                self.fresh.remove(body);
+                fresh.remove(&m.stored.body);
             }
         }
     }
@@ -261,13 +282,12 @@ type Outgoing = (&'static str, Arc<Mutex<State>>, Message);
 /// Sends messages to queues: each group is one write, and its messages become visible to
 /// consumers only once that write is durable. Answers, per group, whether it was sent.
 ///
-/// A fresh message whose body is the same as another fresh one in its queue is not sent
-/// again: its consumer would get the same body twice, at the same time. SQS has no such
-/// rule, but the local schedules run every second, and a retry sweep that finds the
-/// invoices its last run enqueued (and a busy worker has not reached yet) must not grow
-/// the charge queue by its whole due set each second. Delayed messages and redeliveries
-/// are never matched (a webhook resend goes out beside the attempt scheduled later), and
-/// neither are the bus's: each envelope has an id of its own.
+/// On the charge queue, a fresh message whose body is the same as another fresh one there
+/// is not sent again: its consumer would get the same body twice, at the same time. SQS
+/// has no such rule, but the local schedules run every second, and a retry sweep that
+/// finds the invoices its last run enqueued (and a busy worker has not reached yet) must
+/// not grow the charge queue by its whole due set each second. Delayed messages and
+/// redeliveries are never matched.
 ///
 /// It runs as a task of its own: a caller that gives up (an HTTP request whose client went
 /// away) must not leave a message in the store that its queue in memory never learns of.
@@ -277,22 +297,7 @@ async fn enqueue(store: &Arc<dyn ItemStore>, groups: Vec<Vec<Outgoing>>) -> Vec<
     let task = tokio::spawn(async move {
         let groups: Vec<Vec<Outgoing>> = groups
             .into_iter()
-            .map(|group| {
-                group
-                    .into_iter()
-                    .filter(|(_, state, m)| {
-                        if !m.is_fresh() {
-                            return true;
-                        }
-                        let mut st = lock(state);
-                        if st.fresh.contains_key(&m.stored.body) {
-                            return false;
-                        }
-                        st.fresh.insert(m.stored.body.clone(), 1);
-                        true
-                    })
-                    .collect()
-            })
+            .map(|group| group.into_iter().filter(|(_, state, m)| lock(state).admit(m)).collect())
             .collect();
         let writes: Vec<(usize, Vec<WriteOp>)> = groups
             .iter()
@@ -311,8 +316,8 @@ async fn enqueue(store: &Arc<dyn ItemStore>, groups: Vec<Vec<Outgoing>>) -> Vec<
                 if result.is_ok() {
                     m.version = 1;
                     st.ready.push_back(m);
-                } else if m.is_fresh() {
-                    st.forget(&m.stored.body);
+                } else {
+                    st.forget(&m);
                 }
             }
         }
@@ -334,7 +339,7 @@ impl LocalQueue {
         if !ready.is_empty() {
             tracing::info!(queue = name, messages = ready.len(), "messages left from before the restart");
         }
-        let state = State::new(ready, dead);
+        let state = State::new(ready, dead, name == routing::CHARGE_QUEUE);
         Ok(Arc::new(LocalQueue { name, store, state: Arc::new(Mutex::new(state)), clock }))
     }
 
@@ -381,9 +386,7 @@ impl LocalQueue {
                 && let Some(m) = st.ready.pop_front()
             {
                 if m.visible_at <= now && m.stored.not_before_ms <= clock_ms {
-                    if m.is_fresh() {
-                        st.forget(&m.stored.body);
-                    }
+                    st.forget(&m);
                     picked.push(m);
                 } else {
                     passed.push(m);
@@ -759,10 +762,12 @@ mod tests {
 
         /// The queue over the store in this directory, as a freshly started process sees it.
         async fn open(&self) -> Arc<LocalQueue> {
+            self.open_queue(routing::NOTIFICATIONS_QUEUE).await
+        }
+
+        async fn open_queue(&self, name: &'static str) -> Arc<LocalQueue> {
             let store = EmbeddedStore::open(self.0.join("recoup.redb")).expect("the store opens");
-            LocalQueue::open(routing::NOTIFICATIONS_QUEUE, Arc::new(store), Arc::new(SystemClock))
-                .await
-                .expect("the queue loads")
+            LocalQueue::open(name, Arc::new(store), Arc::new(SystemClock)).await.expect("the queue loads")
         }
     }
 
@@ -809,15 +814,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_the_same_as_one_waiting_to_be_received_is_not_queued_twice() {
+    async fn on_the_charge_queue_a_message_the_same_as_one_waiting_to_be_received_is_not_queued_twice() {
         let dir = Dir::new();
-        let q = dir.open().await;
+        let q = dir.open_queue(routing::CHARGE_QUEUE).await;
         q.push(&["due in_1".to_owned(), "due in_2".to_owned(), "due in_1".to_owned()]).await.unwrap();
         q.push(&["due in_2".to_owned()]).await.unwrap();
         assert_eq!(q.depth()["ready"], 2, "one message per body while it waits");
         crash(q);
 
-        let q = dir.open().await;
+        let q = dir.open_queue(routing::CHARGE_QUEUE).await;
         assert_eq!(q.depth()["ready"], 2, "nothing more was written");
         q.push(&["due in_1".to_owned()]).await.unwrap();
         assert_eq!(q.depth()["ready"], 2, "the reloaded messages count as waiting");
@@ -839,6 +844,11 @@ mod tests {
         q.settle(rest, &failed).await;
         q.push(&["due in_1".to_owned(), "due in_2".to_owned()]).await.unwrap();
         assert_eq!(q.depth()["ready"], 6, "a redelivery is never matched");
+
+        let other = Dir::new();
+        let q = other.open().await;
+        q.push(&["same".to_owned(), "same".to_owned()]).await.unwrap();
+        assert_eq!(q.depth()["ready"], 2, "only the charge queue drops copies");
     }
 
     #[tokio::test]
