@@ -320,6 +320,54 @@ impl SortKeyRange {
             SortKeyRange::Between(a, b) => sk >= a.as_str() && sk <= b.as_str(),
         }
     }
+
+    /// The least sort key the range can hold, when it has one.
+    pub fn lowest(&self) -> Option<&str> {
+        match self {
+            SortKeyRange::BeginsWith(a) | SortKeyRange::AtLeast(a) | SortKeyRange::Between(a, _) => Some(a),
+            SortKeyRange::All | SortKeyRange::AtMost(_) => None,
+        }
+    }
+
+    /// The greatest sort key the range can hold, when it has one.
+    pub fn highest(&self) -> Option<&str> {
+        match self {
+            SortKeyRange::AtMost(b) | SortKeyRange::Between(_, b) => Some(b),
+            SortKeyRange::All | SortKeyRange::BeginsWith(_) | SortKeyRange::AtLeast(_) => None,
+        }
+    }
+}
+
+/// The bounds of an ordered read, `(lower, upper)`.
+pub type ReadBounds<T> = (std::ops::Bound<T>, std::ops::Bound<T>);
+
+/// Tightens a read's bounds to what follows a page cursor `at` in the reading direction
+/// (the cursor's own key excluded), unless the bounds already start past it.
+pub fn bounds_past<T: Ord>((lower, upper): ReadBounds<T>, at: T, descending: bool) -> ReadBounds<T> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    if descending {
+        let tighter = match &upper {
+            Included(u) | Excluded(u) => at <= *u,
+            Unbounded => true,
+        };
+        (lower, if tighter { Excluded(at) } else { upper })
+    } else {
+        let tighter = match &lower {
+            Included(l) | Excluded(l) => at >= *l,
+            Unbounded => true,
+        };
+        (if tighter { Excluded(at) } else { lower }, upper)
+    }
+}
+
+/// Whether bounds hold nothing (ordered maps refuse such a range rather than read it).
+pub fn bounds_empty<T: Ord>((lower, upper): &ReadBounds<T>) -> bool {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    match (lower, upper) {
+        (Included(l), Included(u)) => l > u,
+        (Included(l), Excluded(u)) | (Excluded(l), Included(u)) | (Excluded(l), Excluded(u)) => l >= u,
+        (Unbounded, _) | (_, Unbounded) => false,
+    }
 }
 
 /// Where a page of query results stopped: the last item's table key and, for an index
@@ -388,6 +436,20 @@ impl Query {
             None => true,
             Some(c) if self.descending => sk < c.key.sk.as_str(),
             Some(c) => sk > c.key.sk.as_str(),
+        }
+    }
+
+    /// Whether no entry after one with this sort key (the index sort key for an index
+    /// query), in the reading direction, can be in the range: a store reading in order
+    /// stops there.
+    pub fn beyond(&self, sk: &str) -> bool {
+        if self.descending {
+            self.range.lowest().is_some_and(|a| sk < a)
+        } else {
+            match &self.range {
+                SortKeyRange::BeginsWith(p) => sk > p.as_str() && !sk.starts_with(p.as_str()),
+                range => range.highest().is_some_and(|b| sk > b),
+            }
         }
     }
 

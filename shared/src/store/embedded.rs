@@ -25,7 +25,7 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, validate_batch};
+use super::{Index, Item, ItemStore, Key, Page, Query, StoreError, WriteOp, bounds_empty, bounds_past, validate_batch};
 
 /// `(PK, SK)` → the item.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -165,16 +165,34 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
     let mut more = false;
     let pk = q.pk.as_str();
     let end = after_partition(pk);
+    // The read starts and stops at the query's sort key range (and its page cursor), so it
+    // visits only what it may return: from the lowest sort key, to before the highest
+    // followed by a NUL (an index entry's key goes on with the item's key).
+    let low = q.range.lowest().unwrap_or("");
+    let past_high = q.range.highest().map(|b| format!("{b}\0"));
 
     match q.index {
         None => {
-            let lower: Bound<(&str, &str)> = Bound::Included((pk, ""));
-            let upper: Bound<(&str, &str)> = Bound::Excluded((end.as_str(), ""));
-            let range = items.range::<(&str, &str)>((lower, upper)).map_err(unavailable)?;
+            let lower: Bound<(&str, &str)> = Bound::Included((pk, low));
+            let upper: Bound<(&str, &str)> = match &past_high {
+                Some(h) => Bound::Excluded((pk, h.as_str())),
+                None => Bound::Excluded((end.as_str(), "")),
+            };
+            let bounds = match &q.after {
+                Some(c) => bounds_past((lower, upper), (pk, c.key.sk.as_str()), q.descending),
+                None => (lower, upper),
+            };
+            if bounds_empty(&bounds) {
+                return Ok(q.page(out, more));
+            }
+            let range = items.range::<(&str, &str)>(bounds).map_err(unavailable)?;
             let iter: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for entry in iter {
                 let (k, v) = entry.map_err(unavailable)?;
                 let (_, sk) = k.value();
+                if q.beyond(sk) {
+                    break;
+                }
                 if !q.selects(sk) {
                     continue;
                 }
@@ -187,13 +205,29 @@ fn query_sync(db: &Database, q: &Query) -> Result<Page, StoreError> {
         }
         Some(index) => {
             let gsi = txn.open_table(gsi_table(index)).map_err(unavailable)?;
-            let lower: Bound<(&str, &str, &str, &str)> = Bound::Included((pk, "", "", ""));
-            let upper: Bound<(&str, &str, &str, &str)> = Bound::Excluded((end.as_str(), "", "", ""));
-            let range = gsi.range::<(&str, &str, &str, &str)>((lower, upper)).map_err(unavailable)?;
+            let lower: Bound<(&str, &str, &str, &str)> = Bound::Included((pk, low, "", ""));
+            let upper: Bound<(&str, &str, &str, &str)> = match &past_high {
+                Some(h) => Bound::Excluded((pk, h.as_str(), "", "")),
+                None => Bound::Excluded((end.as_str(), "", "", "")),
+            };
+            let bounds = match &q.after {
+                Some(c) => {
+                    let isk = c.index_key.as_ref().map_or("", |k| k.sk.as_str());
+                    bounds_past((lower, upper), (pk, isk, c.key.pk.as_str(), c.key.sk.as_str()), q.descending)
+                }
+                None => (lower, upper),
+            };
+            if bounds_empty(&bounds) {
+                return Ok(q.page(out, more));
+            }
+            let range = gsi.range::<(&str, &str, &str, &str)>(bounds).map_err(unavailable)?;
             let iter: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for entry in iter {
                 let (k, _) = entry.map_err(unavailable)?;
                 let (_, isk, tpk, tsk) = k.value();
+                if q.beyond(isk) {
+                    break;
+                }
                 if !q.selects_index_entry(isk, tpk, tsk) {
                     continue;
                 }

@@ -21,7 +21,10 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::{Body, Index, Item, ItemStore, Key, Page, Query, Sizing, StoreError, WriteOp, validate_batch_sizing};
+use super::{
+    Body, Index, Item, ItemStore, Key, Page, Query, ReadBounds, Sizing, StoreError, WriteOp, bounds_empty, bounds_past,
+    validate_batch_sizing,
+};
 
 /// Key parts joined by NUL in one string, so that keys order as the tuple would (no key
 /// holds a NUL) at one allocation each: `PK` and `SK` for a table key; `index PK`,
@@ -46,10 +49,27 @@ fn holds_nul(item: &Item) -> bool {
     key.into_iter().chain(indexes).any(|part| part.contains('\0'))
 }
 
-/// The bounds of one partition's keys, table or index: every key in it starts with the
-/// partition key and a NUL.
-fn partition_bounds(pk: &str) -> (Bound<String>, Bound<String>) {
-    (Bound::Included(format!("{pk}\0")), Bound::Excluded(format!("{pk}\u{1}")))
+/// The keys of one partition (table or index: every key in it starts with the partition
+/// key and a NUL) that a query can select: within its sort key range and past its page
+/// cursor, so a read visits only what it may return. `cursor` is the cursor's key in the
+/// same joined form. `None` when nothing can be selected.
+fn scan_bounds(q: &Query, cursor: Option<String>) -> Option<ReadBounds<String>> {
+    let pk = &q.pk;
+    let lower = Bound::Included(match q.range.lowest() {
+        Some(a) => joined([pk, a]),
+        None => format!("{pk}\0"),
+    });
+    // Every key whose sort key is the highest (an index entry's goes on with the item's
+    // key) sorts before the highest followed by U+0001, which no greater one does.
+    let upper = Bound::Excluded(match q.range.highest() {
+        Some(b) => format!("{pk}\0{b}\u{1}"),
+        None => format!("{pk}\u{1}"),
+    });
+    let bounds = match cursor {
+        Some(at) => bounds_past((lower, upper), at, q.descending),
+        None => (lower, upper),
+    };
+    (!bounds_empty(&bounds)).then_some(bounds)
 }
 
 /// `(index SK, PK, SK)` of an entry.
@@ -213,11 +233,16 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
     let mut more = false;
     match q.index {
         None => {
-            let range = state.items.range::<String, _>(partition_bounds(&q.pk));
+            let cursor = q.after.as_ref().map(|c| joined([&q.pk, &c.key.sk]));
+            let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
+            let range = state.items.range::<String, _>(bounds);
             let iter: Box<dyn Iterator<Item = (&String, &Stored)>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for (key, item) in iter {
                 let sk = &key[q.pk.len() + 1..];
+                if q.beyond(sk) {
+                    break;
+                }
                 if !q.selects(sk) {
                     continue;
                 }
@@ -229,12 +254,20 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
             }
         }
         Some(index) => {
-            let range = state.indexes[slot(index)].range::<String, _>(partition_bounds(&q.pk));
+            let cursor = q.after.as_ref().map(|c| {
+                let isk = c.index_key.as_ref().map_or("", |k| k.sk.as_str());
+                joined([&q.pk, isk, &c.key.pk, &c.key.sk])
+            });
+            let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
+            let range = state.indexes[slot(index)].range::<String, _>(bounds);
             let iter: Box<dyn Iterator<Item = &String>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for e in iter {
                 let (isk, pk, sk) =
                     entry_parts(e).ok_or_else(|| StoreError::Corrupt(format!("a malformed index entry {e:?}")))?;
+                if q.beyond(isk) {
+                    break;
+                }
                 if !q.selects_index_entry(isk, pk, sk) {
                     continue;
                 }
