@@ -1,6 +1,6 @@
 //! The in-memory store: the same contract as the embedded and DynamoDB stores, held in
-//! ordered maps behind one lock and gone when the process ends. For simulations and
-//! benchmarks (a million-invoice dunning month), never for data anyone needs back.
+//! ordered maps and gone when the process ends. For simulations and benchmarks (a
+//! million-invoice dunning month), never for data anyone needs back.
 //!
 //! Bodies are kept as the repository wrote them: an entity written through the repository
 //! is kept as that entity and read back as a clone of it, with no JSON on either side (JSON
@@ -11,9 +11,17 @@
 //! measured against DynamoDB's 400 KB item limit (measuring means writing its JSON; bodies
 //! given as JSON are), and a key holding a NUL is refused (key parts are joined by one).
 //!
-//! A write takes the lock, evaluates every condition, then applies every operation, so a
-//! transaction is all or nothing and transactions are serialisable, as on the other
-//! backends. Index entries are kept in the same critical section as the items.
+//! Items are spread over [`SHARDS`] maps by partition key, each behind its own lock, and so
+//! are each index's entries by index partition key, so writers of different partitions
+//! do not wait for each other. A write takes the write locks of the shards its items live
+//! in (in shard order, so two writers never wait for each other in a cycle), evaluates
+//! every condition, then takes the locks of the index shards whose entries change and
+//! applies every operation: a transaction is all or nothing and transactions on one item
+//! are serialisable, as on the other backends. A batched read holds the read locks of all
+//! its shards at once, so it sees one moment. An index query reads its entries, lets go of
+//! the index, then reads each item and keeps it only if it still carries that index key:
+//! like a DynamoDB index, it may miss a change made meanwhile, but never returns an item
+//! the query does not select.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -144,79 +152,23 @@ impl Stored {
     }
 }
 
-#[derive(Default)]
-struct State {
-    items: BTreeMap<String, Stored>,
-    indexes: [BTreeSet<String>; 3],
+/// How many shards the items, and each index's entries, are spread over.
+pub const SHARDS: usize = 32;
+
+/// The shard of a partition key (FNV-1a: short keys, no need to resist anyone).
+fn shard_of(pk: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pk.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % SHARDS as u64) as usize
 }
 
-impl State {
-    fn get(&self, key: &Key) -> Option<&Stored> {
-        self.items.get(&joined([&key.pk, &key.sk]))
-    }
-
-    fn remove(&mut self, key: &Key) -> Option<Stored> {
-        let old = self.items.remove(&joined([&key.pk, &key.sk]));
-        if let Some(old) = &old {
-            for index in Index::ALL {
-                if let Some(ik) = old.indexes.get(index) {
-                    self.indexes[slot(index)].remove(&joined([&ik.pk, &ik.sk, &key.pk, &key.sk]));
-                }
-            }
-        }
-        old
-    }
-
-    fn insert(&mut self, key: Key, stored: Stored) {
-        for index in Index::ALL {
-            if let Some(ik) = stored.indexes.get(index) {
-                self.indexes[slot(index)].insert(joined([&ik.pk, &ik.sk, &key.pk, &key.sk]));
-            }
-        }
-        self.items.insert(joined([&key.pk, &key.sk]), stored);
-    }
-}
-
-#[derive(Default)]
-pub struct MemoryStore {
-    state: RwLock<State>,
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        MemoryStore::default()
-    }
-
-    /// How many items are stored.
-    pub fn len(&self) -> usize {
-        self.read().items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// What is stored, by entity: how many items and their approximate size in bytes.
-    pub fn footprint(&self) -> BTreeMap<String, (usize, usize)> {
-        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (key, stored) in &self.read().items {
-            let e = out.entry(stored.entity.clone()).or_default();
-            e.0 += 1;
-            e.1 += stored.body_len() + key.len() - 1;
-        }
-        out
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        // A panic while holding the lock cannot leave a half-applied write: writes are
-        // applied only after every check passed, with nothing in between that can panic.
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+/// One shard of the items, by joined table key.
+type Items = BTreeMap<String, Stored>;
+/// One shard of one index's entries, by joined index key and table key.
+type Entries = BTreeSet<String>;
 
 fn slot(index: Index) -> usize {
     match index {
@@ -226,40 +178,141 @@ fn slot(index: Index) -> usize {
     }
 }
 
-fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
-    q.validate_cursor()?;
-    let limit = q.limit.unwrap_or(usize::MAX);
-    let mut out: Vec<Item> = Vec::new();
-    let mut more = false;
-    match q.index {
-        None => {
-            let cursor = q.after.as_ref().map(|c| joined([&q.pk, &c.key.sk]));
-            let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
-            let range = state.items.range::<String, _>(bounds);
-            let iter: Box<dyn Iterator<Item = (&String, &Stored)>> =
-                if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-            for (key, item) in iter {
-                let sk = &key[q.pk.len() + 1..];
-                if q.beyond(sk) {
-                    break;
-                }
-                if !q.selects(sk) {
-                    continue;
-                }
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-                out.push(item.item(&q.pk, sk)?);
+/// Where an index entry lives among the index shards: the index, then its partition's
+/// shard.
+fn entry_shard(index: Index, index_pk: &str) -> usize {
+    slot(index) * SHARDS + shard_of(index_pk)
+}
+
+/// An index entry: its index key, then the item's joined table key.
+fn entry(ik: &super::IndexKey, table_key: &str) -> String {
+    let mut e = joined([&ik.pk, &ik.sk]);
+    e.reserve(table_key.len() + 1);
+    e.push('\0');
+    e.push_str(table_key);
+    e
+}
+
+fn lock_read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic while holding a lock cannot leave a half-applied write: writes are applied
+    // only after every check passed, with nothing in between that can panic.
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Shard numbers in ascending order, once each: the order every reader and writer takes
+/// their locks in.
+fn in_lock_order(mut shards: Vec<usize>) -> Vec<usize> {
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+}
+
+/// Locks held on some shards, found by shard number.
+struct Held<G>(Vec<(usize, G)>);
+
+impl<G> Held<G> {
+    fn take(shards: Vec<usize>, lock: impl Fn(usize) -> G) -> Held<G> {
+        Held(in_lock_order(shards).into_iter().map(|s| (s, lock(s))).collect())
+    }
+
+    fn at(&mut self, shard: usize) -> &mut G {
+        let i = self.0.iter().position(|(s, _)| *s == shard).expect("the shard's lock is held");
+        &mut self.0[i].1
+    }
+}
+
+pub struct MemoryStore {
+    items: Box<[RwLock<Items>]>,
+    /// `SHARDS` per index, index after index ([`entry_shard`]).
+    indexes: Box<[RwLock<Entries>]>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            items: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            indexes: (0..SHARDS * Index::ALL.len()).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// How many items are stored.
+    pub fn len(&self) -> usize {
+        self.items.iter().map(|shard| lock_read(shard).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What is stored, by entity: how many items and their approximate size in bytes.
+    pub fn footprint(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for shard in self.items.iter() {
+            for (key, stored) in lock_read(shard).iter() {
+                let e = out.entry(stored.entity.clone()).or_default();
+                e.0 += 1;
+                e.1 += stored.body_len() + key.len() - 1;
             }
         }
-        Some(index) => {
-            let cursor = q.after.as_ref().map(|c| {
-                let isk = c.index_key.as_ref().map_or("", |k| k.sk.as_str());
-                joined([&q.pk, isk, &c.key.pk, &c.key.sk])
-            });
-            let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
-            let range = state.indexes[slot(index)].range::<String, _>(bounds);
+        out
+    }
+
+    /// The item under a table key, read under its shard's lock.
+    fn get_one(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        lock_read(&self.items[shard_of(pk)]).get(&joined([pk, sk])).map(|s| s.item(pk, sk)).transpose()
+    }
+
+    fn query_table(&self, q: &Query) -> Result<Page, StoreError> {
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut out: Vec<Item> = Vec::new();
+        let mut more = false;
+        let cursor = q.after.as_ref().map(|c| joined([&q.pk, &c.key.sk]));
+        let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
+        let shard = lock_read(&self.items[shard_of(&q.pk)]);
+        let range = shard.range::<String, _>(bounds);
+        let iter: Box<dyn Iterator<Item = (&String, &Stored)>> =
+            if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+        for (key, item) in iter {
+            let sk = &key[q.pk.len() + 1..];
+            if q.beyond(sk) {
+                break;
+            }
+            if !q.selects(sk) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(item.item(&q.pk, sk)?);
+        }
+        Ok(q.page(out, more))
+    }
+
+    fn query_index(&self, index: Index, q: &Query) -> Result<Page, StoreError> {
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let cursor = q.after.as_ref().map(|c| {
+            let isk = c.index_key.as_ref().map_or("", |k| k.sk.as_str());
+            joined([&q.pk, isk, &c.key.pk, &c.key.sk])
+        });
+        let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(Vec::new(), false)) };
+        // The entries on this page (and whether one more follows), copied out so the
+        // index's lock is let go before any item's is taken.
+        let mut chosen: Vec<String> = Vec::new();
+        let mut more = false;
+        {
+            let entries = lock_read(&self.indexes[entry_shard(index, &q.pk)]);
+            let range = entries.range::<String, _>(bounds);
             let iter: Box<dyn Iterator<Item = &String>> =
                 if q.descending { Box::new(range.rev()) } else { Box::new(range) };
             for e in iter {
@@ -271,43 +324,67 @@ fn query_state(state: &State, q: &Query) -> Result<Page, StoreError> {
                 if !q.selects_index_entry(isk, pk, sk) {
                     continue;
                 }
-                if out.len() == limit {
+                if chosen.len() == limit {
                     more = true;
                     break;
                 }
-                match state.items.get(&joined([pk, sk])) {
-                    Some(stored) => out.push(stored.item(pk, sk)?),
-                    None => return Err(StoreError::Corrupt(format!("index entry for missing item {pk}/{sk}"))),
-                }
+                chosen.push(e.clone());
             }
         }
+        let mut out = Vec::with_capacity(chosen.len());
+        for e in &chosen {
+            let (isk, pk, sk) =
+                entry_parts(e).ok_or_else(|| StoreError::Corrupt(format!("a malformed index entry {e:?}")))?;
+            let shard = lock_read(&self.items[shard_of(pk)]);
+            // Gone or moved since the entry was read: not on this page, as on an index
+            // that has not caught up.
+            let Some(stored) = shard.get(&joined([pk, sk])) else { continue };
+            if stored.indexes.get(index).is_some_and(|ik| ik.pk == q.pk && ik.sk == isk) {
+                out.push(stored.item(pk, sk)?);
+            }
+        }
+        Ok(q.page(out, more))
     }
-    Ok(q.page(out, more))
+}
+
+/// One operation of a write, made ready before any lock is taken.
+struct Prepared {
+    shard: usize,
+    /// The joined table key.
+    key: String,
+    condition: super::Condition,
+    change: Change,
 }
 
 #[async_trait]
 impl ItemStore for MemoryStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.read().get(key).map(|s| s.item(&key.pk, &key.sk)).transpose()
+        self.get_one(&key.pk, &key.sk)
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
         super::validate_keys(keys)?;
-        let state = self.read();
-        keys.iter().map(|k| state.get(k).map(|s| s.item(&k.pk, &k.sk)).transpose()).collect()
+        let mut held = Held::take(keys.iter().map(|k| shard_of(&k.pk)).collect(), |s| lock_read(&self.items[s]));
+        keys.iter()
+            .map(|k| held.at(shard_of(&k.pk)).get(&joined([&k.pk, &k.sk])).map(|s| s.item(&k.pk, &k.sk)).transpose())
+            .collect()
     }
 
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
-        query_state(&self.read(), query)
+        query.validate_cursor()?;
+        match query.index {
+            None => self.query_table(query),
+            Some(index) => self.query_index(index, query),
+        }
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         validate_batch_sizing(&ops, Sizing::JsonBodies)?;
-        // Bodies are made ready to keep before the lock is taken (and before anything is
-        // written), so one that cannot be kept refuses the whole write.
+        // Keys are joined and bodies made ready to keep before any lock is taken (and
+        // before anything is written), so one that cannot be kept refuses the whole write.
         let mut prepared = Vec::with_capacity(ops.len());
         for op in ops {
-            prepared.push(match op {
+            let (key, condition, change) = match op {
                 WriteOp::Put { item, condition } => {
                     if holds_nul(&item) {
                         return Err(StoreError::Invalid("the in-memory store keeps no key holding a NUL".into()));
@@ -317,23 +394,55 @@ impl ItemStore for MemoryStore {
                 }
                 WriteOp::Delete { key, condition } => (key, condition, Change::Delete),
                 WriteOp::Check { key, condition } => (key, condition, Change::None),
-            });
+            };
+            prepared.push(Prepared { shard: shard_of(&key.pk), key: joined([&key.pk, &key.sk]), condition, change });
         }
-        let mut state = self.write_lock();
-        for (i, (key, condition, _)) in prepared.iter().enumerate() {
-            if !condition.holds(state.get(key).map(|i| i.version)) {
+        let mut items = Held::take(prepared.iter().map(|p| p.shard).collect(), |s| lock_write(&self.items[s]));
+        for (i, p) in prepared.iter().enumerate() {
+            if !p.condition.holds(items.at(p.shard).get(&p.key).map(|s| s.version)) {
                 return Err(StoreError::ConditionFailed { op: i });
             }
         }
-        for (key, _, change) in prepared {
-            match change {
+        // The index entries that change: the old item's that it no longer carries, and the
+        // new item's it did not carry.
+        let mut removed: Vec<(usize, String)> = Vec::new();
+        let mut added: Vec<(usize, String)> = Vec::new();
+        for p in &prepared {
+            let new = match &p.change {
+                Change::None => continue,
+                Change::Delete => None,
+                Change::Put(stored) => Some(&stored.indexes),
+            };
+            let old = items.at(p.shard).get(&p.key).map(|s| &s.indexes);
+            for index in Index::ALL {
+                let (was, is) = (old.and_then(|k| k.get(index)), new.and_then(|k| k.get(index)));
+                if was == is {
+                    continue;
+                }
+                if let Some(ik) = was {
+                    removed.push((entry_shard(index, &ik.pk), entry(ik, &p.key)));
+                }
+                if let Some(ik) = is {
+                    added.push((entry_shard(index, &ik.pk), entry(ik, &p.key)));
+                }
+            }
+        }
+        let mut entries =
+            Held::take(removed.iter().chain(&added).map(|(s, _)| *s).collect(), |s| lock_write(&self.indexes[s]));
+        for (shard, e) in &removed {
+            entries.at(*shard).remove(e);
+        }
+        for (shard, e) in added {
+            entries.at(shard).insert(e);
+        }
+        for p in prepared {
+            match p.change {
                 Change::None => {}
                 Change::Delete => {
-                    state.remove(&key);
+                    items.at(p.shard).remove(&p.key);
                 }
                 Change::Put(stored) => {
-                    state.remove(&key);
-                    state.insert(key, stored);
+                    items.at(p.shard).insert(p.key, stored);
                 }
             }
         }
@@ -376,5 +485,107 @@ mod tests {
         assert!(store.get(&Key::new("ok", "1")).await.unwrap().is_none(), "the whole write was refused");
         store.write(vec![put("ok", "1", Some(("due", "2026")))]).await.unwrap();
         assert!(store.get(&Key::new("ok", "1")).await.unwrap().is_some());
+    }
+
+    /// Transfers between accounts in different shards, from threads at once, while
+    /// readers check that a batched read sees one moment (the total never changes) and
+    /// that an index query returns only items carrying the key it asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn transactions_across_shards_are_atomic_and_reads_see_one_moment() {
+        const ACCOUNTS: usize = 12;
+        const START: i64 = 100;
+        let store = std::sync::Arc::new(MemoryStore::new());
+        fn key(i: usize) -> Key {
+            Key::new(format!("ACCT#{i}"), "BALANCE")
+        }
+        fn account(i: usize, balance: i64, version: u64) -> Item {
+            Item {
+                key: key(i),
+                entity: "account".into(),
+                version,
+                // Accounts in credit are listed on one index partition, in debt on another.
+                indexes: IndexKeys::default().with(
+                    Index::Gsi2,
+                    Some(IndexKey::new(if balance >= 0 { "CREDIT" } else { "DEBT" }, format!("{i:02}"))),
+                ),
+                expires_at: None,
+                body: serde_json::json!({ "balance": balance }).into(),
+            }
+        }
+        fn balance(item: &Item) -> i64 {
+            item.body.json().unwrap()["balance"].as_i64().unwrap()
+        }
+        let seed = (0..ACCOUNTS).map(|i| WriteOp::Put { item: account(i, START, 1), condition: Condition::NotExists });
+        store.write(seed.collect()).await.unwrap();
+        let shards: std::collections::HashSet<usize> = (0..ACCOUNTS).map(|i| shard_of(&key(i).pk)).collect();
+        assert!(shards.len() > 3, "the accounts span several shards");
+
+        let mut tasks = Vec::new();
+        for t in 0..4usize {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                let mut n = t;
+                while done < 200 {
+                    n = (n * 7 + 13) % 1_000_003;
+                    let (from, to) = (n % ACCOUNTS, (n / ACCOUNTS) % ACCOUNTS);
+                    if from == to {
+                        continue;
+                    }
+                    let read = store.get_many(&[key(from), key(to)]).await.unwrap();
+                    let (a, b) = (read[0].clone().unwrap(), read[1].clone().unwrap());
+                    let amount = 1 + (n % 40) as i64;
+                    let ops = vec![
+                        WriteOp::Put {
+                            item: account(from, balance(&a) - amount, a.version + 1),
+                            condition: Condition::Version(a.version),
+                        },
+                        WriteOp::Put {
+                            item: account(to, balance(&b) + amount, b.version + 1),
+                            condition: Condition::Version(b.version),
+                        },
+                    ];
+                    match store.write(ops).await {
+                        Ok(()) => done += 1,
+                        Err(StoreError::ConditionFailed { .. }) => {}
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            }));
+        }
+        let readers = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let keys: Vec<Key> = (0..ACCOUNTS).map(key).collect();
+                for _ in 0..2000 {
+                    let all = store.get_many(&keys).await.unwrap();
+                    let total: i64 = all.iter().map(|i| balance(i.as_ref().unwrap())).sum();
+                    assert_eq!(total, START * ACCOUNTS as i64, "a batched read saw half a transfer");
+                    for partition in ["CREDIT", "DEBT"] {
+                        let q = Query::index(Index::Gsi2, partition, crate::store::SortKeyRange::All);
+                        for item in store.query(&q).await.unwrap().items {
+                            let listed = item.indexes.get(Index::Gsi2).unwrap();
+                            assert_eq!(listed.pk, partition, "an index query returned an item it does not select");
+                            assert_eq!(partition == "CREDIT", balance(&item) >= 0);
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        readers.await.unwrap();
+        let keys: Vec<Key> = (0..ACCOUNTS).map(key).collect();
+        let all = store.get_many(&keys).await.unwrap();
+        assert_eq!(all.iter().map(|i| balance(i.as_ref().unwrap())).sum::<i64>(), START * ACCOUNTS as i64);
+        // Every account is on exactly the index partition its balance says.
+        let mut listed = 0;
+        for partition in ["CREDIT", "DEBT"] {
+            let q = Query::index(Index::Gsi2, partition, crate::store::SortKeyRange::All);
+            listed += store.query(&q).await.unwrap().items.len();
+        }
+        assert_eq!(listed, ACCOUNTS, "each account listed once");
     }
 }
