@@ -1,5 +1,5 @@
 //! The in-memory store: the same contract as the embedded and DynamoDB stores, held in
-//! ordered maps and gone when the process ends. For simulations and benchmarks (a
+//! hash maps and ordered sets and gone when the process ends. For simulations and benchmarks (a
 //! million-invoice dunning month), never for data anyone needs back.
 //!
 //! Bodies are kept as the repository wrote them: an entity written through the repository
@@ -23,11 +23,13 @@
 //! like a DynamoDB index, it may miss a change made meanwhile, but never returns an item
 //! the query does not select.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
+use rustc_hash::FxBuildHasher;
 
 use super::{
     Body, Index, Item, ItemStore, Key, Page, Query, ReadBounds, Sizing, StoreError, WriteOp, bounds_empty, bounds_past,
@@ -88,7 +90,6 @@ fn entry_parts(e: &str) -> Option<(&str, &str, &str)> {
 
 /// What one operation of a write does once its condition holds. (Transient, a few per
 /// write: boxing the put's item would cost an allocation for nothing.)
-#[allow(clippy::large_enum_variant)]
 enum Change {
     None,
     Delete,
@@ -105,7 +106,9 @@ enum Kept {
 struct Stored {
     entity: String,
     version: u64,
-    indexes: super::IndexKeys,
+    /// `None` when the item carries no index key (most do not: the key pairs take more
+    /// room than the rest of an item's bookkeeping).
+    indexes: Option<Box<super::IndexKeys>>,
     expires_at: Option<i64>,
     body: Kept,
 }
@@ -121,7 +124,7 @@ impl Stored {
         Ok(Stored {
             entity: item.entity,
             version: item.version,
-            indexes: item.indexes,
+            indexes: (item.indexes != super::IndexKeys::default()).then(|| Box::new(item.indexes)),
             expires_at: item.expires_at,
             body,
         })
@@ -132,7 +135,7 @@ impl Stored {
             key: Key::new(pk, sk),
             entity: self.entity.clone(),
             version: self.version,
-            indexes: self.indexes.clone(),
+            indexes: self.indexes.as_deref().cloned().unwrap_or_default(),
             expires_at: self.expires_at,
             body: match &self.body {
                 Kept::Entity(e) => Body::Entity(e.clone()),
@@ -165,8 +168,38 @@ fn shard_of(pk: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
-/// One shard of the items, by joined table key.
-type Items = BTreeMap<String, Stored>;
+/// One shard of the items: found by joined table key in a hash map (a point read or write
+/// costs a hash, not a walk down a tree of string comparisons), with the keys kept in
+/// order beside it for table queries.
+#[derive(Default)]
+struct Items {
+    by_key: HashMap<String, Stored, FxBuildHasher>,
+    order: BTreeSet<String>,
+}
+
+impl Items {
+    fn get(&self, key: &str) -> Option<&Stored> {
+        self.by_key.get(key)
+    }
+
+    fn insert(&mut self, key: String, stored: Stored) {
+        match self.by_key.entry(key) {
+            Entry::Occupied(mut o) => {
+                o.insert(stored);
+            }
+            Entry::Vacant(v) => {
+                self.order.insert(v.key().clone());
+                v.insert(stored);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.by_key.remove(key).is_some() {
+            self.order.remove(key);
+        }
+    }
+}
 /// One shard of one index's entries, by joined index key and table key.
 type Entries = BTreeSet<String>;
 
@@ -247,7 +280,7 @@ impl MemoryStore {
 
     /// How many items are stored.
     pub fn len(&self) -> usize {
-        self.items.iter().map(|shard| lock_read(shard).len()).sum()
+        self.items.iter().map(|shard| lock_read(shard).by_key.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,7 +291,7 @@ impl MemoryStore {
     pub fn footprint(&self) -> BTreeMap<String, (usize, usize)> {
         let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for shard in self.items.iter() {
-            for (key, stored) in lock_read(shard).iter() {
+            for (key, stored) in &lock_read(shard).by_key {
                 let e = out.entry(stored.entity.clone()).or_default();
                 e.0 += 1;
                 e.1 += stored.body_len() + key.len() - 1;
@@ -279,10 +312,10 @@ impl MemoryStore {
         let cursor = q.after.as_ref().map(|c| joined([&q.pk, &c.key.sk]));
         let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
         let shard = lock_read(&self.items[shard_of(&q.pk)]);
-        let range = shard.range::<String, _>(bounds);
-        let iter: Box<dyn Iterator<Item = (&String, &Stored)>> =
+        let range = shard.order.range::<String, _>(bounds);
+        let iter: Box<dyn Iterator<Item = &String>> =
             if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-        for (key, item) in iter {
+        for key in iter {
             let sk = &key[q.pk.len() + 1..];
             if q.beyond(sk) {
                 break;
@@ -294,6 +327,7 @@ impl MemoryStore {
                 more = true;
                 break;
             }
+            let item = shard.get(key).ok_or_else(|| StoreError::Corrupt(format!("{key:?} is listed but not kept")))?;
             out.push(item.item(&q.pk, sk)?);
         }
         Ok(q.page(out, more))
@@ -339,7 +373,7 @@ impl MemoryStore {
             // Gone or moved since the entry was read: not on this page, as on an index
             // that has not caught up.
             let Some(stored) = shard.get(&joined([pk, sk])) else { continue };
-            if stored.indexes.get(index).is_some_and(|ik| ik.pk == q.pk && ik.sk == isk) {
+            if stored.indexes.as_deref().and_then(|k| k.get(index)).is_some_and(|ik| ik.pk == q.pk && ik.sk == isk) {
                 out.push(stored.item(pk, sk)?);
             }
         }
@@ -411,9 +445,9 @@ impl ItemStore for MemoryStore {
             let new = match &p.change {
                 Change::None => continue,
                 Change::Delete => None,
-                Change::Put(stored) => Some(&stored.indexes),
+                Change::Put(stored) => stored.indexes.as_deref(),
             };
-            let old = items.at(p.shard).get(&p.key).map(|s| &s.indexes);
+            let old = items.at(p.shard).get(&p.key).and_then(|s| s.indexes.as_deref());
             for index in Index::ALL {
                 let (was, is) = (old.and_then(|k| k.get(index)), new.and_then(|k| k.get(index)));
                 if was == is {
