@@ -1,5 +1,5 @@
 //! The in-memory store: the same contract as the embedded and DynamoDB stores, held in
-//! hash maps and ordered sets and gone when the process ends. For simulations and benchmarks (a
+//! hash maps, sorted vectors and ordered sets and gone when the process ends. For simulations and benchmarks (a
 //! million-invoice dunning month), never for data anyone needs back.
 //!
 //! Bodies are kept as the repository wrote them: an entity written through the repository
@@ -23,7 +23,6 @@
 //! like a DynamoDB index, it may miss a change made meanwhile, but never returns an item
 //! the query does not select.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
@@ -36,9 +35,8 @@ use super::{
     validate_batch_sizing,
 };
 
-/// Key parts joined by NUL in one string, so that keys order as the tuple would (no key
-/// holds a NUL) at one allocation each: `PK` and `SK` for a table key; `index PK`,
-/// `index SK`, `PK` and `SK` for an index entry.
+/// Key parts joined by NUL in one string, so that index entries order as the tuple
+/// `(index PK, index SK, PK, SK)` would (no key holds a NUL), at one allocation each.
 fn joined<const N: usize>(parts: [&str; N]) -> String {
     let mut k = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, part) in parts.into_iter().enumerate() {
@@ -59,18 +57,18 @@ fn holds_nul(item: &Item) -> bool {
     key.into_iter().chain(indexes).any(|part| part.contains('\0'))
 }
 
-/// The keys of one partition (table or index: every key in it starts with the partition
-/// key and a NUL) that a query can select: within its sort key range and past its page
-/// cursor, so a read visits only what it may return. `cursor` is the cursor's key in the
-/// same joined form. `None` when nothing can be selected.
+/// The entries of one index partition (every one starts with the partition key and a
+/// NUL) that a query can select: within its sort key range and past its page cursor, so a
+/// read visits only what it may return. `cursor` is the cursor's entry in the same joined
+/// form. `None` when nothing can be selected.
 fn scan_bounds(q: &Query, cursor: Option<String>) -> Option<ReadBounds<String>> {
     let pk = &q.pk;
     let lower = Bound::Included(match q.range.lowest() {
         Some(a) => joined([pk, a]),
         None => format!("{pk}\0"),
     });
-    // Every key whose sort key is the highest (an index entry's goes on with the item's
-    // key) sorts before the highest followed by U+0001, which no greater one does.
+    // Every entry whose sort key is the highest (it goes on with the item's key) sorts
+    // before the highest followed by U+0001, which no greater one does.
     let upper = Bound::Excluded(match q.range.highest() {
         Some(b) => format!("{pk}\0{b}\u{1}"),
         None => format!("{pk}\u{1}"),
@@ -168,38 +166,67 @@ fn shard_of(pk: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
-/// One shard of the items: found by joined table key in a hash map (a point read or write
-/// costs a hash, not a walk down a tree of string comparisons), with the keys kept in
-/// order beside it for table queries.
+/// One shard of the items, by partition key: a point read or write costs a hash of the
+/// partition key and a binary search among its few sort keys, not a walk down a tree of
+/// string comparisons, and no key is joined or kept twice.
 #[derive(Default)]
 struct Items {
-    by_key: HashMap<String, Stored, FxBuildHasher>,
-    order: BTreeSet<String>,
+    partitions: HashMap<Box<str>, Partition, FxBuildHasher>,
+}
+
+/// One partition's items in sort key order. Most partitions hold one item; the larger
+/// ones (a webhook endpoint's deliveries, a wallet's entries) grow at their end, as their
+/// sort keys rise with time, so an insertion moves little.
+type Partition = Vec<(Box<str>, Stored)>;
+
+fn position(partition: &Partition, sk: &str) -> Result<usize, usize> {
+    partition.binary_search_by(|(k, _)| k.as_ref().cmp(sk))
 }
 
 impl Items {
-    fn get(&self, key: &str) -> Option<&Stored> {
-        self.by_key.get(key)
+    fn get(&self, pk: &str, sk: &str) -> Option<&Stored> {
+        let partition = self.partitions.get(pk)?;
+        position(partition, sk).ok().map(|i| &partition[i].1)
     }
 
-    fn insert(&mut self, key: String, stored: Stored) {
-        match self.by_key.entry(key) {
-            Entry::Occupied(mut o) => {
-                o.insert(stored);
-            }
-            Entry::Vacant(v) => {
-                self.order.insert(v.key().clone());
-                v.insert(stored);
-            }
+    fn insert(&mut self, key: Key, stored: Stored) {
+        let Some(partition) = self.partitions.get_mut(key.pk.as_str()) else {
+            self.partitions.insert(key.pk.into_boxed_str(), vec![(key.sk.into_boxed_str(), stored)]);
+            return;
+        };
+        match position(partition, &key.sk) {
+            Ok(i) => partition[i].1 = stored,
+            Err(i) => partition.insert(i, (key.sk.into_boxed_str(), stored)),
         }
     }
 
-    fn remove(&mut self, key: &str) {
-        if self.by_key.remove(key).is_some() {
-            self.order.remove(key);
+    fn remove(&mut self, key: &Key) {
+        let Some(partition) = self.partitions.get_mut(key.pk.as_str()) else { return };
+        if let Ok(i) = position(partition, &key.sk) {
+            partition.remove(i);
         }
+        if partition.is_empty() {
+            self.partitions.remove(key.pk.as_str());
+        }
+    }
+
+    /// The items of a partition a table query can select, in sort key order: within its
+    /// sort key range and past its page cursor.
+    fn candidates<'a>(&'a self, q: &Query) -> &'a [(Box<str>, Stored)] {
+        let Some(partition) = self.partitions.get(q.pk.as_str()) else { return &[] };
+        let below = |bound: &str| partition.partition_point(|(k, _)| k.as_ref() < bound);
+        let up_to = |bound: &str| partition.partition_point(|(k, _)| k.as_ref() <= bound);
+        let mut lo = q.range.lowest().map_or(0, below);
+        let mut hi = q.range.highest().map_or(partition.len(), up_to);
+        match &q.after {
+            Some(c) if q.descending => hi = hi.min(below(&c.key.sk)),
+            Some(c) => lo = lo.max(up_to(&c.key.sk)),
+            None => {}
+        }
+        partition.get(lo..hi).unwrap_or_default()
     }
 }
+
 /// One shard of one index's entries, by joined index key and table key.
 type Entries = BTreeSet<String>;
 
@@ -217,13 +244,9 @@ fn entry_shard(index: Index, index_pk: &str) -> usize {
     slot(index) * SHARDS + shard_of(index_pk)
 }
 
-/// An index entry: its index key, then the item's joined table key.
-fn entry(ik: &super::IndexKey, table_key: &str) -> String {
-    let mut e = joined([&ik.pk, &ik.sk]);
-    e.reserve(table_key.len() + 1);
-    e.push('\0');
-    e.push_str(table_key);
-    e
+/// An index entry: its index key, then the item's table key.
+fn entry(ik: &super::IndexKey, key: &Key) -> String {
+    joined([&ik.pk, &ik.sk, &key.pk, &key.sk])
 }
 
 fn lock_read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -280,7 +303,7 @@ impl MemoryStore {
 
     /// How many items are stored.
     pub fn len(&self) -> usize {
-        self.items.iter().map(|shard| lock_read(shard).by_key.len()).sum()
+        self.items.iter().map(|shard| lock_read(shard).partitions.values().map(Vec::len).sum::<usize>()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -291,10 +314,12 @@ impl MemoryStore {
     pub fn footprint(&self) -> BTreeMap<String, (usize, usize)> {
         let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for shard in self.items.iter() {
-            for (key, stored) in &lock_read(shard).by_key {
-                let e = out.entry(stored.entity.clone()).or_default();
-                e.0 += 1;
-                e.1 += stored.body_len() + key.len() - 1;
+            for (pk, partition) in &lock_read(shard).partitions {
+                for (sk, stored) in partition {
+                    let e = out.entry(stored.entity.clone()).or_default();
+                    e.0 += 1;
+                    e.1 += stored.body_len() + pk.len() + sk.len();
+                }
             }
         }
         out
@@ -302,21 +327,18 @@ impl MemoryStore {
 
     /// The item under a table key, read under its shard's lock.
     fn get_one(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        lock_read(&self.items[shard_of(pk)]).get(&joined([pk, sk])).map(|s| s.item(pk, sk)).transpose()
+        lock_read(&self.items[shard_of(pk)]).get(pk, sk).map(|s| s.item(pk, sk)).transpose()
     }
 
     fn query_table(&self, q: &Query) -> Result<Page, StoreError> {
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut out: Vec<Item> = Vec::new();
         let mut more = false;
-        let cursor = q.after.as_ref().map(|c| joined([&q.pk, &c.key.sk]));
-        let Some(bounds) = scan_bounds(q, cursor) else { return Ok(q.page(out, more)) };
         let shard = lock_read(&self.items[shard_of(&q.pk)]);
-        let range = shard.order.range::<String, _>(bounds);
-        let iter: Box<dyn Iterator<Item = &String>> =
-            if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-        for key in iter {
-            let sk = &key[q.pk.len() + 1..];
+        let candidates = shard.candidates(q);
+        let iter: Box<dyn Iterator<Item = &(Box<str>, Stored)>> =
+            if q.descending { Box::new(candidates.iter().rev()) } else { Box::new(candidates.iter()) };
+        for (sk, stored) in iter {
             if q.beyond(sk) {
                 break;
             }
@@ -327,8 +349,7 @@ impl MemoryStore {
                 more = true;
                 break;
             }
-            let item = shard.get(key).ok_or_else(|| StoreError::Corrupt(format!("{key:?} is listed but not kept")))?;
-            out.push(item.item(&q.pk, sk)?);
+            out.push(stored.item(&q.pk, sk)?);
         }
         Ok(q.page(out, more))
     }
@@ -372,7 +393,7 @@ impl MemoryStore {
             let shard = lock_read(&self.items[shard_of(pk)]);
             // Gone or moved since the entry was read: not on this page, as on an index
             // that has not caught up.
-            let Some(stored) = shard.get(&joined([pk, sk])) else { continue };
+            let Some(stored) = shard.get(pk, sk) else { continue };
             if stored.indexes.as_deref().and_then(|k| k.get(index)).is_some_and(|ik| ik.pk == q.pk && ik.sk == isk) {
                 out.push(stored.item(pk, sk)?);
             }
@@ -384,8 +405,7 @@ impl MemoryStore {
 /// One operation of a write, made ready before any lock is taken.
 struct Prepared {
     shard: usize,
-    /// The joined table key.
-    key: String,
+    key: Key,
     condition: super::Condition,
     change: Change,
 }
@@ -400,7 +420,7 @@ impl ItemStore for MemoryStore {
         super::validate_keys(keys)?;
         let mut held = Held::take(keys.iter().map(|k| shard_of(&k.pk)).collect(), |s| lock_read(&self.items[s]));
         keys.iter()
-            .map(|k| held.at(shard_of(&k.pk)).get(&joined([&k.pk, &k.sk])).map(|s| s.item(&k.pk, &k.sk)).transpose())
+            .map(|k| held.at(shard_of(&k.pk)).get(&k.pk, &k.sk).map(|s| s.item(&k.pk, &k.sk)).transpose())
             .collect()
     }
 
@@ -429,11 +449,11 @@ impl ItemStore for MemoryStore {
                 WriteOp::Delete { key, condition } => (key, condition, Change::Delete),
                 WriteOp::Check { key, condition } => (key, condition, Change::None),
             };
-            prepared.push(Prepared { shard: shard_of(&key.pk), key: joined([&key.pk, &key.sk]), condition, change });
+            prepared.push(Prepared { shard: shard_of(&key.pk), key, condition, change });
         }
         let mut items = Held::take(prepared.iter().map(|p| p.shard).collect(), |s| lock_write(&self.items[s]));
         for (i, p) in prepared.iter().enumerate() {
-            if !p.condition.holds(items.at(p.shard).get(&p.key).map(|s| s.version)) {
+            if !p.condition.holds(items.at(p.shard).get(&p.key.pk, &p.key.sk).map(|s| s.version)) {
                 return Err(StoreError::ConditionFailed { op: i });
             }
         }
@@ -447,7 +467,7 @@ impl ItemStore for MemoryStore {
                 Change::Delete => None,
                 Change::Put(stored) => stored.indexes.as_deref(),
             };
-            let old = items.at(p.shard).get(&p.key).and_then(|s| s.indexes.as_deref());
+            let old = items.at(p.shard).get(&p.key.pk, &p.key.sk).and_then(|s| s.indexes.as_deref());
             for index in Index::ALL {
                 let (was, is) = (old.and_then(|k| k.get(index)), new.and_then(|k| k.get(index)));
                 if was == is {
