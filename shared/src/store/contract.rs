@@ -373,6 +373,56 @@ pub async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store:
     assert_eq!(wins, 1);
 }
 
+/// A transaction refused for its condition undoes nothing that other writers committed
+/// while it ran: every acknowledged write is there afterwards. (moto_server broke this: a
+/// refused transaction put back a copy of the table from when it began; the tests run it
+/// through `infra/scripts/moto_server_serialised.py`.)
+pub async fn a_refused_transaction_never_undoes_another_writers_commit(store: Arc<dyn ItemStore>) {
+    const EACH: usize = 100;
+    let pk = unique("KEEP");
+    write_one(&*store, put(item(&pk, "TAKEN", 1), Condition::NotExists)).await.expect("seed");
+    let mut tasks = Vec::new();
+    for w in 0..4usize {
+        let store = store.clone();
+        let pk = pk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..EACH {
+                let sk = format!("W{w}-{i:03}");
+                if w % 2 == 0 {
+                    write_one(&*store, put(item(&pk, &sk, 1), Condition::NotExists)).await.expect("a new key");
+                    acknowledged.push(sk);
+                } else {
+                    // Refused by its second operation: the first must not be written either.
+                    let refused = store
+                        .write(vec![
+                            put(item(&pk, &sk, 1), Condition::NotExists),
+                            put(item(&pk, "TAKEN", 1), Condition::NotExists),
+                        ])
+                        .await;
+                    assert!(
+                        matches!(refused, Err(StoreError::ConditionFailed { op: 1 } | StoreError::Contention(_))),
+                        "{refused:?}"
+                    );
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.expect("task"));
+    }
+    let stored: Vec<String> = collect(&*store, Query::table(&pk, SortKeyRange::All))
+        .await
+        .into_iter()
+        .map(|i| i.key.sk)
+        .filter(|sk| sk != "TAKEN")
+        .collect();
+    acknowledged.sort();
+    assert_eq!(stored, acknowledged, "every acknowledged write, and nothing refused");
+}
+
 /// Expands to one `#[tokio::test]` per contract check, each given a store from `$make`
 /// (an async expression yielding `Arc<dyn ItemStore>`).
 #[macro_export]
@@ -393,6 +443,7 @@ macro_rules! store_contract_suite {
             a_cursor_from_another_listing_is_refused,
             oversized_or_empty_transactions_are_refused,
             concurrent_writers_of_one_version_produce_exactly_one_winner,
+            a_refused_transaction_never_undoes_another_writers_commit,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
