@@ -1,6 +1,7 @@
 //! The in-memory store: the same contract as the embedded and DynamoDB stores, held in
-//! hash maps, sorted vectors and ordered sets and gone when the process ends. For simulations and benchmarks (a
-//! million-invoice dunning month), never for data anyone needs back.
+//! hash maps, sorted vectors and ordered sets and gone when the process ends. For
+//! simulations and benchmarks (a million-invoice dunning month), never for data anyone
+//! needs back.
 //!
 //! Bodies are kept as the repository wrote them: an entity written through the repository
 //! is kept as that entity and read back as a clone of it, with no JSON on either side (JSON
