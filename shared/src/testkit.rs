@@ -36,10 +36,16 @@ pub fn embedded_store_in_memory() -> Arc<dyn ItemStore> {
 /// A DynamoDB store on the emulator, in `table` (created if missing).
 #[cfg(feature = "aws")]
 pub async fn dynamo_store(table: &str) -> crate::store::dynamodb::DynamoStore {
-    let config = crate::aws::sdk_config_for_endpoint(&moto_endpoint()).await;
-    let store = crate::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+    let store = dynamo_store_unmade(table).await;
     store.ensure_table().await.expect("create table on the emulator");
     store
+}
+
+/// A DynamoDB store on the emulator, in `table`, without creating it.
+#[cfg(feature = "aws")]
+pub async fn dynamo_store_unmade(table: &str) -> crate::store::dynamodb::DynamoStore {
+    let config = crate::aws::sdk_config_for_endpoint(&moto_endpoint()).await;
+    crate::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)
 }
 
 /// Collects published events, for assertions.

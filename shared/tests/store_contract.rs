@@ -178,3 +178,20 @@ mod dynamodb {
 
     recoup_shared::store_contract_suite!(store());
 }
+
+/// A table made before its indexes projected keys only (every attribute projected): the
+/// store reads the items its index queries find as they come.
+mod dynamodb_projecting_all {
+    use std::sync::Arc;
+
+    use aws_sdk_dynamodb::types::ProjectionType;
+    use recoup_shared::store::ItemStore;
+
+    async fn store() -> Arc<dyn ItemStore> {
+        let store = recoup_shared::testkit::dynamo_store_unmade("recoup-contract-all").await;
+        store.ensure_table_projecting(ProjectionType::All).await.expect("create the table");
+        Arc::new(store)
+    }
+
+    recoup_shared::store_contract_suite!(store());
+}

@@ -207,15 +207,21 @@ impl<'de> Deserialize<'de> for Body {
 }
 
 impl Item {
-    /// Approximate stored size in bytes, by DynamoDB's rules (attribute names plus values).
-    pub fn approximate_size(&self) -> usize {
+    /// Approximate size in bytes of the item's keys and index keys: what an index entry
+    /// holds when it projects keys only.
+    pub fn approximate_key_size(&self) -> usize {
         let mut size = 2 + self.key.pk.len() + 2 + self.key.sk.len();
-        size += 6 + self.entity.len() + 7 + 8;
         for index in Index::ALL {
             if let Some(k) = self.indexes.get(index) {
                 size += 6 + k.pk.len() + 6 + k.sk.len();
             }
         }
+        size
+    }
+
+    /// Approximate stored size in bytes, by DynamoDB's rules (attribute names plus values).
+    pub fn approximate_size(&self) -> usize {
+        let mut size = self.approximate_key_size() + 6 + self.entity.len() + 7 + 8;
         if self.expires_at.is_some() {
             size += 3 + 8;
         }

@@ -250,6 +250,34 @@ impl DynamoStore {
         Ok(keys.iter().map(|k| found.remove(k)).collect())
     }
 
+    /// The items an index query found, read from the table. The indexes project keys only
+    /// (`KEYS_ONLY`), so a write that leaves an item's index keys alone costs the indexes
+    /// nothing (an invoice's claim and settle rewrite it, and with every attribute
+    /// projected each index holding it paid for a copy of the whole item each time). The
+    /// read is eventually consistent, as the index is. An item that no longer carries the
+    /// queried index key (it moved or left the index after the index was read) is left
+    /// out, so a page holds what its items say now, as the other stores' pages do; the
+    /// cursor still follows the index.
+    async fn read_indexed(
+        &self,
+        index: Index,
+        q: &Query,
+        found: &[HashMap<String, AttributeValue>],
+    ) -> Result<Vec<Item>, StoreError> {
+        let keys = found
+            .iter()
+            .map(|m| Ok(Key::new(string(m, PK)?, string(m, SK)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let batches =
+            futures::future::try_join_all(keys.chunks(super::MAX_BATCH_GET).map(|c| self.batch_get(c, false))).await?;
+        Ok(batches
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|item| item.indexes.get(index).is_some_and(|k| k.pk == q.pk && q.range.contains(&k.sk)))
+            .collect())
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self::with(crate::aws::LazyClient::ready(client), table)
     }
@@ -274,6 +302,12 @@ impl DynamoStore {
     /// Creates the table as `template.yaml` declares it, if it is missing. For the emulator
     /// and local tooling; in AWS the stack owns the table.
     pub async fn ensure_table(&self) -> Result<(), StoreError> {
+        self.ensure_table_projecting(ProjectionType::KeysOnly).await
+    }
+
+    /// [`Self::ensure_table`] with the indexes projecting `projection`. Tables made before
+    /// 2026-12-07 project every attribute (`ALL`); the store reads either.
+    pub async fn ensure_table_projecting(&self, projection: ProjectionType) -> Result<(), StoreError> {
         let exists = self.client.get().describe_table().table_name(&self.table).send().await;
         if exists.is_ok() {
             return Ok(());
@@ -309,7 +343,7 @@ impl DynamoStore {
                     .index_name(index.name())
                     .key_schema(key(p, KeyType::Hash)?)
                     .key_schema(key(s, KeyType::Range)?)
-                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .projection(Projection::builder().projection_type(projection.clone()).build())
                     .build()
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,
             );
@@ -469,7 +503,13 @@ impl ItemStore for DynamoStore {
         }
         let out = req.send().await.map_err(map_err)?;
         self.consumed.add(out.consumed_capacity(), false);
-        let items = out.items().iter().map(from_attrs).collect::<Result<Vec<_>, _>>()?;
+        let items = match q.index {
+            // The index projects keys only: read the items themselves.
+            Some(index) if out.items().iter().any(|m| !m.contains_key(DATA)) => {
+                self.read_indexed(index, q, out.items()).await?
+            }
+            _ => out.items().iter().map(from_attrs).collect::<Result<Vec<_>, _>>()?,
+        };
         let next = match out.last_evaluated_key() {
             None => None,
             Some(lek) => Some(Cursor {

@@ -1,8 +1,9 @@
 //! A wrapper that counts what a store is asked to do and estimates the DynamoDB capacity it
 //! would consume, by DynamoDB's published rules: a strongly consistent read costs one read
 //! unit per 4 KB (half that when eventually consistent, as index queries are), a write one
-//! write unit per 1 KB, and every item in a transaction twice that. The figures in the
-//! README come from it.
+//! write unit per 1 KB, and every item in a transaction twice that. An index query reads the
+//! index's keys, then the items (the indexes project keys only). The figures in the README
+//! come from it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,10 +147,18 @@ impl ItemStore for Metered {
         let m = &self.metrics;
         m.query_requests.fetch_add(1, Ordering::Relaxed);
         m.items_read.fetch_add(page.items.len() as u64, Ordering::Relaxed);
-        let size: usize = page.items.iter().map(Item::approximate_size).sum();
-        // Index queries are eventually consistent: half price.
-        let per_unit = if query.index.is_some() { 500 } else { 1000 };
-        m.read_milli_units.fetch_add(per_unit * units(size, 4096), Ordering::Relaxed);
+        let milli = match query.index {
+            // The indexes project keys only: the query reads the index's entries (keys,
+            // eventually consistent), then one batched read of the items, eventually
+            // consistent, each item rounded up on its own.
+            Some(_) => {
+                let keys: usize = page.items.iter().map(Item::approximate_key_size).sum();
+                500 * units(keys, 4096)
+                    + page.items.iter().map(|i| 500 * units(i.approximate_size(), 4096)).sum::<u64>()
+            }
+            None => 1000 * units(page.items.iter().map(Item::approximate_size).sum(), 4096),
+        };
+        m.read_milli_units.fetch_add(milli, Ordering::Relaxed);
         Ok(page)
     }
 

@@ -89,6 +89,8 @@ pub fn check_iam(t: &Json) -> Problems {
         let mut publishes = false;
         let mut sends = false;
         let mut sends_email = false;
+        let mut queries_index = false;
+        let mut batch_reads_table = false;
         let mut secrets_read = BTreeSet::new();
         for (condition, policy) in policies_of(t, &f) {
             if policy.get("Statement").is_none() {
@@ -115,8 +117,8 @@ pub fn check_iam(t: &Json) -> Problems {
                         }
                         for g in &grants {
                             match g {
-                                Grant::Table => {}
-                                Grant::Index(_) if action == "dynamodb:Query" => {}
+                                Grant::Table => batch_reads_table |= action == "dynamodb:BatchGetItem",
+                                Grant::Index(_) if action == "dynamodb:Query" => queries_index = true,
                                 other => problems.push(format!(
                                     "{id}: {action} on {other:?}; only the table (and its indexes, for Query)"
                                 )),
@@ -178,6 +180,11 @@ pub fn check_iam(t: &Json) -> Problems {
                     }
                 }
             }
+        }
+        if queries_index && !batch_reads_table {
+            problems.push(format!(
+                "{id} ({binary}): queries an index but may not BatchGetItem the table; the indexes project keys only, so the store reads what it finds from the table"
+            ));
         }
         if binary == "notifier" && !sends_email {
             problems.push(format!("{id} ({binary}): may not send email through SES"));

@@ -198,6 +198,20 @@ pub fn the_checks_catch_a_template_that_disagrees_with_the_code() {
             "not an explicit Statement list",
         ),
         (
+            "an index read without the table's batched read",
+            |t| statement_mut(t, "outbox-relay", "TableItems")["Action"] = json!(["dynamodb:PutItem"]),
+            "may not BatchGetItem the table",
+        ),
+        (
+            "an index that projects every attribute",
+            |t| {
+                let table = only_resource_mut(t, "AWS::DynamoDB::Table");
+                named_mut(&mut table["Properties"]["GlobalSecondaryIndexes"], "IndexName", "GSI2")["Projection"] =
+                    json!({"ProjectionType": "ALL"});
+            },
+            "should project KEYS_ONLY",
+        ),
+        (
             "a scan permission",
             |t| statement_mut(t, "notifier", "TableItems")["Action"] = json!(["dynamodb:Scan"]),
             "not an operation the store performs",
