@@ -353,13 +353,23 @@ class Walkthroughs:
     # -- what the queues hold --------------------------------------------------------------
 
     def emails_to(self, customer: str) -> list[dict]:
-        """The emails the notifier recorded for a customer (the table's email listing)."""
-        items = self._dynamodb.query(
-            TableName=self.stack.resources["Table"],
+        """The emails the notifier recorded for a customer (the table's email listing). The
+        index projects keys only, so the emails are then read from the table by key."""
+        table = self.stack.resources["Table"]
+        entries = self._dynamodb.query(
+            TableName=table,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :emails",
             ExpressionAttributeValues={":emails": {"S": "EMAILS"}},
         )["Items"]
+        items = []
+        keys = [{"PK": e["PK"], "SK": e["SK"]} for e in entries]
+        for start in range(0, len(keys), 100):
+            pending = {table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            while pending:
+                out = self._dynamodb.batch_get_item(RequestItems=pending)
+                items.extend(out["Responses"].get(table, []))
+                pending = out.get("UnprocessedKeys") or {}
         deserializer = TypeDeserializer()
         emails = [deserializer.deserialize(item["data"]) for item in items]
         return [e for e in emails if e["customer_id"] == customer]
