@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 MOTO="$PWD/.venv/bin/moto_server"
 [[ -x "$MOTO" ]] || { echo "error: $MOTO is missing; run \`make tools\` first" >&2; exit 1; }
-# moto_server, with its DynamoDB backend taking one request at a time (the script says why).
 
 source infra/scripts/emulator.sh
 port=$(free_port)
 mkdir -p target
+# moto_server, with its DynamoDB backend taking one request at a time (the script says why).
 "$PWD/.venv/bin/python" infra/scripts/moto_server_serialised.py -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
