@@ -119,14 +119,14 @@ pub struct Transaction {
     pub reattempt: bool,
     /// False when Recoup recorded the failure without calling the PSP (expired card).
     pub sent_to_psp: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psp_charge_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decline: Option<Decline>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_class: Option<RetryClass>,
     pub created_at: Timestamp,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_at: Option<Timestamp>,
 }
 
@@ -179,27 +179,27 @@ pub struct Invoice {
     pub amount: Money,
     pub description: String,
     pub collection_method: CollectionMethod,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<SubscriptionLink>,
     status: InvoiceStatus,
     #[serde(default)]
     transactions: Vec<Transaction>,
     pub created_at: Timestamp,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     paid_at: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     errored_at: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     voided_at: Option<Timestamp>,
     /// Start of dunning: retry slots are offsets from here.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     first_failed_at: Option<Timestamp>,
     /// When the engine next looks at this invoice: a retry slot, or the time to reconcile
     /// a pending attempt. Drives the sparse "due" index.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     next_attempt_at: Option<Timestamp>,
     /// The merchant's reference for a bank transfer marked as paid.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     out_of_band_reference: Option<String>,
     /// A refill of the customer's wallet: paid, it credits the wallet (in the same
     /// transaction); failed, it tells the wallet (see `domain::wallet`).
@@ -698,6 +698,28 @@ mod tests {
         assert!(matches!(events[..], [EventPayload::InvoicePaid { .. }]));
         let err = inv.begin_attempt(&card("a"), AttemptTrigger::Manual, t0(), t0()).unwrap_err();
         assert_eq!(err, DomainError::InvoiceAlreadyPaid);
+    }
+
+    /// Stored, an invoice leaves out what it does not have (every write of it is billed by
+    /// the kilobyte), and an invoice stored with explicit nulls, as before 2026-12-07,
+    /// reads the same.
+    #[test]
+    fn an_invoice_is_stored_without_nulls_and_reads_back_with_or_without_them() {
+        let mut inv = invoice();
+        attempt(&mut inv, &card("a"), nsf(), t0());
+        inv.begin_attempt(&card("a"), AttemptTrigger::Retry, t0(), t0()).unwrap();
+        let stored = serde_json::to_value(&inv).unwrap();
+        assert!(!stored.to_string().contains("null"), "{stored}");
+        assert_eq!(serde_json::from_value::<Invoice>(stored.clone()).unwrap(), inv);
+
+        let mut with_nulls = stored;
+        for field in ["paid_at", "errored_at", "voided_at", "out_of_band_reference", "subscription"] {
+            with_nulls[field] = serde_json::Value::Null;
+        }
+        for field in ["psp_charge_id", "decline", "retry_class", "settled_at"] {
+            with_nulls["transactions"][1][field] = serde_json::Value::Null;
+        }
+        assert_eq!(serde_json::from_value::<Invoice>(with_nulls).unwrap(), inv);
     }
 
     #[test]
