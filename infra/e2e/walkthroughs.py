@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,14 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from idp import IdentityProvider
 from stack import Stack
+
+
+def item_body(item: dict) -> dict:
+    """A table item's body: a map in `data`, or, where that saved write units, raw DEFLATE
+    of its JSON in `deflated` (see shared/src/store/deflated.rs)."""
+    if "data" in item:
+        return TypeDeserializer().deserialize(item["data"])
+    return json.loads(zlib.decompress(item["deflated"]["B"], -zlib.MAX_WBITS))
 
 POLL_SECONDS = 5
 
@@ -370,8 +379,7 @@ class Walkthroughs:
                 out = self._dynamodb.batch_get_item(RequestItems=pending)
                 items.extend(out["Responses"].get(table, []))
                 pending = out.get("UnprocessedKeys") or {}
-        deserializer = TypeDeserializer()
-        emails = [deserializer.deserialize(item["data"]) for item in items]
+        emails = [item_body(item) for item in items]
         return [e for e in emails if e["customer_id"] == customer]
 
     def queue_depths(self) -> dict[str, tuple[int, int]]:

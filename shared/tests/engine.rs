@@ -1111,6 +1111,10 @@ async fn an_invoice_issued_and_charged_at_once_is_created_with_its_claim(store: 
         assert_eq!(used.get_requests, 2, "the customer, then card and ledger: {used:?}");
         assert_eq!(used.query_requests, 0, "{used:?}");
         assert_eq!(used.write_requests, 2, "the invoice with its claim, and the settle: {used:?}");
+        // The claim writes the invoice, its created event and the ledger, and checks the
+        // card; the settle writes invoice, ledger and one event. Each item fits one write
+        // unit (the invoice deflated), two inside a transaction.
+        assert!(used.write_units <= 14.0, "at most 14 write units: {used:?}");
         let stored = app.services.invoice(&issued.invoice.id).await.unwrap();
         assert_eq!(stored.attempt_count(), 1);
     }
@@ -1127,7 +1131,8 @@ async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
     use recoup_shared::services::scheduler::ChargeMessage;
 
     let (app, metrics) = metered_app(store);
-    let unique = uuid::Uuid::new_v4().simple().to_string();
+    // Short: the sandbox's tokens carry it, and a token is stored in every attempt.
+    let unique = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let recovering = customer_with_card(&app, &format!("pm_sandbox_visa_51_recover1_id{unique}")).await;
     let declining = customer_with_card(&app, &format!("pm_sandbox_visa_51_id{unique}")).await;
     // The third customer has a second card, and makes it the default after the first
@@ -1177,6 +1182,11 @@ async fn a_scheduled_retry_makes_three_store_calls(store: Arc<dyn ItemStore>) {
             // consistently: half a unit each.
             assert_eq!(used.items_read, 4, "{used:?}");
             assert!(used.read_units <= 2.0, "at most 2 read units: {used:?}");
+            // The design's floor: claim and settle write the invoice and the ledger, and
+            // the claim checks the card and the settle writes one event; each item fits
+            // one write unit (the invoice, with its two attempts, deflated), two inside a
+            // transaction.
+            assert!(used.write_units <= 12.0, "at most 12 write units: {used:?}");
         }
         assert!(used.mark_requests >= 1, "the settle's events were published and marked: {used:?}");
         seen += 1;

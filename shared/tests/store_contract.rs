@@ -177,6 +177,58 @@ mod dynamodb {
     }
 
     recoup_shared::store_contract_suite!(store());
+
+    /// A body that takes its item past a write unit is stored deflated when that saves
+    /// units; one within a unit stays a map, readable in the console. An item an earlier
+    /// release wrote as a map, however large, still reads.
+    #[tokio::test]
+    async fn a_large_body_is_stored_deflated_and_an_old_large_map_still_reads() {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use recoup_shared::store::{Condition, IndexKeys, Item, Key, WriteOp};
+
+        let table = "recoup-contract";
+        let store = recoup_shared::testkit::dynamo_store(table).await;
+        let config = recoup_shared::aws::sdk_config_for_endpoint(&recoup_shared::testkit::moto_endpoint()).await;
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        let pk = format!("DEFLATED#{}", uuid::Uuid::new_v4().simple());
+        let thing = |sk: &str, body: serde_json::Value| Item {
+            key: Key::new(&pk, sk),
+            entity: "thing".into(),
+            version: 1,
+            indexes: IndexKeys::default(),
+            expires_at: None,
+            body: body.into(),
+        };
+        let big_body = serde_json::json!({
+            "attempts": (0..40).map(|n| serde_json::json!({"n": n, "card": "visa 4242", "status": "failed"})).collect::<Vec<_>>()
+        });
+        let big = thing("BIG", big_body.clone());
+        let small = thing("SMALL", serde_json::json!({"n": 1}));
+        for it in [&big, &small] {
+            store.write(vec![WriteOp::Put { item: it.clone(), condition: Condition::NotExists }]).await.unwrap();
+        }
+        let raw = |sk: &'static str| {
+            client
+                .get_item()
+                .table_name(table)
+                .key("PK", AttributeValue::S(pk.clone()))
+                .key("SK", AttributeValue::S(sk.into()))
+                .consistent_read(true)
+                .send()
+        };
+        let big_raw = raw("BIG").await.unwrap().item.expect("written");
+        assert!(big_raw.contains_key("deflated") && !big_raw.contains_key("data"), "{big_raw:?}");
+        let small_raw = raw("SMALL").await.unwrap().item.expect("written");
+        assert!(small_raw.contains_key("data") && !small_raw.contains_key("deflated"), "{small_raw:?}");
+
+        // As an earlier release wrote it: the whole body a map.
+        let mut old = big_raw.clone();
+        old.remove("deflated");
+        old.insert("SK".into(), AttributeValue::S("OLD".into()));
+        old.insert("data".into(), recoup_shared::store::dynamodb::json_to_attr(&big_body));
+        client.put_item().table_name(table).set_item(Some(old)).send().await.unwrap();
+        assert_eq!(store.get(&Key::new(&pk, "OLD")).await.unwrap(), Some(thing("OLD", big_body)));
+    }
 }
 
 /// A table made before its indexes projected keys only (every attribute projected): the

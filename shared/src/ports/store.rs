@@ -219,13 +219,21 @@ impl Item {
         size
     }
 
-    /// Approximate stored size in bytes, by DynamoDB's rules (attribute names plus values).
-    pub fn approximate_size(&self) -> usize {
+    /// Approximate size in bytes of everything but the body: keys, index keys, entity,
+    /// version and expiry.
+    pub fn approximate_envelope_size(&self) -> usize {
         let mut size = self.approximate_key_size() + 6 + self.entity.len() + 7 + 8;
         if self.expires_at.is_some() {
             size += 3 + 8;
         }
-        size + 4
+        size
+    }
+
+    /// Approximate stored size in bytes, by DynamoDB's rules (attribute names plus values),
+    /// with the body as a map named `data`.
+    pub fn approximate_size(&self) -> usize {
+        self.approximate_envelope_size()
+            + 4
             + match &self.body {
                 Body::Json(v) => json_len(v),
                 Body::Entity(e) => e.json_len(),

@@ -259,6 +259,38 @@ pub async fn an_index_page_holds_whole_items_however_many(store: Arc<dyn ItemSto
     }
 }
 
+/// A body of several kilobytes (DynamoDB stores it deflated) reads back whole through
+/// every read, and an item that grows past a kilobyte and shrinks again reads as written at
+/// each step.
+pub async fn a_large_body_reads_back_whole_by_every_read(store: Arc<dyn ItemStore>) {
+    let g = unique("LARGE");
+    let attempt = |n: u64| {
+        json!({"n": n, "card": {"brand": "visa", "last4": "4242", "expiry": {"month": 1, "year": 2032}},
+               "decline": null, "reattempt": n > 1, "amount": 9_007_199_254_740_993u64, "notes": [], "meta": {}})
+    };
+    let body = |attempts: u64| json!({"description": "Pro plan \u{00e9}", "attempts": (1..=attempts).map(attempt).collect::<Vec<_>>()});
+    let mut it = item(&unique("LARGEITEM"), "A", 1);
+    it.indexes = IndexKeys::default().with(Index::Gsi1, Some(IndexKey::new(&g, "1")));
+    for (version, attempts) in [(1, 30), (2, 0), (3, 12)] {
+        let condition = if version == 1 { Condition::NotExists } else { Condition::Version(version - 1) };
+        it.version = version;
+        it.body = body(attempts).into();
+        write_one(&*store, put(it.clone(), condition)).await.expect("write");
+        assert_eq!(store.get(&it.key).await.unwrap().as_ref(), Some(&it), "get, {attempts} attempts");
+        let missing = Key::new(unique("NONE"), "A");
+        for read in [
+            store.get_many(&[missing.clone(), it.key.clone()]).await.unwrap(),
+            store.get_many_eventually(&[missing.clone(), it.key.clone()]).await.unwrap(),
+        ] {
+            assert_eq!(read, vec![None, Some(it.clone())], "batched read, {attempts} attempts");
+        }
+        let page = store.query(&Query::index(Index::Gsi1, &g, SortKeyRange::All)).await.unwrap();
+        assert_eq!(page.items, vec![it.clone()], "index query, {attempts} attempts");
+        let page = store.query(&Query::table(&it.key.pk, SortKeyRange::All)).await.unwrap();
+        assert_eq!(page.items, vec![it.clone()], "table query, {attempts} attempts");
+    }
+}
+
 pub async fn pages_cover_every_item_exactly_once_in_both_directions(store: Arc<dyn ItemStore>) {
     let pk = unique("PAGE");
     let g = unique("PAGEIDX");
@@ -470,6 +502,7 @@ macro_rules! store_contract_suite {
             a_table_query_selects_sort_key_ranges_in_order,
             an_index_holds_only_items_carrying_its_key_and_follows_updates,
             an_index_page_holds_whole_items_however_many,
+            a_large_body_reads_back_whole_by_every_read,
             pages_cover_every_item_exactly_once_in_both_directions,
             every_range_reads_the_same_in_pages_in_both_directions,
             a_cursor_from_another_listing_is_refused,

@@ -1,6 +1,8 @@
 //! The DynamoDB store. One table, keys `PK`/`SK`, three sparse GSIs (`GSI1PK`/`GSI1SK`
 //! ...), TTL on `expires_at`. The entity body is stored as a native map in `data` so items
-//! stay readable in the console.
+//! stay readable in the console, except where an item would pass one write unit and
+//! deflating its body saves units (an invoice with its attempts): then it is raw DEFLATE of
+//! the JSON in the binary attribute `deflated` (see [`super::deflated`]).
 //!
 //! A single write uses `PutItem`/`DeleteItem` with a condition; several use
 //! `TransactWriteItems`, which costs twice the capacity, so the engine keeps most writes
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnConsumedCapacity,
@@ -21,7 +24,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     Condition, Cursor, Index, IndexKey, IndexKeys, Item, ItemStore, Key, Page, Query, SortKeyRange, StoreError,
-    WriteOp, validate_batch,
+    WriteOp, deflated, validate_batch,
 };
 
 const PK: &str = "PK";
@@ -92,8 +95,16 @@ fn to_attrs(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> 
     if let Some(t) = item.expires_at {
         m.insert(EXPIRES_AT.into(), AttributeValue::N(t.to_string()));
     }
-    m.insert(DATA.into(), json_to_attr(&*item.body.json()?));
+    match deflated::deflated_body(item)? {
+        Some(bytes) => m.insert(deflated::DEFLATED.into(), AttributeValue::B(Blob::new(bytes))),
+        None => m.insert(DATA.into(), json_to_attr(&*item.body.json()?)),
+    };
     Ok(m)
+}
+
+/// Whether an item (or an index entry) holds the body, in either form.
+fn has_body(m: &HashMap<String, AttributeValue>) -> bool {
+    m.contains_key(DATA) || m.contains_key(deflated::DEFLATED)
 }
 
 fn string(m: &HashMap<String, AttributeValue>, name: &str) -> Result<String, StoreError> {
@@ -125,7 +136,15 @@ fn from_attrs(m: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
         version: number(m, VERSION)?.unwrap_or(0) as u64,
         indexes,
         expires_at: number(m, EXPIRES_AT)?,
-        body: m.get(DATA).map(attr_to_json).transpose()?.unwrap_or(serde_json::Value::Null).into(),
+        body: match (m.get(DATA), m.get(deflated::DEFLATED)) {
+            (Some(data), _) => attr_to_json(data)?,
+            (None, Some(AttributeValue::B(bytes))) => deflated::inflate(bytes.as_ref())?,
+            (None, Some(_)) => {
+                return Err(StoreError::Corrupt(format!("attribute {} is not binary", deflated::DEFLATED)));
+            }
+            (None, None) => serde_json::Value::Null,
+        }
+        .into(),
     })
 }
 
@@ -505,9 +524,7 @@ impl ItemStore for DynamoStore {
         self.consumed.add(out.consumed_capacity(), false);
         let items = match q.index {
             // The index projects keys only: read the items themselves.
-            Some(index) if out.items().iter().any(|m| !m.contains_key(DATA)) => {
-                self.read_indexed(index, q, out.items()).await?
-            }
+            Some(index) if out.items().iter().any(|m| !has_body(m)) => self.read_indexed(index, q, out.items()).await?,
             _ => out.items().iter().map(from_attrs).collect::<Result<Vec<_>, _>>()?,
         };
         let next = match out.last_evaluated_key() {

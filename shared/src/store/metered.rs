@@ -2,8 +2,10 @@
 //! would consume, by DynamoDB's published rules: a strongly consistent read costs one read
 //! unit per 4 KB (half that when eventually consistent, as index queries are), a write one
 //! write unit per 1 KB, and every item in a transaction twice that. An index query reads the
-//! index's keys, then the items (the indexes project keys only). The figures in the README
-//! come from it.
+//! index's keys, then the items (the indexes project keys only). Items are sized as the
+//! DynamoDB store writes them, a large body deflated where that saves units
+//! ([`super::deflated`]), whichever store is wrapped. The figures in the README come from
+//! it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +79,11 @@ impl StoreMetrics {
     }
 }
 
+/// An item's size as DynamoDB would store it.
+fn size(item: &Item) -> usize {
+    super::deflated::stored_size(item).unwrap_or_else(|_| item.approximate_size())
+}
+
 fn units(bytes: usize, per: usize) -> u64 {
     bytes.div_ceil(per).max(1) as u64
 }
@@ -101,7 +108,7 @@ impl Metered {
         let m = &self.metrics;
         m.get_requests.fetch_add(1, Ordering::Relaxed);
         m.items_read.fetch_add(items.iter().flatten().count() as u64, Ordering::Relaxed);
-        let units: u64 = items.iter().flatten().map(|i| units(i.approximate_size(), 4096)).sum();
+        let units: u64 = items.iter().flatten().map(|i| units(size(i), 4096)).sum();
         m.read_milli_units.fetch_add(milli_per_unit * units, Ordering::Relaxed);
     }
 }
@@ -123,8 +130,8 @@ impl ItemStore for Metered {
         let m = &self.metrics;
         m.get_requests.fetch_add(1, Ordering::Relaxed);
         m.items_read.fetch_add(u64::from(item.is_some()), Ordering::Relaxed);
-        let size = item.as_ref().map_or(0, Item::approximate_size);
-        m.read_milli_units.fetch_add(1000 * units(size, 4096), Ordering::Relaxed);
+        let bytes = item.as_ref().map_or(0, size);
+        m.read_milli_units.fetch_add(1000 * units(bytes, 4096), Ordering::Relaxed);
         Ok(item)
     }
 
@@ -153,10 +160,9 @@ impl ItemStore for Metered {
             // consistent, each item rounded up on its own.
             Some(_) => {
                 let keys: usize = page.items.iter().map(Item::approximate_key_size).sum();
-                500 * units(keys, 4096)
-                    + page.items.iter().map(|i| 500 * units(i.approximate_size(), 4096)).sum::<u64>()
+                500 * units(keys, 4096) + page.items.iter().map(|i| 500 * units(size(i), 4096)).sum::<u64>()
             }
-            None => 1000 * units(page.items.iter().map(Item::approximate_size).sum(), 4096),
+            None => 1000 * units(page.items.iter().map(size).sum(), 4096),
         };
         m.read_milli_units.fetch_add(milli, Ordering::Relaxed);
         Ok(page)
@@ -168,7 +174,7 @@ impl ItemStore for Metered {
         let mut milli = 0u64;
         for op in &ops {
             let size = match op {
-                WriteOp::Put { item, .. } => item.approximate_size(),
+                WriteOp::Put { item, .. } => size(item),
                 WriteOp::Delete { .. } | WriteOp::Check { .. } => 0,
             };
             if !matches!(op, WriteOp::Check { .. }) {
