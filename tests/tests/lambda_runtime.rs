@@ -124,11 +124,18 @@ impl Aws {
 }
 
 /// A string field of an item's `data` map.
-fn data_field(item: &std::collections::HashMap<String, AttributeValue>, field: &str) -> Option<String> {
-    match item.get("data")? {
-        AttributeValue::M(m) => m.get(field)?.as_s().ok().cloned(),
+/// A stored item's body: its `data` map, or its `deflated` JSON where that saved write
+/// units (`shared/src/store/deflated.rs`).
+fn body(item: &std::collections::HashMap<String, AttributeValue>) -> Option<Value> {
+    match (item.get("data"), item.get("deflated")) {
+        (Some(data), _) => recoup_shared::store::dynamodb::attr_to_json(data).ok(),
+        (None, Some(AttributeValue::B(bytes))) => recoup_shared::store::deflated::inflate(bytes.as_ref()).ok(),
         _ => None,
     }
+}
+
+fn data_field(item: &std::collections::HashMap<String, AttributeValue>, field: &str) -> Option<String> {
+    body(item)?.get(field)?.as_str().map(str::to_owned)
 }
 
 /// Who calls, as the JWT authorizer's claims.
@@ -936,10 +943,9 @@ impl HoldingProxy {
 /// The sandbox's record of a charge, by idempotency key: whether it succeeded, its id.
 async fn sandbox_charge(aws: &Aws, key: &str) -> Option<(bool, Option<String>)> {
     let item = aws.get(&format!("PSP#CHARGE#{key}"), "CHARGE").await?;
-    let AttributeValue::M(data) = item.get("data")? else { return None };
-    let AttributeValue::M(outcome) = data.get("outcome")? else { return None };
-    let succeeded = outcome.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| s == "succeeded");
-    Some((succeeded, outcome.get("charge_id").and_then(|s| s.as_s().ok()).cloned()))
+    let outcome = body(&item)?.get("outcome")?.clone();
+    let succeeded = outcome.get("status").and_then(Value::as_str) == Some("succeeded");
+    Some((succeeded, outcome.get("charge_id").and_then(Value::as_str).map(str::to_owned)))
 }
 
 /// The charge worker claims a retry (a pending attempt on the invoice and the card's ledger)
