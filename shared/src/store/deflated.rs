@@ -23,17 +23,26 @@ const LEVEL: u8 = 6;
 /// No body inflates past DynamoDB's item limit; a larger one is refused as corrupt.
 const MAX_INFLATED_BYTES: usize = 400 * 1024;
 
-/// The item's body as stored deflated, or `None` when it is stored as a map.
-pub fn deflated_body(item: &Item) -> Result<Option<Vec<u8>>, StoreError> {
+/// An item's body as DynamoDB stores it.
+#[derive(Debug)]
+pub enum StoredBody<'a> {
+    /// A native map, `data`.
+    Map(std::borrow::Cow<'a, serde_json::Value>),
+    /// Raw DEFLATE of the body's JSON text, `deflated`.
+    Deflated(Vec<u8>),
+}
+
+/// How the item's body is stored: its JSON is built once, whichever form it takes.
+pub fn stored_body(item: &Item) -> Result<StoredBody<'_>, StoreError> {
     let as_map = item.approximate_size();
+    let json = item.body.json()?;
     if as_map <= WRITE_UNIT_BYTES {
-        return Ok(None);
+        return Ok(StoredBody::Map(json));
     }
-    let json = serde_json::to_vec(&*item.body.json()?)
-        .map_err(|e| StoreError::Invalid(format!("a body that does not serialize: {e}")))?;
-    let deflated = miniz_oxide::deflate::compress_to_vec(&json, LEVEL);
-    let as_deflated = item.approximate_envelope_size() + DEFLATED.len() + deflated.len();
-    Ok((write_units(as_deflated) < write_units(as_map)).then_some(deflated))
+    Ok(match deflate_if_cheaper(item, &json, as_map)? {
+        Some((deflated, _)) => StoredBody::Deflated(deflated),
+        None => StoredBody::Map(json),
+    })
 }
 
 /// A deflated body back as JSON.
@@ -43,12 +52,29 @@ pub fn inflate(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {
     serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("a deflated body that is not JSON: {e}")))
 }
 
-/// Approximate size in bytes of the item as DynamoDB stores it (deflated or not).
+/// Approximate size in bytes of the item as DynamoDB stores it (deflated or not). An item
+/// within one unit is sized without building its JSON.
 pub fn stored_size(item: &Item) -> Result<usize, StoreError> {
-    Ok(match deflated_body(item)? {
-        Some(deflated) => item.approximate_envelope_size() + DEFLATED.len() + deflated.len(),
-        None => item.approximate_size(),
-    })
+    let as_map = item.approximate_size();
+    if as_map <= WRITE_UNIT_BYTES {
+        return Ok(as_map);
+    }
+    let json = item.body.json()?;
+    Ok(deflate_if_cheaper(item, &json, as_map)?.map_or(as_map, |(_, size)| size))
+}
+
+/// The body deflated and the item's size so stored, when that costs fewer write units
+/// than `as_map` bytes.
+fn deflate_if_cheaper(
+    item: &Item,
+    json: &serde_json::Value,
+    as_map: usize,
+) -> Result<Option<(Vec<u8>, usize)>, StoreError> {
+    let text =
+        serde_json::to_vec(json).map_err(|e| StoreError::Invalid(format!("a body that does not serialize: {e}")))?;
+    let deflated = miniz_oxide::deflate::compress_to_vec(&text, LEVEL);
+    let as_deflated = item.approximate_envelope_size() + DEFLATED.len() + deflated.len();
+    Ok((write_units(as_deflated) < write_units(as_map)).then_some((deflated, as_deflated)))
 }
 
 fn write_units(bytes: usize) -> usize {
@@ -100,7 +126,7 @@ mod tests {
     fn an_item_within_one_write_unit_keeps_its_body_as_a_map() {
         let small = item(with_attempts(0));
         assert!(small.approximate_size() <= WRITE_UNIT_BYTES);
-        assert_eq!(deflated_body(&small).unwrap(), None);
+        assert!(matches!(stored_body(&small).unwrap(), StoredBody::Map(_)));
         assert_eq!(stored_size(&small).unwrap(), small.approximate_size());
     }
 
@@ -109,7 +135,7 @@ mod tests {
         for attempts in 2..=4 {
             let big = item(with_attempts(attempts));
             assert!(big.approximate_size() > WRITE_UNIT_BYTES, "{attempts} attempts");
-            let deflated = deflated_body(&big).unwrap().expect("deflating saves a unit");
+            let StoredBody::Deflated(deflated) = stored_body(&big).unwrap() else { panic!("deflating saves a unit") };
             let stored = stored_size(&big).unwrap();
             assert!(
                 write_units(stored) < write_units(big.approximate_size()),
@@ -127,7 +153,8 @@ mod tests {
         // Random text does not deflate: no unit is saved, so the item stays readable.
         let noise: String = (0..1500).map(|_| fastrand::alphanumeric()).collect();
         let item = item(serde_json::json!({ "noise": noise }));
-        assert_eq!(deflated_body(&item).unwrap(), None);
+        assert!(matches!(stored_body(&item).unwrap(), StoredBody::Map(_)));
+        assert_eq!(stored_size(&item).unwrap(), item.approximate_size());
     }
 
     #[test]

@@ -95,9 +95,11 @@ fn to_attrs(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> 
     if let Some(t) = item.expires_at {
         m.insert(EXPIRES_AT.into(), AttributeValue::N(t.to_string()));
     }
-    match deflated::deflated_body(item)? {
-        Some(bytes) => m.insert(deflated::DEFLATED.into(), AttributeValue::B(Blob::new(bytes))),
-        None => m.insert(DATA.into(), json_to_attr(&*item.body.json()?)),
+    match deflated::stored_body(item)? {
+        deflated::StoredBody::Deflated(bytes) => {
+            m.insert(deflated::DEFLATED.into(), AttributeValue::B(Blob::new(bytes)))
+        }
+        deflated::StoredBody::Map(json) => m.insert(DATA.into(), json_to_attr(&json)),
     };
     Ok(m)
 }
