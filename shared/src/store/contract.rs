@@ -411,23 +411,37 @@ pub async fn oversized_or_empty_transactions_are_refused(store: Arc<dyn ItemStor
     assert_eq!(collect(&*store, Query::table(&pk, SortKeyRange::All)).await.len(), 100);
 }
 
+/// Runs `n` writers at once, each on its own task, and answers what each returned.
+async fn concurrently<T, F, Fut>(n: usize, writer: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(writer(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        out.push(task.await.expect("task"));
+    }
+    out
+}
+
 /// Many writers read version 1 and race to write version 2: exactly one wins.
 pub async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store: Arc<dyn ItemStore>) {
     let pk = unique("RACE");
     write_one(&*store, put(item(&pk, "A", 1), Condition::NotExists)).await.expect("seed");
-    let mut tasks = Vec::new();
-    for i in 0..8u64 {
-        let store = store.clone();
-        let pk = pk.clone();
-        tasks.push(tokio::spawn(async move {
+    let results = concurrently(8, |i| {
+        let (store, pk) = (store.clone(), pk.clone());
+        async move {
             let mut it = item(&pk, "A", 2);
             it.body = json!({"writer": i}).into();
             store.write(vec![put(it, Condition::Version(1))]).await
-        }));
-    }
+        }
+    })
+    .await;
     let mut wins = 0;
-    for t in tasks {
-        match t.await.expect("task") {
+    for result in results {
+        match result {
             Ok(()) => wins += 1,
             Err(StoreError::ConditionFailed { .. } | StoreError::Contention(_)) => {}
             Err(e) => panic!("unexpected {e:?}"),
@@ -444,11 +458,9 @@ pub async fn a_refused_transaction_never_undoes_another_writers_commit(store: Ar
     const EACH: usize = 100;
     let pk = unique("KEEP");
     write_one(&*store, put(item(&pk, "TAKEN", 1), Condition::NotExists)).await.expect("seed");
-    let mut tasks = Vec::new();
-    for w in 0..4usize {
-        let store = store.clone();
-        let pk = pk.clone();
-        tasks.push(tokio::spawn(async move {
+    let mut acknowledged: Vec<String> = concurrently(4, |w| {
+        let (store, pk) = (store.clone(), pk.clone());
+        async move {
             let mut acknowledged = Vec::new();
             for i in 0..EACH {
                 let sk = format!("W{w}-{i:03}");
@@ -470,12 +482,12 @@ pub async fn a_refused_transaction_never_undoes_another_writers_commit(store: Ar
                 }
             }
             acknowledged
-        }));
-    }
-    let mut acknowledged = Vec::new();
-    for t in tasks {
-        acknowledged.extend(t.await.expect("task"));
-    }
+        }
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     let stored: Vec<String> = collect(&*store, Query::table(&pk, SortKeyRange::All))
         .await
         .into_iter()
