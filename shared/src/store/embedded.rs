@@ -57,10 +57,38 @@ fn after_partition(s: &str) -> String {
 /// The most logical transactions one durable commit carries.
 const MAX_GROUP: usize = 512;
 
-/// A logical transaction waiting for the writer, and where its answer goes.
+/// A logical transaction waiting for the writer, and where its answer goes. Its puts come
+/// encoded: the caller's thread encodes them, so the one writer thread does not.
 struct Pending {
     ops: Vec<WriteOp>,
+    encoded: Encoded,
     reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Each put of a logical transaction as stored bytes (`None` for deletes and checks).
+type Encoded = Vec<Option<Vec<u8>>>;
+
+/// What the writer needs of a stored item: its version (for conditions) and its index
+/// keys (to move its index entries). The body is skipped, never built.
+#[derive(serde::Deserialize)]
+struct Header {
+    version: u64,
+    indexes: super::IndexKeys,
+}
+
+fn decode_header(bytes: &[u8]) -> Result<Header, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("embedded item: {e}")))
+}
+
+fn encode(ops: &[WriteOp]) -> Result<Encoded, StoreError> {
+    ops.iter()
+        .map(|op| match op {
+            WriteOp::Put { item, .. } => {
+                serde_json::to_vec(item).map(Some).map_err(|e| StoreError::Invalid(e.to_string()))
+            }
+            WriteOp::Delete { .. } | WriteOp::Check { .. } => Ok(None),
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -257,7 +285,7 @@ fn write_loop(db: &Database, durability: Durability, queue: &mpsc::Receiver<Pend
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.ops, p.reply)).unzip();
+        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| ((p.ops, p.encoded), p.reply)).unzip();
         for (reply, result) in replies.into_iter().zip(commit_group(db, durability, ops)) {
             // A caller that stopped waiting (its task was dropped) needs no answer.
             let _ = reply.send(result);
@@ -269,7 +297,11 @@ fn write_loop(db: &Database, durability: Durability, queue: &mpsc::Receiver<Pend
 /// logical transaction whose conditions fail is answered with that failure and writes
 /// nothing; the others are unaffected. A storage failure fails the whole group (nothing of
 /// it is committed) and every member is told the store is unavailable.
-fn commit_group(db: &Database, durability: Durability, group: Vec<Vec<WriteOp>>) -> Vec<Result<(), StoreError>> {
+fn commit_group(
+    db: &Database,
+    durability: Durability,
+    group: Vec<(Vec<WriteOp>, Encoded)>,
+) -> Vec<Result<(), StoreError>> {
     let n = group.len();
     let fail_all = |e: StoreError| vec![Err(e); n];
     let mut txn = match db.begin_write() {
@@ -295,8 +327,8 @@ fn commit_group(db: &Database, durability: Durability, group: Vec<Vec<WriteOp>>)
             Ok(t) => t,
             Err(e) => return fail_all(e),
         };
-        for ops in group {
-            match apply(&mut items, &mut gsis, ops) {
+        for (ops, encoded) in group {
+            match apply(&mut items, &mut gsis, ops, encoded) {
                 Ok(()) => results.push(Ok(())),
                 Err(Applied::Refused(e)) => results.push(Err(e)),
                 // Part of this transaction may be applied: abandon the whole group.
@@ -321,17 +353,22 @@ enum Applied {
 type ItemsTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
 type GsiTable<'t> = redb::Table<'t, (&'static str, &'static str, &'static str, &'static str), u8>;
 
-fn apply(items: &mut ItemsTable<'_>, gsis: &mut [GsiTable<'_>; 3], ops: Vec<WriteOp>) -> Result<(), Applied> {
+fn apply(
+    items: &mut ItemsTable<'_>,
+    gsis: &mut [GsiTable<'_>; 3],
+    ops: Vec<WriteOp>,
+    encoded: Encoded,
+) -> Result<(), Applied> {
     validate_batch(&ops).map_err(Applied::Refused)?;
     // Conditions first, against the state before this transaction (and after the
     // group's earlier ones).
-    let mut current: Vec<Option<Item>> = Vec::with_capacity(ops.len());
+    let mut current: Vec<Option<Header>> = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let key = op.key();
         let existing = items
             .get((key.pk.as_str(), key.sk.as_str()))
             .map_err(|e| Applied::Refused(unavailable(e)))?
-            .map(|v| decode(v.value()))
+            .map(|v| decode_header(v.value()))
             .transpose()
             .map_err(Applied::Refused)?;
         let condition = match op {
@@ -343,16 +380,6 @@ fn apply(items: &mut ItemsTable<'_>, gsis: &mut [GsiTable<'_>; 3], ops: Vec<Writ
             return Err(Applied::Refused(StoreError::ConditionFailed { op: i }));
         }
         current.push(existing);
-    }
-    // Encode before the first write, so a body that cannot be encoded refuses cleanly.
-    let mut encoded = Vec::with_capacity(ops.len());
-    for op in &ops {
-        encoded.push(match op {
-            WriteOp::Put { item, .. } => {
-                Some(serde_json::to_vec(item).map_err(|e| Applied::Refused(StoreError::Invalid(e.to_string())))?)
-            }
-            WriteOp::Delete { .. } | WriteOp::Check { .. } => None,
-        });
     }
     let broken = |e: redb::StorageError| Applied::Broken(unavailable(e));
     for ((op, existing), bytes) in ops.into_iter().zip(current).zip(encoded) {
@@ -415,9 +442,12 @@ impl ItemStore for EmbeddedStore {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        // Encoded here, before the first write, so a body that cannot be encoded is refused
+        // cleanly (and on the caller's thread, not the writer's).
+        let encoded = encode(&ops)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let writer = self.shared.writer.as_ref().ok_or_else(|| unavailable("the store is closing"))?;
-        writer.send(Pending { ops, reply }).map_err(|_| unavailable("the writer thread has stopped"))?;
+        writer.send(Pending { ops, encoded, reply }).map_err(|_| unavailable("the writer thread has stopped"))?;
         answer.await.map_err(|_| unavailable("the writer thread has stopped"))?
     }
 
