@@ -99,6 +99,7 @@ pub fn test_app(
         merchant_email: None,
         portal_links: None,
         card_turns: Default::default(),
+        publishing: Default::default(),
     };
     TestApp { services, clock, published }
 }

@@ -132,6 +132,7 @@ impl Topology {
             merchant_email: None,
             portal_links: None,
             card_turns: Default::default(),
+            publishing: Default::default(),
         };
         let charge_queue = Arc::new(SqsSender::new(sqs.clone(), queues[routing::CHARGE_QUEUE].clone()));
         let app = App {

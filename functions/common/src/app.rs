@@ -315,6 +315,8 @@ pub async fn from_env() -> Result<App, ConfigError> {
         merchant_email: settings.merchant_email,
         portal_links: None,
         card_turns: Default::default(),
+        // A Lambda publishes before it answers: once it has, its runtime may be frozen.
+        publishing: recoup_shared::services::outbox::Publishing::Inline,
     };
     let psp_webhook_secrets = settings
         .stripe_webhook_secret_arn

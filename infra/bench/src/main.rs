@@ -146,6 +146,7 @@ async fn bench_on(backend: &str) -> Option<Bench> {
         merchant_email: None,
         portal_links: None,
         card_turns: Default::default(),
+        publishing: Default::default(),
     };
     Some(Bench { services, clock, metrics, consumed, memory, published })
 }

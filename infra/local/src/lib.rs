@@ -139,6 +139,8 @@ impl Local {
             merchant_email: options.merchant_email,
             portal_links: None,
             card_turns: Default::default(),
+            // A long-running process: a request does not wait for the bus and the outbox mark.
+            publishing: recoup_shared::services::outbox::Publishing::Background(Default::default()),
         };
         let psp_webhook_secrets = options.stripe_webhook_secrets.map(|secrets| {
             Arc::new(recoup_lambda::app::FixedSecrets(secrets)) as Arc<dyn recoup_lambda::app::SecretSource>
@@ -195,11 +197,22 @@ impl Local {
         std::fs::rename(&tmp, &path)
     }
 
+    /// Waits until the events of every request answered before this call are on the bus
+    /// (requests answer while their events are published; see `Publishing`). Whatever looks
+    /// at the bus's output (a queue drain, the relay, the dev console) calls this first, so
+    /// it sees what it would have seen had every request waited.
+    pub async fn caught_up(&self) {
+        recoup_shared::services::outbox::caught_up(&self.app.services).await;
+    }
+
     /// Runs each scheduled function once, as its EventBridge schedule would.
     pub async fn run_schedules(&self) -> Value {
         let _one_at_a_time = self.schedules.lock().await;
         let mut runs = serde_json::Map::new();
         for (function, _rate, handle) in recoup_functions::schedules() {
+            // What the requests and the schedules before this one committed is published
+            // first: the relay would otherwise publish it again.
+            self.caught_up().await;
             let event = scheduled_event(&function.logical_id(), self.clock.as_ref());
             let result = handle(&self.app, event).await.unwrap_or_else(|e| {
                 e.log_at_edge("schedule");
@@ -214,6 +227,8 @@ impl Local {
     pub async fn drain(&self) -> usize {
         let mut delivered = 0;
         for _ in 0..1_000 {
+            // What the last round's consumers committed is queued before this one looks.
+            self.caught_up().await;
             let mut round = 0;
             for q in self.queues.all() {
                 round += self.queues.deliver(&self.app, q).await;

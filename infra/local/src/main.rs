@@ -195,12 +195,16 @@ async fn main() -> Result<(), String> {
                     }
                 });
             }
-            axum::serve(listener, server::router(local))
+            let served = axum::serve(listener, server::router(local.clone()))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            // The answered requests' events reach the bus before the process ends (the
+            // relay would publish them at the next start otherwise).
+            local.caught_up().await;
+            served
         }
     }
 }

@@ -289,6 +289,7 @@ async fn tick(State(local): State<Arc<Local>>) -> Response {
 
 /// Every webhook endpoint (never its secrets) with its 50 latest deliveries.
 async fn webhooks(State(local): State<Arc<Local>>) -> Response {
+    local.caught_up().await;
     let services = &local.app.services;
     let endpoints = match services.webhook_endpoints().await {
         Ok(e) => e,
@@ -308,6 +309,7 @@ async fn webhooks(State(local): State<Arc<Local>>) -> Response {
 }
 
 async fn emails(State(local): State<Arc<Local>>) -> Response {
+    local.caught_up().await;
     match local.mailer.recent(100).await {
         Ok(list) => axum::Json(json!({"data": list})).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", &e.to_string()),
@@ -315,9 +317,11 @@ async fn emails(State(local): State<Arc<Local>>) -> Response {
 }
 
 async fn events(State(local): State<Arc<Local>>) -> Response {
+    local.caught_up().await;
     axum::Json(json!({"data": local.bus.recent()})).into_response()
 }
 
 async fn queues(State(local): State<Arc<Local>>) -> Response {
+    local.caught_up().await;
     axum::Json(json!({"data": local.queues.all().iter().map(|q| q.depth()).collect::<Vec<_>>()})).into_response()
 }

@@ -43,6 +43,38 @@ async fn the_readme_walkthrough_charges_a_good_card_and_explains_a_decline() {
     assert!(inv.body["next_attempt_at"].is_string(), "a retry is planned");
 }
 
+/// The local product answers a request while its events go to the bus; what looks at the
+/// bus afterwards (the dev console, a tick) still sees every event of every request already
+/// answered, published once.
+#[tokio::test]
+async fn an_answered_requests_events_are_on_the_bus_when_looked_for_and_published_once() {
+    let r = Runner::start().await;
+    let merchant = Runner::token("merchant", None);
+    let mut invoices = Vec::new();
+    for _ in 0..5 {
+        let (cus, owner, _) = r.customer(&merchant).await;
+        let pm = r.post("/v1/payment-methods", &owner, json!({"payment_method": "pm_card_visa"})).await;
+        assert_eq!(pm.status, 201, "{}", pm.body);
+        let inv =
+            r.post("/v1/invoices", &merchant, json!({"customer_id": cus, "amount": 900, "currency": "eur"})).await;
+        assert_eq!(inv.body["status"], "paid", "{}", inv.body);
+        invoices.push(inv.body["id"].as_str().unwrap().to_owned());
+    }
+    // Looked for at once, with no tick: every invoice's creation and payment is there.
+    let events = r.call("GET", "/v1/dev/events", None, None, None).await.body;
+    let events = events["data"].as_array().unwrap();
+    for id in &invoices {
+        for kind in ["invoice.created", "invoice.paid"] {
+            let n =
+                events.iter().filter(|e| e["detail-type"] == kind && e["detail"]["data"]["invoice_id"] == *id).count();
+            assert_eq!(n, 1, "{kind} for {id} once in {events:?}");
+        }
+    }
+    // Nothing was left in the outbox for the relay to send again.
+    let tick = r.tick().await;
+    assert_eq!(tick["schedules"][0]["outbox_relay"]["published"], 0, "{tick}");
+}
+
 #[tokio::test]
 async fn cards_stripe_refuses_to_attach_are_refused_at_registration() {
     let r = Runner::start().await;

@@ -78,6 +78,8 @@ pub struct Services {
     pub portal_links: Option<Arc<dyn crate::ports::portal::PortalLinks>>,
     /// One claim or settle at a time per card in this process (see `card_locks`).
     pub card_turns: CardTurns,
+    /// Whether committed events are published before a use case answers, or meanwhile.
+    pub publishing: outbox::Publishing,
 }
 
 impl Services {
@@ -129,12 +131,13 @@ impl Services {
         Err(concurrent_update(what))
     }
 
-    /// Publishes freshly committed events right away. Failures are left to the relay,
-    /// which finds every unpublished event in the outbox.
+    /// Publishes freshly committed events right away (or starts to, when publishing in
+    /// the background). Failures are left to the relay, which finds every unpublished
+    /// event in the outbox.
     pub async fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        outbox::publish_and_mark(self, events).await;
+        outbox::publish(self, events).await;
     }
 }
